@@ -1,0 +1,142 @@
+"""The design as SQLAlchemy tables: one table per resource, plus the engine's own tables.
+
+Both the Database adapter and the migration planner read this, so the tables they use are
+the tables the design describes, by construction.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from charpente.design.model import Design, Field, Kind, OnDelete, Resource
+
+__all__ = ["IDEMPOTENCY_TABLE", "UtcDateTime", "build_metadata", "column_type"]
+
+IDEMPOTENCY_TABLE = "charpente_idempotency"
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_ON_DELETE = {
+    OnDelete.RESTRICT: "RESTRICT",
+    OnDelete.CASCADE: "CASCADE",
+    OnDelete.SET_NULL: "SET NULL",
+}
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime.datetime]):
+    """A timestamp stored in UTC and always read back as an aware UTC datetime."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime.datetime | None, dialect: sa.Dialect
+    ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        value = value.astimezone(datetime.UTC)
+        # SQLite stores text: keep it naive so that every stored value sorts the same way.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime.datetime | None, dialect: sa.Dialect
+    ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.UTC)
+        return value.astimezone(datetime.UTC)
+
+
+def column_type(field: Field) -> sa.types.TypeEngine[Any]:
+    """The SQL type that stores values of `field`'s kind on every dialect."""
+    kind = field.kind
+    if kind in (Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.ENUM):
+        # Code-point order on every dialect (SQLite's default), whatever the server's locale.
+        return sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+    if kind in (Kind.INT, Kind.COUNT) or field.name == "version":
+        return sa.BigInteger()
+    if kind is Kind.FLOAT:
+        return sa.Double()
+    if kind is Kind.DECIMAL:
+        return sa.Numeric(field.precision, field.scale, asdecimal=True)
+    if kind is Kind.BOOL:
+        return sa.Boolean()
+    if kind is Kind.DATE:
+        return sa.Date()
+    if kind is Kind.DATETIME:
+        return UtcDateTime()
+    if kind is Kind.JSON:
+        return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    if kind in (Kind.UUID, Kind.REF):
+        return sa.Uuid(as_uuid=False)
+    raise AssertionError(f"no column type for kind {kind}")  # every Kind is handled above
+
+
+def build_metadata(design: Design) -> sa.MetaData:
+    """Every table the design needs, with constraints and indexes named deterministically."""
+    metadata = sa.MetaData(naming_convention=NAMING)
+    for resource in design.resources.values():
+        _resource_table(metadata, resource)
+    _idempotency_table(metadata)
+    return metadata
+
+
+def _resource_table(metadata: sa.MetaData, resource: Resource) -> sa.Table:
+    columns = [_column(f) for f in resource.all_fields]
+    table = sa.Table(resource.name, metadata, *columns)
+    for names in resource.unique:
+        table.append_constraint(sa.UniqueConstraint(*(table.c[n] for n in names)))
+    indexed_first = {idx.columns[0].field for idx in resource.indexes}
+    indexed_first |= {names[0] for names in resource.unique}
+    for index in resource.indexes:
+        exprs = [
+            table.c[c.field].desc() if c.descending else table.c[c.field] for c in index.columns
+        ]
+        name = "ix_{}_{}".format(resource.name, "_".join(c.field for c in index.columns))
+        sa.Index(name, *exprs, unique=index.unique)
+    for f in resource.fields:
+        # A reference is looked up and cascaded through: index it unless an index leads with it.
+        if f.kind is Kind.REF and not f.unique and f.name not in indexed_first:
+            sa.Index(f"ix_{resource.name}_{f.name}", table.c[f.name])
+    return table
+
+
+def _column(field: Field) -> sa.Column[Any]:
+    args: list[Any] = []
+    if field.kind is Kind.REF and field.ref is not None:
+        args.append(sa.ForeignKey(f"{field.ref}.id", ondelete=_ON_DELETE[field.on_delete]))
+    server_default = sa.text("0") if field.kind is Kind.COUNT else None
+    return sa.Column(
+        field.name,
+        column_type(field),
+        *args,
+        primary_key=field.name == "id",
+        nullable=not (field.required or field.system or field.kind is Kind.COUNT),
+        unique=field.unique or None,
+        server_default=server_default,
+    )
+
+
+def _idempotency_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        IDEMPOTENCY_TABLE,
+        metadata,
+        sa.Column("key", sa.Text(), primary_key=True),
+        sa.Column("fingerprint", sa.Text(), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("location", sa.Text(), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+    )
