@@ -122,6 +122,7 @@ class Field:
     precision: int = 18  # decimal digits in all (decimal only)
     scale: int = 2  # decimal digits after the point (decimal only)
     system: bool = False  # id, created_at, updated_at, version: managed by the server
+    description: str | None = None  # a sentence for the API docs
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property
@@ -175,6 +176,7 @@ class Resource:
     indexes: tuple[Index, ...] = ()
     checks: tuple[Check, ...] = ()
     require_if_match: bool = False
+    description: str | None = None
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property
