@@ -1,0 +1,165 @@
+"""Pure ASGI middleware: request ids, security headers, the access log, the body size limit.
+
+Every response, errors included, leaves through RequestContextMiddleware, so every response
+carries X-Request-ID and the security headers, and a bug still answers a problem+json 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import msgspec
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from charpente.errors import BadRequest, PayloadTooLarge
+from charpente.http.problems import (
+    REQUEST_ID_KEY,
+    internal_error_response,
+    log_unexpected,
+    problem_response,
+)
+from charpente.runtime.ids import new_id
+
+__all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
+
+access_logger = logging.getLogger("charpente.access")
+
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+_HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+_encode = msgspec.json.Encoder().encode
+
+
+class RequestContextMiddleware:
+    """Gives each request an id, adds the security headers, logs one line, catches bugs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_at = time.perf_counter()
+        request_id = _client_request_id(scope) or new_id()
+        scope[REQUEST_ID_KEY] = request_id
+        extra = _response_headers(request_id, scope.get("scheme") == "https")
+        state = {"status": 500, "started": False}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+                message = _with_headers(message, extra)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            log_unexpected(exc, scope["path"], request_id)
+            if state["started"]:
+                raise  # too late for a clean answer: let the server drop the connection
+            response = internal_error_response(scope["path"], request_id)
+            await response(scope, receive, send_with_headers)
+        finally:
+            _log_access(scope, state["status"], started_at, request_id)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over `max_body_bytes` with a 413: by Content-Length before reading, or
+    as soon as a chunked body grows past the limit (reading stops there)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int = 1_048_576) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is None:
+            await self.app(scope, self._limited(receive), send)
+            return
+        error = self._declared_error(declared)
+        if error is not None:
+            await problem_response(error, scope["path"], scope.get(REQUEST_ID_KEY))(
+                scope, receive, send
+            )
+            return
+        await self.app(scope, receive, send)  # the server reads no more than Content-Length
+
+    def _declared_error(self, declared: bytes) -> BadRequest | PayloadTooLarge | None:
+        if not declared.isdigit() or len(declared) > 18:
+            return BadRequest(detail="Content-Length is not a valid length")
+        if int(declared) > self.max_body_bytes:
+            return self._too_large()
+        return None
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise self._too_large()
+            return message
+
+        return limited_receive
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(detail=f"the body is over {self.max_body_bytes} bytes")
+
+
+def _client_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode("ascii") if _SANE_REQUEST_ID.fullmatch(value) else None
+    return None
+
+
+def _content_length(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return bytes(value).strip()
+    return None
+
+
+def _response_headers(request_id: str, https: bool) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", request_id.encode("ascii")), *_SECURITY_HEADERS]
+    if https:
+        headers.append(_HSTS)
+    return headers
+
+
+def _with_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> Message:
+    headers = list(message.get("headers", ()))
+    if not any(name.lower() == _CSP[0] for name, _ in headers):
+        headers.append(_CSP)  # pages that need more (the docs) set their own
+    headers.extend(extra)
+    return {**message, "headers": headers}
+
+
+def _log_access(scope: Scope, status: int, started_at: float, request_id: str) -> None:
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    line: MutableMapping[str, Any] = {
+        "method": scope["method"],
+        "path": scope["path"],  # never the query string: its values may be personal data
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started_at) * 1000, 3),
+        "request_id": request_id,
+    }
+    access_logger.info(_encode(line).decode())

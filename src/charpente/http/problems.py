@@ -1,0 +1,106 @@
+"""Errors as RFC 9457 problem details: every ApiError, Starlette's 404/405 and any bug (500).
+
+A bug answers a generic body with the request id; its traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from charpente.errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotAcceptable,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "PROBLEM_JSON",
+    "REQUEST_ID_KEY",
+    "internal_error_response",
+    "log_unexpected",
+    "problem_response",
+    "request_id_of",
+]
+
+logger = logging.getLogger("charpente.errors")
+
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_KEY = "charpente.request_id"  # where the middleware puts the request id in the scope
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    406: NotAcceptable,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+_encode = msgspec.json.Encoder().encode
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request id the middleware gave this request, if it ran."""
+    value = scope.get(REQUEST_ID_KEY)
+    return value if isinstance(value, str) else None
+
+
+def problem_response(error: ApiError, path: str, request_id: str | None) -> Response:
+    """The problem+json answer for `error`, with the error's own headers."""
+    body: dict[str, Any] = {
+        "type": f"/problems/{error.slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail or error.title,
+        "instance": path,
+        "request_id": request_id,
+    }
+    if error.errors:
+        body["errors"] = [e.as_dict() for e in error.errors]
+    return Response(_encode(body), error.status, error.headers or None, PROBLEM_JSON)
+
+
+def internal_error_response(path: str, request_id: str | None) -> Response:
+    """The generic 500: no detail beyond the request id to quote."""
+    error = ApiError(detail="An unexpected error occurred; quote the request id to report it.")
+    return problem_response(error, path, request_id)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return problem_response(exc, request.url.path, request_id_of(request.scope))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown route, wrong method) in the same shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 304:
+        return Response(status_code=304, headers=exc.headers)
+    error_type = _BY_STATUS.get(exc.status_code, ApiError)
+    error = error_type(headers=dict(exc.headers or {}))
+    if error_type is ApiError:
+        error.status = exc.status_code
+    return problem_response(error, request.url.path, request_id_of(request.scope))
+
+
+def log_unexpected(exc: BaseException, path: str, request_id: str | None) -> None:
+    """Log a bug with its traceback and the request id that the client was given."""
+    logger.error("unhandled error on %s (request %s)", path, request_id, exc_info=exc)
+
+
+EXCEPTION_HANDLERS: Mapping[Any, Any] = {
+    ApiError: _api_error,
+    HTTPException: _http_exception,
+}

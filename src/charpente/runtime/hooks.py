@@ -1,0 +1,180 @@
+"""Hooks: the user's server-side Python, registered on a `Hooks` object by resource and event.
+
+Before-hooks run inside the write's transaction and may change values or reject the write;
+after-hooks run once it has committed. `route` adds custom endpoints beside the generated ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from charpente.compile.plan import Record
+
+__all__ = ["CustomRoute", "HookContext", "Hooks", "load_hooks"]
+
+logger = logging.getLogger("charpente.hooks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+RecordReader = Callable[[str, str], Awaitable[Record | None]]
+
+_EVENTS = ("create", "update", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class HookContext:
+    """What a hook knows about the write: its resource, the request id, and a record reader.
+
+    `get` reads inside the write's transaction for before-hooks and from the database for
+    after-hooks; it never writes.
+    """
+
+    resource: str
+    request_id: str | None
+    reader: RecordReader = field(repr=False)
+
+    async def get(self, resource: str, id: str) -> Record | None:
+        """The record `id` of `resource`, or None."""
+        return await self.reader(resource, id)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomRoute:
+    """An endpoint a hooks module adds: a Starlette endpoint (`async def f(request)`)."""
+
+    path: str
+    methods: tuple[str, ...]
+    endpoint: Callable[..., Any]
+
+
+class Hooks:
+    """The registry a hooks module fills in with decorators.
+
+    hooks = Hooks()
+
+    @hooks.before_create("posts")
+    async def no_shouting(ctx, values): ...
+    """
+
+    def __init__(self) -> None:
+        self._hooks: dict[tuple[str, str, str], list[Callable[..., Any]]] = {}
+        self.routes: list[CustomRoute] = []
+
+    def before_create(self, resource: str) -> Callable[[F], F]:
+        """`f(ctx, values)`: may change `values` (in place or by returning a dict)."""
+        return self._register("before", "create", resource)
+
+    def after_create(self, resource: str) -> Callable[[F], F]:
+        """`f(ctx, record)`: after commit, with the stored record."""
+        return self._register("after", "create", resource)
+
+    def before_update(self, resource: str) -> Callable[[F], F]:
+        """`f(ctx, current, changes)`: may change `changes` (in place or by returning a dict)."""
+        return self._register("before", "update", resource)
+
+    def after_update(self, resource: str) -> Callable[[F], F]:
+        """`f(ctx, record)`: after commit, with the stored record."""
+        return self._register("after", "update", resource)
+
+    def before_delete(self, resource: str) -> Callable[[F], F]:
+        """`f(ctx, current)`: may reject the deletion by raising."""
+        return self._register("before", "delete", resource)
+
+    def after_delete(self, resource: str) -> Callable[[F], F]:
+        """`f(ctx, record)`: after commit, with the record as it was."""
+        return self._register("after", "delete", resource)
+
+    def route(self, path: str, methods: Sequence[str] = ("GET",)) -> Callable[[F], F]:
+        """Mount `f(request) -> Response` (a Starlette endpoint) at `path`."""
+
+        def register(endpoint: F) -> F:
+            upper = tuple(m.upper() for m in methods)
+            self.routes.append(CustomRoute(path, upper, endpoint))
+            return endpoint
+
+        return register
+
+    def has(self, moment: str, event: str, resource: str) -> bool:
+        """Whether any hook is registered for this moment, event and resource."""
+        return (moment, event, resource) in self._hooks
+
+    async def run_before_create(self, ctx: HookContext, values: Record) -> Record:
+        """Run the before_create hooks in order; the values they leave (exceptions propagate)."""
+        for hook in self._hooks.get(("before", "create", ctx.resource), ()):
+            values = _changed(await _call(hook, ctx, values), values)
+        return values
+
+    async def run_before_update(self, ctx: HookContext, current: Record, changes: Record) -> Record:
+        """Run the before_update hooks in order; the changes they leave."""
+        for hook in self._hooks.get(("before", "update", ctx.resource), ()):
+            changes = _changed(await _call(hook, ctx, current, changes), changes)
+        return changes
+
+    async def run_before_delete(self, ctx: HookContext, current: Record) -> None:
+        """Run the before_delete hooks in order (one raises to reject the deletion)."""
+        for hook in self._hooks.get(("before", "delete", ctx.resource), ()):
+            await _call(hook, ctx, current)
+
+    async def run_after(self, event: str, ctx: HookContext, record: Record) -> None:
+        """Run the after-hooks of `event`; a failure is logged with the request id, not raised."""
+        for hook in self._hooks.get(("after", event, ctx.resource), ()):
+            try:
+                await _call(hook, ctx, record)
+            except Exception:
+                logger.exception(
+                    "after_%s hook %s failed on %s (request %s)",
+                    event,
+                    getattr(hook, "__qualname__", hook),
+                    ctx.resource,
+                    ctx.request_id,
+                )
+
+    def _register(self, moment: str, event: str, resource: str) -> Callable[[F], F]:
+        assert event in _EVENTS
+
+        def register(hook: F) -> F:
+            self._hooks.setdefault((moment, event, resource), []).append(hook)
+            return hook
+
+        return register
+
+
+def _changed(result: object, given: Record) -> Record:
+    """What a before-hook leaves: the dict it returned, else the one it was given."""
+    return dict(result) if isinstance(result, Mapping) else given
+
+
+async def _call(hook: Callable[..., Any], *args: Any) -> Any:
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def load_hooks(spec: str, base: Path | None = None) -> Hooks:
+    """The `hooks` object of a module: `spec` is a `.py` file (relative to `base`) or a
+    dotted module name. Raises ImportError when it cannot be loaded or has no `Hooks`."""
+    module = _load_file(spec, base) if spec.endswith(".py") else importlib.import_module(spec)
+    hooks = getattr(module, "hooks", None)
+    if not isinstance(hooks, Hooks):
+        raise ImportError(f"{spec} defines no `hooks = Hooks()`")
+    return hooks
+
+
+def _load_file(spec: str, base: Path | None) -> Any:
+    path = Path(spec) if base is None else base / spec
+    name = f"charpente_hooks_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load hooks from {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
