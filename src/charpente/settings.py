@@ -1,0 +1,174 @@
+"""Settings: the engine's configuration, read from environment variables — the only reader of them.
+
+`Settings.from_env(os.environ)` is called at the edge (the CLI, the ASGI factory); the rest of
+the code is handed a Settings. Every bad value is a ConfigError naming its variable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from charpente.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_DESIGN_FILE",
+    "LOG_LEVELS",
+    "TEMPLATE_PREFIX",
+    "Settings",
+    "redacted_url",
+    "to_environ",
+]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///charpente.db"
+DEFAULT_DESIGN_FILE = "design.yaml"
+TEMPLATE_PREFIX = "template:"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_MAX_POOL_SIZE = 1_000
+_MAX_BODY_CEILING = 1 << 30  # 1 GiB: beyond that a body belongs in object storage
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the engine needs from its environment.
+
+    `design_path` None means the embedded template `design_template` (social by default).
+    """
+
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    database_schema: str | None = None
+    design_path: Path | None = None
+    design_template: str = "social"
+    pool_size: int = 10
+    max_body_bytes: int = 1 << 20
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
+        """Read every CHARPENTE_* variable; `cwd` is where `design.yaml` is looked for."""
+        design_path, template = _design(environ.get("CHARPENTE_DESIGN"), cwd or Path.cwd())
+        return cls(
+            database_url=_database_url(environ.get("CHARPENTE_DATABASE_URL")),
+            database_schema=_schema(environ.get("CHARPENTE_DATABASE_SCHEMA")),
+            design_path=design_path,
+            design_template=template,
+            pool_size=_integer(environ, "CHARPENTE_POOL_SIZE", 10, _MAX_POOL_SIZE),
+            max_body_bytes=_integer(
+                environ, "CHARPENTE_MAX_BODY_BYTES", 1 << 20, _MAX_BODY_CEILING
+            ),
+            log_level=_log_level(environ.get("CHARPENTE_LOG_LEVEL")),
+        )
+
+    @property
+    def design_label(self) -> str:
+        """The design for people: its path, or `template:social`."""
+        if self.design_path is None:
+            return TEMPLATE_PREFIX + self.design_template
+        return str(self.design_path)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(database_url={redacted_url(self.database_url)!r}, "
+            f"database_schema={self.database_schema!r}, design={self.design_label!r}, "
+            f"pool_size={self.pool_size}, max_body_bytes={self.max_body_bytes}, "
+            f"log_level={self.log_level!r})"
+        )
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The variables that make `Settings.from_env` give back `settings` (for worker processes)."""
+    environ = {
+        "CHARPENTE_DATABASE_URL": settings.database_url,
+        "CHARPENTE_DESIGN": settings.design_label,
+        "CHARPENTE_POOL_SIZE": str(settings.pool_size),
+        "CHARPENTE_MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "CHARPENTE_LOG_LEVEL": settings.log_level,
+    }
+    if settings.database_schema is not None:
+        environ["CHARPENTE_DATABASE_SCHEMA"] = settings.database_schema
+    return environ
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password replaced by `***`, fit for logs and terminals."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<an unparsable URL>"
+    if not password:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _database_url(value: str | None) -> str:
+    if value is None or not value.strip():
+        return DEFAULT_DATABASE_URL
+    url = value.strip()
+    if not _URL_SCHEME.match(url):
+        raise ConfigError(
+            "CHARPENTE_DATABASE_URL is not a database URL: expected something like "
+            "postgresql+asyncpg://user:password@host/db or sqlite+aiosqlite:///file.db"
+        )
+    return url
+
+
+def _schema(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if not _SCHEMA_NAME.fullmatch(value.strip()):
+        raise ConfigError(
+            f"CHARPENTE_DATABASE_SCHEMA {value!r} is not a schema name "
+            "(letters, digits and _, at most 63, not starting with a digit)"
+        )
+    return value.strip()
+
+
+def _design(value: str | None, cwd: Path) -> tuple[Path | None, str]:
+    if value is None or not value.strip():
+        default = cwd / DEFAULT_DESIGN_FILE
+        return (default, "social") if default.is_file() else (None, "social")
+    value = value.strip()
+    if value.startswith(TEMPLATE_PREFIX):
+        name = value.removeprefix(TEMPLATE_PREFIX)
+        if not _TEMPLATE_NAME.fullmatch(name):
+            raise ConfigError(f"CHARPENTE_DESIGN {value!r} does not name a template")
+        return None, name
+    path = (cwd / value).resolve()
+    if not path.is_file():
+        raise ConfigError(f"CHARPENTE_DESIGN {value!r}: no such file ({path})")
+    return path, "social"
+
+
+def _integer(environ: Mapping[str, str], name: str, default: int, ceiling: int) -> int:
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if not 1 <= number <= ceiling:
+        raise ConfigError(f"{name} must be between 1 and {ceiling}, not {number}")
+    return number
+
+
+def _log_level(value: str | None) -> str:
+    if value is None or not value.strip():
+        return "info"
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(
+            f"CHARPENTE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
+        )
+    return level
