@@ -14,13 +14,14 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from charpente.compile.plan import ListQuery, Record, SortKey
 from charpente.compile.values import DEFAULT_MAX_LENGTHS, parse_date, parse_datetime, parse_uuid
-from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or, Value
+from charpente.design.expr import Expr, Value
 from charpente.design.model import Design, Field, Kind, Resource
 from charpente.design.parse import parse_expr
+from charpente.design.resolve import resolve_expr
 from charpente.errors import BadRequest, ExprError, FieldError, ValidationFailed
 
 __all__ = [
@@ -179,8 +180,6 @@ def _echo(text: str) -> str:
 def _filter(resource: Resource, design: Design, text: str | None) -> Expr | None:
     if text is None:
         return None
-    from charpente.design.resolve import resolve_expr
-
     try:
         where = resolve_expr(parse_expr(text), resource, design)
     except ExprError as error:
@@ -193,43 +192,7 @@ def _filter(resource: Resource, design: Design, text: str | None) -> Expr | None
         raise BadRequest(
             detail=f"filter: {message}", errors=[FieldError("filter", "syntax", message)]
         ) from None
-    _refuse_hidden_fields(where, resource, design)
     return where
-
-
-def _refuse_hidden_fields(where: Expr, resource: Resource, design: Design) -> None:
-    """A filter on a write-only field would reveal it one comparison at a time."""
-    for name, owner in _names(where, resource, design):
-        field = owner.field(name.path[0])
-        if field is not None and field.writeonly:
-            message = f"`{name.dotted}` cannot be used in a filter"
-            raise BadRequest(
-                detail=f"filter: {message} at character {name.pos + 1}",
-                errors=[FieldError("filter", "syntax", message)],
-            )
-
-
-def _names(expr: Expr, resource: Resource, design: Design) -> Iterator[tuple[Name, Resource]]:
-    """Every name in `expr` with the resource it belongs to (`exists` switches resource)."""
-    if isinstance(expr, Name):
-        yield expr, resource
-    elif isinstance(expr, Compare | And | Or):
-        yield from _names(expr.left, resource, design)
-        yield from _names(expr.right, resource, design)
-    elif isinstance(expr, Not):
-        yield from _names(expr.operand, resource, design)
-    elif isinstance(expr, Call):
-        yield from _call_names(expr, resource, design)
-
-
-def _call_names(call: Call, resource: Resource, design: Design) -> Iterator[tuple[Name, Resource]]:
-    args = call.args
-    if call.name == "exists" and args and isinstance(args[0], Name):
-        inner = design.resource(args[0].dotted)
-        if inner is not None:
-            resource, args = inner, args[1:]
-    for arg in args:
-        yield from _names(arg, resource, design)
 
 
 # --- sort ----------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 
+from charpente.design.evaluate import evaluate
 from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
 from charpente.design.model import Field, Kind, Resource
 from charpente.errors import FieldError, ValidationFailed
@@ -72,8 +73,8 @@ def validate_create(resource: Resource, body: object, now: datetime.datetime) ->
     errors = _key_errors(resource, fields)
     values: dict[str, object] = {}
     for f in resource.fields:
-        if f.kind is Kind.COUNT:
-            continue
+        if f.kind is Kind.COUNT or (f.name in fields and not f.is_client_writable):
+            continue  # counters start at 0; a read-only key was reported above
         try:
             if f.name in fields:
                 values[f.name] = _validate_nullable(f, fields[f.name])
@@ -119,8 +120,6 @@ def check_row(resource: Resource, row: Mapping[str, object]) -> list[FieldError]
 
     Like SQL CHECK, a check whose result is unknown (None) is satisfied.
     """
-    from charpente.design.evaluate import evaluate
-
     errors = []
     for check in resource.checks:
         if evaluate(check.expr, row) is False:
