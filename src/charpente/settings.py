@@ -6,6 +6,7 @@ the code is handed a Settings. Every bad value is a ConfigError naming its varia
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ __all__ = [
     "LOG_LEVELS",
     "TEMPLATE_PREFIX",
     "Settings",
+    "export_to_process",
     "redacted_url",
+    "settings_from_process",
     "to_environ",
 ]
 
@@ -53,8 +56,9 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
-        """Read every CHARPENTE_* variable; `cwd` is where `design.yaml` is looked for."""
-        design_path, template = _design(environ.get("CHARPENTE_DESIGN"), cwd or Path.cwd())
+        """Read every CHARPENTE_* variable; relative design paths are relative to `cwd`
+        (default: the working directory, and they stay relative)."""
+        design_path, template = _design(environ.get("CHARPENTE_DESIGN"), cwd or Path())
         return cls(
             database_url=_database_url(environ.get("CHARPENTE_DATABASE_URL")),
             database_schema=_schema(environ.get("CHARPENTE_DATABASE_SCHEMA")),
@@ -95,6 +99,18 @@ def to_environ(settings: Settings) -> dict[str, str]:
     if settings.database_schema is not None:
         environ["CHARPENTE_DATABASE_SCHEMA"] = settings.database_schema
     return environ
+
+
+def settings_from_process() -> Settings:
+    """The settings of this process's environment (the edge: CLI, ASGI factory)."""
+    return Settings.from_env(os.environ)
+
+
+def export_to_process(settings: Settings) -> None:
+    """Put `settings` in this process's environment, for the server processes it starts."""
+    os.environ.update(to_environ(settings))
+    if settings.database_schema is None:
+        os.environ.pop("CHARPENTE_DATABASE_SCHEMA", None)
 
 
 def redacted_url(url: str) -> str:
@@ -144,9 +160,9 @@ def _design(value: str | None, cwd: Path) -> tuple[Path | None, str]:
         if not _TEMPLATE_NAME.fullmatch(name):
             raise ConfigError(f"CHARPENTE_DESIGN {value!r} does not name a template")
         return None, name
-    path = (cwd / value).resolve()
+    path = cwd / value
     if not path.is_file():
-        raise ConfigError(f"CHARPENTE_DESIGN {value!r}: no such file ({path})")
+        raise ConfigError(f"CHARPENTE_DESIGN {value!r}: no such file")
     return path, "social"
 
 
