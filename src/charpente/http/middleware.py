@@ -145,10 +145,12 @@ def _response_headers(request_id: str, https: bool) -> list[tuple[bytes, bytes]]
 
 
 def _with_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> Message:
+    """The response start with our headers added, unless the endpoint set its own."""
     headers = list(message.get("headers", ()))
-    if not any(name.lower() == _CSP[0] for name, _ in headers):
+    present = {name.lower() for name, _ in headers}
+    if _CSP[0] not in present:
         headers.append(_CSP)  # pages that need more (the docs) set their own
-    headers.extend(extra)
+    headers.extend(h for h in extra if h[0] not in present)
     return {**message, "headers": headers}
 
 

@@ -59,17 +59,23 @@ def request_id_of(scope: Scope) -> str | None:
 
 def problem_response(error: ApiError, path: str, request_id: str | None) -> Response:
     """The problem+json answer for `error`, with the error's own headers."""
+    return _problem(error, type(error).status, path, request_id)
+
+
+def _problem(error: ApiError, status: int, path: str, request_id: str | None) -> Response:
+    # status, slug and title are read from the class: they are what the class declares.
+    cls = type(error)
     body: dict[str, Any] = {
-        "type": f"/problems/{error.slug}",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail or error.title,
+        "type": f"/problems/{cls.slug}",
+        "title": cls.title,
+        "status": status,
+        "detail": error.detail or cls.title,
         "instance": path,
         "request_id": request_id,
     }
     if error.errors:
         body["errors"] = [e.as_dict() for e in error.errors]
-    return Response(_encode(body), error.status, error.headers or None, PROBLEM_JSON)
+    return Response(_encode(body), status, error.headers or None, PROBLEM_JSON)
 
 
 def internal_error_response(path: str, request_id: str | None) -> Response:
@@ -90,9 +96,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         return Response(status_code=304, headers=exc.headers)
     error_type = _BY_STATUS.get(exc.status_code, ApiError)
     error = error_type(headers=dict(exc.headers or {}))
-    if error_type is ApiError:
-        error.status = exc.status_code
-    return problem_response(error, request.url.path, request_id_of(request.scope))
+    return _problem(error, exc.status_code, request.url.path, request_id_of(request.scope))
 
 
 def log_unexpected(exc: BaseException, path: str, request_id: str | None) -> None:

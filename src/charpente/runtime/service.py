@@ -1,0 +1,420 @@
+"""The one pipeline: parse and validate (compile) → plan → execute (ports) → render-ready records.
+
+REST and any other edge call this Service, so every rule (validation, checks, counters,
+preconditions, idempotency, hooks) holds whatever the protocol.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Record, Update
+from charpente.compile.request import encode_cursor, parse_get_params, parse_list_params
+from charpente.compile.values import check_row, validate_create, validate_patch
+from charpente.design.model import Design, Field, Kind, Resource
+from charpente.errors import (
+    BadRequest,
+    FieldError,
+    NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
+    Unavailable,
+    ValidationFailed,
+)
+from charpente.runtime.clock import SystemClock
+from charpente.runtime.hooks import HookContext, Hooks
+from charpente.runtime.ids import new_id
+from charpente.runtime.ports import Clock, Database, IdempotentResponse, Transaction
+
+__all__ = [
+    "Created",
+    "IdempotencyKey",
+    "Item",
+    "ListResult",
+    "Precondition",
+    "Service",
+]
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}", re.ASCII)
+_RETRY_AFTER = {"Retry-After": "5"}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One record ready to render, and its version (the ETag) even when `fields` trims it."""
+
+    record: Record
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """A page ready to render: its records, the limit, the next cursor and the total if asked."""
+
+    data: list[Record]
+    limit: int
+    next_cursor: str | None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What If-Match asks: any existing version (`versions` None, for `*`) or one of these."""
+
+    versions: frozenset[int] | None = None
+
+    def allows(self, version: int) -> bool:
+        return self.versions is None or version in self.versions
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A POST's Idempotency-Key, where it was sent (`path`, part of the fingerprint), and how
+    to render the response stored for replays: `render(record) -> (body, location)`."""
+
+    key: str
+    path: str
+    render: Callable[[Record], tuple[bytes, str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """A create's outcome: the new record, or the stored first answer being replayed."""
+
+    item: Item | None = None
+    replay: IdempotentResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """A ref field of this resource that a counter elsewhere counts."""
+
+    field: str
+    target: str
+    counter: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What the service precomputes once per resource."""
+
+    resource: Resource
+    readable: tuple[str, ...]  # every field but writeonly ones, in record order
+    refs: Mapping[str, str]  # ref field → target resource
+    counted: tuple[_Counted, ...]
+    caller_defaults: tuple[Field, ...]  # fields whose default comes from the caller
+
+
+class Service:
+    """Reads and writes on a design's resources through a Database.
+
+    `list(resource, params)`, `get(resource, id, params)`, `create(resource, body)`,
+    `update(resource, id, patch)` and `delete(resource, id)` raise ApiError subclasses
+    (NotFound, ValidationFailed, PreconditionFailed, …) for the edge to answer.
+    """
+
+    def __init__(
+        self,
+        design: Design,
+        database: Database,
+        *,
+        clock: Clock | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self.design = design
+        self.database = database
+        self.clock: Clock = clock or SystemClock()
+        self.hooks = hooks or Hooks()
+        self._specs = {name: _spec(design, r) for name, r in design.resources.items()}
+
+    # --- reads -------------------------------------------------------------------------
+
+    async def list(self, resource: str, params: Sequence[tuple[str, str]] = ()) -> ListResult:
+        """A page of `resource` from query parameters (filter, sort, limit, cursor, fields,
+        expand, count); BadRequest or ValidationFailed when they are not valid."""
+        spec = self._spec(resource)
+        query = parse_list_params(spec.resource, self.design, params)
+        page = await self.database.select_page(_fetching(query, query.fields, query.expand))
+        cursor = None
+        if page.has_more and page.rows:
+            cursor = encode_cursor(query, page.rows[-1], spec.resource)
+        shown = _shown(spec, query.fields, query.expand)
+        rows = [{name: row.get(name) for name in shown} for row in page.rows]
+        await self._expand(spec, rows, query.expand)
+        return ListResult(rows, query.limit, cursor, page.total)
+
+    async def get(self, resource: str, id: str, params: Sequence[tuple[str, str]] = ()) -> Item:
+        """One record by id (with `fields` and `expand` from params); NotFound when missing."""
+        spec = self._spec(resource)
+        fields, expand = parse_get_params(spec.resource, params) if params else (None, ())
+        fetch = None if fields is None else (*fields, *expand, "version")
+        found = await self.database.select_one(GetQuery(resource, _path_id(id), fetch, expand))
+        if found is None:
+            raise NotFound(detail=f"no {resource} with this id")
+        record = {name: found.get(name) for name in _shown(spec, fields, expand)}
+        if expand:
+            await self._expand(spec, [record], expand)
+        return Item(record, _version(found))
+
+    async def check_ready(self) -> None:
+        """Raise Unavailable (with Retry-After) when the database cannot be reached."""
+        try:
+            await self.database.ping()
+        except Exception as exc:
+            error = Unavailable(detail="the database is not reachable", headers=_RETRY_AFTER)
+            raise error from exc
+
+    # --- writes ------------------------------------------------------------------------
+
+    async def create(
+        self,
+        resource: str,
+        body: object,
+        *,
+        request_id: str | None = None,
+        idempotency: IdempotencyKey | None = None,
+    ) -> Created:
+        """Validate `body`, run before_create hooks and checks, insert, count, commit.
+
+        With an idempotency key, a retry with the same body replays the stored answer and
+        one with another body is a 422.
+        """
+        spec = self._spec(resource)
+        fingerprint = _fingerprint(idempotency, body)
+        now = self.clock.now()
+        values = self._with_caller_defaults(spec, validate_create(spec.resource, body, now))
+        async with self.database.transaction() as tx:
+            if idempotency is not None:
+                stored = await tx.claim_idempotency_key(idempotency.key, fingerprint)
+                if stored is not None:
+                    return Created(replay=_replayable(stored, fingerprint))
+            record = await self._insert(spec, tx, values, now, request_id)
+            if idempotency is not None:
+                await _save_response(tx, idempotency, fingerprint, record)
+        await self.hooks.run_after("create", self._after_context(resource, request_id), record)
+        return Created(item=Item(record, _version(record)))
+
+    async def update(
+        self,
+        resource: str,
+        id: str,
+        patch: object,
+        *,
+        if_match: Precondition | None = None,
+        request_id: str | None = None,
+    ) -> Item:
+        """Apply a JSON Merge Patch under If-Match; a patch that changes nothing writes nothing."""
+        spec = self._spec(resource)
+        _require_if_match(spec, if_match)
+        async with self.database.transaction() as tx:
+            current = await _current(tx, resource, _path_id(id), if_match)
+            changes = validate_patch(spec.resource, patch, current)
+            ctx = HookContext(resource, request_id, tx.get)
+            changes = await self.hooks.run_before_update(ctx, current, changes)
+            if not changes:
+                return Item(self._shape(spec, current), _version(current))
+            stored = await self._apply_update(spec, tx, current, changes)
+        await self.hooks.run_after("update", self._after_context(resource, request_id), stored)
+        return Item(self._shape(spec, stored), _version(stored))
+
+    async def delete(
+        self,
+        resource: str,
+        id: str,
+        *,
+        if_match: Precondition | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Delete under If-Match, keeping counters that count this record exact."""
+        spec = self._spec(resource)
+        _require_if_match(spec, if_match)
+        async with self.database.transaction() as tx:
+            current = await _current(tx, resource, _path_id(id), if_match)
+            await self.hooks.run_before_delete(HookContext(resource, request_id, tx.get), current)
+            plan = Delete(resource, str(current["id"]), expected_version=_version(current))
+            if not await tx.delete(plan):
+                raise PreconditionFailed(detail="the record changed during the request")
+            for counted in spec.counted:
+                await _count(tx, counted, current.get(counted.field), -1)
+        ctx = self._after_context(resource, request_id)
+        await self.hooks.run_after("delete", ctx, self._shape(spec, current))
+
+    # --- steps -------------------------------------------------------------------------
+
+    def _spec(self, resource: str) -> _Spec:
+        spec = self._specs.get(resource)
+        if spec is None:
+            raise NotFound(detail="no such resource")
+        return spec
+
+    def _shape(self, spec: _Spec, row: Record) -> Record:
+        return {name: row.get(name) for name in spec.readable}
+
+    def _with_caller_defaults(self, spec: _Spec, values: dict[str, object]) -> dict[str, object]:
+        """Fields whose default is computed from the caller: there is no caller yet, so they
+        stay null, and a required one must be given in the body."""
+        missing = [f for f in spec.caller_defaults if values.get(f.name) is None]
+        errors = [FieldError(f.name, "required", "is required") for f in missing if f.required]
+        if errors:
+            raise ValidationFailed(detail=f"{len(errors)} field(s) are invalid", errors=errors)
+        return {**values, **{f.name: None for f in missing}}
+
+    async def _insert(
+        self,
+        spec: _Spec,
+        tx: Transaction,
+        values: dict[str, object],
+        now: object,
+        request_id: str | None,
+    ) -> Record:
+        ctx = HookContext(spec.resource.name, request_id, tx.get)
+        values = await self.hooks.run_before_create(ctx, values)
+        row: dict[str, object] = {"id": new_id(), **values}
+        row.update(created_at=now, updated_at=now, version=1)
+        _check(spec, row)
+        stored = await tx.insert(Insert(spec.resource.name, row))
+        for counted in spec.counted:
+            await _count(tx, counted, stored.get(counted.field), +1)
+        return self._shape(spec, stored)
+
+    async def _apply_update(
+        self, spec: _Spec, tx: Transaction, current: Record, changes: dict[str, object]
+    ) -> Record:
+        _check(spec, {**current, **changes})
+        changes = {**changes, "updated_at": self.clock.now()}
+        plan = Update(spec.resource.name, str(current["id"]), changes, _version(current))
+        stored = await tx.update(plan)
+        if stored is None:
+            raise PreconditionFailed(detail="the record changed during the request")
+        for counted in spec.counted:
+            old, new = current.get(counted.field), stored.get(counted.field)
+            if old != new:
+                await _count(tx, counted, old, -1)
+                await _count(tx, counted, new, +1)
+        return stored
+
+    async def _expand(
+        self, spec: _Spec, rows: builtins.list[Record], expand: Sequence[str]
+    ) -> None:
+        """Inline referenced records: one query per expanded field for the whole page."""
+        for name in expand:
+            target = self._specs[spec.refs[name]]
+            ids = list({str(row[name]) for row in rows if row.get(name) is not None})
+            found = await self.database.select_by_ids(target.resource.name, ids, target.readable)
+            by_id = {str(r["id"]): self._shape(target, r) for r in found} if ids else {}
+            for row in rows:
+                value = row.get(name)
+                row[name] = None if value is None else by_id.get(str(value))
+
+    def _after_context(self, resource: str, request_id: str | None) -> HookContext:
+        return HookContext(resource, request_id, self._read)
+
+    async def _read(self, resource: str, id: str) -> Record | None:
+        spec = self._spec(resource)
+        found = await self.database.select_one(GetQuery(resource, id))
+        return None if found is None else self._shape(spec, found)
+
+
+def _spec(design: Design, resource: Resource) -> _Spec:
+    readable = tuple(f.name for f in resource.all_fields if not f.writeonly)
+    refs = {f.name: f.ref for f in resource.fields if f.kind is Kind.REF and f.ref}
+    counted = tuple(
+        _Counted(c.count.field, target.name, c.name)
+        for target in design.resources.values()
+        for c in target.counters
+        if c.count is not None and c.count.resource == resource.name
+    )
+    caller = tuple(f for f in resource.fields if f.default is not None and f.default.expr)
+    return _Spec(resource, readable, refs, counted, caller)
+
+
+def _fetching(query: ListQuery, fields: tuple[str, ...] | None, expand: Sequence[str]) -> ListQuery:
+    """The query to run: expanded refs are fetched even when `fields` leaves them out."""
+    if fields is None or all(e in fields for e in expand):
+        return query
+    return dataclasses.replace(query, fields=(*fields, *(e for e in expand if e not in fields)))
+
+
+def _shown(spec: _Spec, fields: Sequence[str] | None, expand: Sequence[str]) -> tuple[str, ...]:
+    if fields is None:
+        return spec.readable
+    wanted = (*fields, *(e for e in expand if e not in fields))
+    return tuple(name for name in wanted if name in spec.readable)
+
+
+def _path_id(id: str) -> str:
+    """A record id from a path: a UUID in canonical form, else the record cannot exist."""
+    if not _UUID.fullmatch(id):
+        raise NotFound(detail="no record with this id")
+    return id.lower()
+
+
+def _version(record: Mapping[str, object]) -> int:
+    version = record.get("version")
+    assert isinstance(version, int)
+    return version
+
+
+def _require_if_match(spec: _Spec, if_match: Precondition | None) -> None:
+    if if_match is None and spec.resource.require_if_match:
+        raise PreconditionRequired(detail=f"{spec.resource.name} needs If-Match on writes")
+
+
+async def _current(
+    tx: Transaction, resource: str, id: str, if_match: Precondition | None
+) -> Record:
+    """The record being written, locked, after checking If-Match against it."""
+    current = await tx.get(resource, id, for_update=True)
+    if current is None:
+        raise NotFound(detail=f"no {resource} with this id")
+    if if_match is not None and not if_match.allows(_version(current)):
+        raise PreconditionFailed(detail=f"the record is now at version {_version(current)}")
+    return current
+
+
+def _check(spec: _Spec, row: Record) -> None:
+    """Raise ValidationFailed when the full row breaks a declared check."""
+    if spec.resource.checks:
+        errors = check_row(spec.resource, row)
+        if errors:
+            raise ValidationFailed(detail="the record breaks a declared check", errors=errors)
+
+
+async def _count(tx: Transaction, counted: _Counted, ref: object, delta: int) -> None:
+    if ref is not None:
+        await tx.add_to_counter(counted.target, str(ref), counted.counter, delta)
+
+
+def _fingerprint(idempotency: IdempotencyKey | None, body: object) -> str:
+    """sha256 of the method, the path and the body in canonical JSON ('' without a key)."""
+    if idempotency is None:
+        return ""
+    if not _IDEMPOTENCY_KEY.fullmatch(idempotency.key):
+        raise BadRequest(detail="Idempotency-Key must be 1 to 255 printable ASCII characters")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = f"POST\n{idempotency.path}\n{canonical}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _replayable(stored: IdempotentResponse, fingerprint: str) -> IdempotentResponse:
+    if stored.fingerprint != fingerprint:
+        error = FieldError("Idempotency-Key", "reused", "was already used with another request")
+        raise ValidationFailed(
+            detail="this Idempotency-Key was used for another body", errors=[error]
+        )
+    return stored
+
+
+async def _save_response(
+    tx: Transaction, idempotency: IdempotencyKey, fingerprint: str, record: Record
+) -> None:
+    body, location = idempotency.render(record)
+    stored = IdempotentResponse(fingerprint, 201, body, location)
+    await tx.save_idempotent_response(idempotency.key, stored)
