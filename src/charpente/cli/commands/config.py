@@ -1,0 +1,52 @@
+"""What a command works on: the settings from the environment, overridden by its options."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from charpente.design.model import Design
+from charpente.errors import CharpenteError, ConfigError
+from charpente.settings import Settings, redacted_url, settings_from_process
+from charpente.wiring import load_configured_design
+
+__all__ = ["design_and_settings", "on_database", "settings_for"]
+
+T = TypeVar("T")
+
+
+def settings_for(design: Path | None) -> Settings:
+    """The process's settings, with `--design` (when given) in place of CHARPENTE_DESIGN."""
+    settings = settings_from_process()
+    if design is None:
+        return settings
+    if not design.is_file():
+        raise ConfigError(f"{design}: no such design file (write one with `charpente init`)")
+    return dataclasses.replace(settings, design_path=design)
+
+
+def design_and_settings(design: Path | None) -> tuple[Design, Settings]:
+    """The loaded design and the settings it came from. Raises DesignError, ConfigError."""
+    settings = settings_for(design)
+    return load_configured_design(settings), settings
+
+
+def on_database(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` (which talks to the configured database); a driver failure becomes one line."""
+    try:
+        return asyncio.run(work)
+    except CharpenteError:
+        raise
+    except Exception as exc:  # unreachable server, bad credentials, missing driver…
+        where = redacted_url(settings.database_url)
+        raise ConfigError(
+            f"the database {where} cannot be used: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"

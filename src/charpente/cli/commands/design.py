@@ -1,0 +1,98 @@
+"""`charpente init`, `check` and `openapi`: write, check and describe a design."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charpente.cli.commands.config import design_and_settings, settings_for
+from charpente.cli.commands.output import fail, print_problems, reports_errors, say
+from charpente.compile.openapi import openapi_document
+from charpente.errors import DesignError
+from charpente.settings import DEFAULT_DESIGN_FILE
+from charpente.templates import template_names, template_text
+from charpente.wiring import load_configured_design
+
+__all__ = ["check", "init", "openapi"]
+
+DesignOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--design",
+        "-d",
+        help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml, "
+        "else the social template).",
+        show_default=False,
+    ),
+]
+
+
+@reports_errors
+def init(
+    template: Annotated[
+        str, typer.Argument(help="The starter design to copy (`social`, …).")
+    ] = "social",
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write design.yaml (created if missing).")
+    ] = Path("."),
+) -> None:
+    """Write DIRECTORY/design.yaml from a template; never overwrites a file."""
+    names = template_names()
+    if template not in names:
+        raise fail(f"no template {template!r}; templates: {', '.join(names)}", code=2)
+    target = directory / DEFAULT_DESIGN_FILE
+    if target.exists():
+        raise fail(f"{target} already exists: not overwriting it")
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(template_text(template), encoding="utf-8")
+    say(f"wrote {target} (the {template} template)")
+    say("next: edit it, then `charpente check` and `charpente serve --migrate`")
+
+
+@reports_errors
+def check(
+    design: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Check a design: print every problem as file:line:col; exit 1 if any is an error."""
+    design = design if design is not None else _default_design()
+    settings = settings_for(design)
+    try:
+        loaded = load_configured_design(settings)
+    except DesignError as exc:
+        print_problems(exc.problems)
+        errors = sum(1 for p in exc.problems if p.severity == "error")
+        raise typer.Exit(1 if errors else 0) from None
+    for warning in loaded.warnings:
+        typer.secho(warning, fg=typer.colors.YELLOW, err=True)
+    count = len(loaded.resources)
+    say(f"{design}: ok ({count} resource{'s' if count != 1 else ''})")
+
+
+@reports_errors
+def openapi(
+    design: DesignOption = None,
+    indent: Annotated[
+        int, typer.Option(min=0, max=8, help="Spaces per level; 0 prints one line.")
+    ] = 2,
+) -> None:
+    """Print the OpenAPI 3.1 document of a design (what /openapi.json serves)."""
+    loaded, _ = design_and_settings(design)
+    document = openapi_document(loaded)
+    say(json.dumps(document, indent=indent or None, ensure_ascii=False))
+
+
+def _default_design() -> Path:
+    """$CHARPENTE_DESIGN when set, else ./design.yaml when it exists."""
+    path = settings_for(None).design_path
+    if path is None:
+        raise fail(f"no {DEFAULT_DESIGN_FILE} here: write one with `charpente init`")
+    return path

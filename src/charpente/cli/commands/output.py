@@ -1,0 +1,67 @@
+"""How the CLI speaks: one clear line per error on stderr, exit 1 — never a traceback.
+
+Messages are printed as plain text (never as Rich markup: they may hold brackets).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+
+from charpente.errors import CharpenteError, DesignError, Problem
+
+__all__ = ["fail", "print_problems", "reports_errors", "say", "warn"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def say(text: str) -> None:
+    """A line on stdout."""
+    typer.echo(text)
+
+
+def warn(text: str) -> None:
+    """A line on stderr, in yellow."""
+    typer.secho(text, fg=typer.colors.YELLOW, err=True)
+
+
+def fail(text: str, code: int = 1) -> typer.Exit:
+    """Print `error: text` on stderr; the Exit to raise (`raise fail(...)`)."""
+    typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def print_problems(problems: list[Problem]) -> None:
+    """Every problem as `file:line:col: severity: message`, errors and warnings alike."""
+    for problem in problems:
+        color = typer.colors.YELLOW if problem.severity == "warning" else typer.colors.RED
+        typer.secho(str(problem), fg=color, err=True)
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a CharpenteError (or a file error) raised by `command` into lines and exit 1."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except DesignError as exc:
+            print_problems(exc.problems)
+            raise fail(_count(exc.problems)) from None
+        except CharpenteError as exc:
+            raise fail(str(exc)) from None
+        except OSError as exc:
+            raise fail(
+                f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+            ) from None
+
+    return run
+
+
+def _count(problems: list[Problem]) -> str:
+    errors = sum(1 for p in problems if p.severity == "error")
+    return f"the design has {errors} error{'s' if errors != 1 else ''}"

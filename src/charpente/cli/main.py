@@ -1,0 +1,65 @@
+"""The `charpente` command: the subcommand table, `--version`, and the exit codes.
+
+Exit codes: 0 success, 1 a CharpenteError (printed as one line per problem, never a
+traceback), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from charpente.cli.commands.design import check, init, openapi
+from charpente.cli.commands.migrate import migrate_app
+from charpente.cli.commands.serve import serve
+
+__all__ = ["app", "main", "package_version"]
+
+app = typer.Typer(
+    name="charpente",
+    help="Run a production-grade REST backend from one design file.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(init)
+app.command()(check)
+app.command()(serve)
+app.add_typer(migrate_app)
+app.command()(openapi)
+
+
+def package_version() -> str:
+    """The installed version of charpente."""
+    try:
+        return version("charpente")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"charpente {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """charpente: one design file becomes a versioned, documented REST API."""
+
+
+def main() -> None:
+    """The console entry point."""
+    app()

@@ -1,0 +1,217 @@
+"""The composition root: settings → engine → SqlDatabase → Service (+ hooks) → ASGI app.
+
+The only module that names concrete backends. `app_from_env` is the factory uvicorn imports
+(`uvicorn --factory charpente.wiring:app_from_env`); the CLI uses the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from charpente.design.model import Design
+from charpente.errors import ConfigError
+from charpente.http.app import build_app
+from charpente.loader import load_design, load_design_text
+from charpente.runtime.hooks import Hooks, load_hooks
+from charpente.runtime.service import Service
+from charpente.settings import Settings, settings_from_process
+from charpente.sql.database import SqlDatabase
+from charpente.sql.engine import create_engine
+from charpente.sql.migrate import (
+    MigrationPlan,
+    apply_migration,
+    database_is_current,
+    plan_migration,
+)
+from charpente.templates import template_names, template_text
+
+__all__ = [
+    "BEHIND_MESSAGE",
+    "MigrationPlan",
+    "app_from_env",
+    "apply_database_migration",
+    "build_application",
+    "configure_logging",
+    "is_database_current",
+    "load_configured_design",
+    "load_configured_hooks",
+    "load_design_hooks",
+    "open_engine",
+    "plan_database_migration",
+]
+
+BEHIND_MESSAGE = (
+    "the database is behind the design: "
+    "run `charpente migrate apply` or `charpente serve --migrate`"
+)
+
+logger = logging.getLogger("charpente")
+
+
+def app_from_env() -> Starlette:
+    """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn)."""
+    settings = settings_from_process()
+    configure_logging(settings.log_level)
+    return build_application(settings)
+
+
+def build_application(settings: Settings, design: Design | None = None) -> Starlette:
+    """The whole app: refuses to start when the database is behind, disposes the engine at exit."""
+    design = design if design is not None else load_configured_design(settings)
+    hooks = load_configured_hooks(settings, design)
+    engine = _engine(settings)
+    service = Service(design, SqlDatabase(engine, design), hooks=hooks)
+    app = build_app(
+        service, design, max_body_bytes=settings.max_body_bytes, on_shutdown=[engine.dispose]
+    )
+    app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
+    return app
+
+
+def load_configured_design(settings: Settings) -> Design:
+    """The design the settings name: a file, or an embedded template. Raises DesignError."""
+    if settings.design_path is not None:
+        return load_design(settings.design_path)
+    name = settings.design_template
+    if name not in template_names():
+        known = ", ".join(template_names())
+        raise ConfigError(f"CHARPENTE_DESIGN names no template {name!r} (templates: {known})")
+    return load_design_text(template_text(name), f"template:{name}")
+
+
+def load_configured_hooks(settings: Settings, design: Design) -> Hooks | None:
+    """The design's hooks, a .py path being relative to the design file. Raises ConfigError."""
+    if settings.design_path is not None:
+        return load_design_hooks(design, settings.design_path.parent)
+    return load_design_hooks(design, Path(design.source).parent)
+
+
+def load_design_hooks(design: Design, base: Path) -> Hooks | None:
+    """The `hooks` object of the module the design names (a .py path relative to `base`, or a
+    dotted module), or None when it names none. Raises ConfigError with one clear sentence."""
+    spec = design.hooks
+    if spec is None:
+        return None
+    if spec.endswith(".py") and not (base / spec).is_file():
+        raise ConfigError(f"the hooks file {spec!r} named by the design does not exist in {base}")
+    try:
+        return load_hooks(spec, base)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" if exc.lineno else "somewhere"
+        raise ConfigError(
+            f"the hooks module {spec!r} has a syntax error at {where}: {exc.msg}"
+        ) from None
+    except ImportError as exc:
+        raise ConfigError(f"the hooks module {spec!r} cannot be loaded: {exc}") from None
+    except Exception as exc:  # the user's module failed while it ran: say which and how
+        raise ConfigError(
+            f"the hooks module {spec!r} failed while loading: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine for the configured database, disposed on exit."""
+    engine = _engine(settings)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def plan_database_migration(settings: Settings, design: Design) -> MigrationPlan:
+    """What it takes to bring the configured database up to `design`."""
+    async with open_engine(settings) as engine:
+        return await plan_migration(engine, design)
+
+
+async def apply_database_migration(
+    settings: Settings, design: Design, *, allow_destructive: bool = False, only_safe: bool = False
+) -> MigrationPlan:
+    """Bring the configured database up to `design`. Raises MigrationError."""
+    async with open_engine(settings) as engine:
+        return await apply_migration(
+            engine, design, allow_destructive=allow_destructive, only_safe=only_safe
+        )
+
+
+async def is_database_current(settings: Settings, design: Design) -> bool:
+    """Whether the configured database has every table and column `design` needs."""
+    async with open_engine(settings) as engine:
+        return await database_is_current(engine, design)
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr for charpente's loggers (the access log included)."""
+    root = logging.getLogger("charpente")
+    root.setLevel(level.upper())
+    if not any(getattr(h, "_charpente", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._charpente = True  # type: ignore[attr-defined]  # marks ours: configure once
+        root.addHandler(handler)
+    root.propagate = False
+
+
+def _engine(settings: Settings) -> AsyncEngine:
+    return create_engine(
+        settings.database_url, schema=settings.database_schema, pool_size=settings.pool_size
+    )
+
+
+def _startup_check(engine: AsyncEngine, design: Design) -> Callable[[], Coroutine[Any, Any, bool]]:
+    async def check() -> bool:
+        try:
+            if await database_is_current(engine, design):
+                return True
+        except Exception as exc:  # unreachable, refused, bad credentials: one line, no traceback
+            logger.error("the database cannot be used: %s: %s", type(exc).__name__, exc)
+            return False
+        logger.error(BEHIND_MESSAGE)
+        return False
+
+    return check
+
+
+class _StartupGuard:
+    """Fails the ASGI startup when `startup` says no — after one log line, without the
+    traceback a raising lifespan would print — and disposes the engine then."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        startup: Callable[[], Coroutine[Any, Any, bool]],
+        engine: AsyncEngine,
+    ) -> None:
+        self.app = app
+        self.startup = startup
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        first = await receive()
+        if first["type"] == "lifespan.startup" and not await self.startup():
+            await self.engine.dispose()
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
+        await self.app(scope, _replay(first, receive), send)
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    pending = [first]
+
+    async def replaying_receive() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replaying_receive
