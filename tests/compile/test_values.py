@@ -70,6 +70,8 @@ def created(**fields: object) -> dict[str, object]:
         ("price", 1.5, decimal.Decimal("1.5")),
         ("price", 7, decimal.Decimal(7)),
         ("price", "1.500", decimal.Decimal("1.5")),
+        ("price", "999.99", decimal.Decimal("999.99")),
+        ("price", "0.000", decimal.Decimal(0)),
         ("flag", False, False),
         ("day", "2026-02-28", datetime.date(2026, 2, 28)),
         (
@@ -121,6 +123,7 @@ def test_a_valid_value_is_stored_as_its_python_type(field, sent, stored):
         ("ratio", float("nan"), "out_of_range"),
         ("ratio", 10**400, "out_of_range"),
         ("price", "1.234", "too_precise"),
+        ("price", "1.0000000000000000000000000000001", "too_precise"),
         ("price", 1234.5, "out_of_range"),
         ("price", "-1", "too_small"),
         ("price", "NaN", "type"),

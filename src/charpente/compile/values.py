@@ -48,6 +48,7 @@ _DATETIME = re.compile(
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 _DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?", re.ASCII)
 _MAX_DECIMAL_TEXT = 100
+_EXACT = decimal.Context(prec=2 * _MAX_DECIMAL_TEXT)  # normalizing never rounds
 
 
 class _Invalid(Exception):  # noqa: N818 - an internal signal, never leaves this module
@@ -167,10 +168,10 @@ def _validate_nullable(f: Field, value: object) -> object:
         if f.required:
             raise _Invalid("required", "is required and cannot be null")
         return None
-    return validate_value(f, value)
+    return _validate_value(f, value)
 
 
-def validate_value(f: Field, value: object) -> object:
+def _validate_value(f: Field, value: object) -> object:
     """One non-null client value of field `f` → its Python value; raises _Invalid."""
     validator = _VALIDATORS.get(f.kind)
     if validator is None:  # counters are never written by clients
@@ -271,7 +272,7 @@ def _decimal(f: Field, value: object) -> decimal.Decimal:
     number = _to_decimal(value)
     if not number.is_finite():
         raise _Invalid("out_of_range", "must be a finite number")
-    _sign, digits, exponent = number.normalize().as_tuple()
+    _sign, digits, exponent = number.normalize(_EXACT).as_tuple()
     assert isinstance(exponent, int)  # finite numbers have an integer exponent
     after_point = max(0, -exponent)
     before_point = max(0, len(digits) + exponent) if any(digits) else 0
@@ -462,12 +463,12 @@ def _raise_if_any(errors: list[FieldError]) -> None:
 
 def _patched_value(f: Field, sent: object, current: object) -> object:
     if f.kind is Kind.JSON and isinstance(sent, dict):
-        validate_value(f, sent)  # bounds the patch itself before merging it
-        return validate_value(f, merge_patch(current, sent))
+        _validate_value(f, sent)  # bounds the patch itself before merging it
+        return _validate_value(f, _merge_patch(current, sent))
     return _validate_nullable(f, sent)
 
 
-def merge_patch(target: object, patch: object) -> object:
+def _merge_patch(target: object, patch: object) -> object:
     """RFC 7396 MergePatch(target, patch): objects merge key by key, null removes a key."""
     if not isinstance(patch, dict):
         return patch
@@ -476,7 +477,7 @@ def merge_patch(target: object, patch: object) -> object:
         if value is None:
             merged.pop(key, None)
         else:
-            merged[key] = merge_patch(merged.get(key), value)
+            merged[key] = _merge_patch(merged.get(key), value)
     return merged
 
 
