@@ -1,0 +1,215 @@
+"""The parsed design document: a tree of nodes that remember where they were written,
+and a Reader that takes typed values out of it, collecting a Problem for each wrong one.
+
+Pure: the YAML adapter (charpente.loader) builds the tree; design.load and design.check read it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from charpente.design.model import Position
+from charpente.errors import Problem
+
+__all__ = ["LATER_KEYS", "Node", "NodeKind", "Reader", "Scalar", "did_you_mean"]
+
+# Keys of later versions of the format: an ignored access rule would be a security hole.
+LATER_KEYS = frozenset({"auth", "access", "limits", "events", "webhooks", "flags"})
+
+Scalar = str | int | float | bool | None
+
+
+class NodeKind(enum.Enum):
+    """What a node holds."""
+
+    SCALAR = "scalar"
+    LIST = "list"
+    MAP = "map"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One value of the document: a scalar, a list of nodes, or a mapping kept as its pairs.
+
+    Mapping keys are scalar nodes whose value is the key as written (always a string), and
+    every pair is kept, duplicates included, so that readers can report them. `style` is
+    the scalar's YAML style ("" plain, "'" or '"' quoted, "|" or ">" block) and `raw` its
+    source text, which lets a reader point inside a scalar.
+    """
+
+    kind: NodeKind
+    pos: Position
+    value: Scalar = None
+    items: tuple[Node, ...] = ()
+    pairs: tuple[tuple[Node, Node], ...] = ()
+    style: str = ""
+    raw: str = ""
+
+    @classmethod
+    def scalar(cls, value: Scalar, pos: Position, style: str = "", raw: str = "") -> Node:
+        return cls(NodeKind.SCALAR, pos, value=value, style=style, raw=raw)
+
+    @classmethod
+    def list_of(cls, items: Iterable[Node], pos: Position) -> Node:
+        return cls(NodeKind.LIST, pos, items=tuple(items))
+
+    @classmethod
+    def mapping(cls, pairs: Iterable[tuple[Node, Node]], pos: Position) -> Node:
+        return cls(NodeKind.MAP, pos, pairs=tuple(pairs))
+
+    @property
+    def is_map(self) -> bool:
+        return self.kind is NodeKind.MAP
+
+    @property
+    def is_list(self) -> bool:
+        return self.kind is NodeKind.LIST
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.kind is NodeKind.SCALAR
+
+    @property
+    def text(self) -> str | None:
+        """The value when this is a string scalar, else None."""
+        return self.value if self.is_scalar and isinstance(self.value, str) else None
+
+    def get(self, key: str) -> Node | None:
+        """The value of the first pair whose key is `key`, or None (also when not a mapping)."""
+        for k, v in self.pairs:
+            if k.value == key:
+                return v
+        return None
+
+    def entries(self) -> Iterator[tuple[str, Node]]:
+        """(key, value) for each pair with a string key, first occurrence only."""
+        seen: set[str] = set()
+        for k, v in self.pairs:
+            if isinstance(k.value, str) and k.value not in seen:
+                seen.add(k.value)
+                yield k.value, v
+
+    def describe(self) -> str:
+        """What this node is, for messages: "a list", "a number", "true/false"..."""
+        if not self.is_scalar:
+            return "a list" if self.is_list else "a mapping"
+        value = self.value
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return "true/false"
+        return "a string" if isinstance(value, str) else "a number"
+
+    def problem(self, message: str, severity: str = "error") -> Problem:
+        """A Problem pointing at this node."""
+        pos = self.pos
+        return Problem(message, pos.file, pos.line, pos.column, severity)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """ " (did you mean `x`?)" for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+@dataclass
+class Reader:
+    """Reads typed values out of nodes; each wrong value becomes a Problem in `problems`.
+
+    Getters return None both for a missing key and for a wrong value (already reported).
+    """
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def error(self, node: Node, message: str) -> None:
+        self.problems.append(node.problem(message))
+
+    def warn(self, node: Node, message: str) -> None:
+        self.problems.append(node.problem(message, "warning"))
+
+    def pairs(self, node: Node, what: str) -> list[tuple[Node, Node]]:
+        """The pairs of a mapping, each key once; a repeated key or a non-mapping is reported."""
+        if not node.is_map:
+            self.error(node, f"{what} must be a mapping, not {node.describe()}")
+            return []
+        first: dict[str, int] = {}
+        kept = []
+        for key, value in node.pairs:
+            if not isinstance(key.value, str):
+                continue  # a non-scalar key, reported by the loader
+            if key.value in first:
+                line = first[key.value]
+                self.error(key, f"`{key.value}` is given twice (first on line {line})")
+                continue
+            first[key.value] = key.pos.line
+            kept.append((key, value))
+        return kept
+
+    def mapping(self, node: Node, allowed: Sequence[str], what: str) -> dict[str, Node] | None:
+        """A mapping's values by key; unknown keys are reported with a suggestion."""
+        if not node.is_map:
+            self.error(node, f"{what} must be a mapping, not {node.describe()}")
+            return None
+        values: dict[str, Node] = {}
+        for key, value in self.pairs(node, what):
+            name = str(key.value)
+            if name in allowed:
+                values[name] = value
+            elif name in LATER_KEYS:
+                self.error(key, f"`{name}` is not available in this version of charpente")
+            else:
+                self.error(key, f"unknown key `{name}` in {what}{did_you_mean(name, allowed)}")
+        return values
+
+    def flag(self, values: dict[str, Node], key: str) -> bool | None:
+        node = values.get(key)
+        if node is None:
+            return None
+        if isinstance(node.value, bool):
+            return node.value
+        self.error(node, f"`{key}` must be true or false, not {node.describe()}")
+        return None
+
+    def whole(self, values: dict[str, Node], key: str, low: int = 0, high: int = 0) -> int | None:
+        """An integer in [low, high] (no upper bound when high is 0)."""
+        node = values.get(key)
+        if node is None:
+            return None
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(node, f"`{key}` must be a whole number, not {node.describe()}")
+        elif value < low:
+            bound = "cannot be negative" if low == 0 else f"must be at least {low}"
+            self.error(node, f"`{key}` {bound}")
+        elif high and value > high:
+            self.error(node, f"`{key}` must be at most {high}")
+        else:
+            return value
+        return None
+
+    def number(self, values: dict[str, Node], key: str) -> int | float | None:
+        node = values.get(key)
+        if node is None:
+            return None
+        value = node.value
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+        self.error(node, f"`{key}` must be a number, not {node.describe()}")
+        return None
+
+    def string(self, values: dict[str, Node], key: str, limit: int = 200) -> str | None:
+        node = values.get(key)
+        if node is None:
+            return None
+        text = node.text
+        if text is None:
+            self.error(node, f"`{key}` must be a string, not {node.describe()}")
+        elif len(text) > limit:
+            self.error(node, f"`{key}` is longer than {limit} characters")
+        else:
+            return text
+        return None
