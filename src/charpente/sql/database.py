@@ -1,0 +1,421 @@
+"""The Database port over SQLAlchemy Core: keyset pages, reads by id, and transactions.
+
+Statements are built once per resource and reused, so SQLAlchemy's compiled cache hits.
+On SQLite every write transaction holds the engine's writer lock and opens with
+BEGIN IMMEDIATE; reads run without a lock (WAL), except on an in-memory database.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from charpente.compile.plan import (
+    Delete,
+    GetQuery,
+    Insert,
+    ListQuery,
+    Page,
+    Record,
+    SortKey,
+    Update,
+)
+from charpente.design.expr import Value
+from charpente.design.model import Design, Resource
+from charpente.runtime.ports import IdempotentResponse
+from charpente.sql.engine import SQLITE_BEGIN, is_memory_sqlite, is_sqlite, writer_lock
+from charpente.sql.integrity import IntegrityMap
+from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
+
+__all__ = ["SqlDatabase", "SqlTransaction"]
+
+IDEMPOTENCY_TTL = datetime.timedelta(hours=24)
+_SYSTEM_UNSETTABLE = frozenset({"id", "version", "created_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """Everything prebuilt for one resource's table."""
+
+    table: sa.Table
+    by_id: sa.Select[Any]
+    by_id_for_update: sa.Select[Any]
+    by_ids: sa.Select[Any]
+    insert: sa.Executable
+    update: sa.Executable
+    update_expected: sa.Executable
+    delete: sa.Executable
+    delete_expected: sa.Executable
+    counters: Mapping[str, sa.Executable]
+
+
+@dataclass(frozen=True, slots=True)
+class _Catalog:
+    """What a transaction needs from its database, shared by every transaction."""
+
+    statements: Mapping[str, _Statements]
+    integrity: IntegrityMap
+    idempotency: sa.Table
+    claim: Any  # dialect INSERT ... ON CONFLICT DO UPDATE WHERE expired ... RETURNING key
+    stored: sa.Select[Any]
+    save: sa.Update
+
+    def of(self, resource: str) -> _Statements:
+        return self.statements[resource]
+
+
+class SqlDatabase:
+    """The Database port on SQLite or PostgreSQL (see sql.engine.create_engine)."""
+
+    def __init__(self, engine: AsyncEngine, design: Design) -> None:
+        self._engine = engine
+        metadata = build_metadata(design)
+        tables = {name: metadata.tables[name] for name in design.resources}
+        for_update = not is_sqlite(engine)  # SQLite holds the write lock already
+        statements = {
+            name: _statements(tables[name], resource, for_update)
+            for name, resource in design.resources.items()
+        }
+        self._tables = tables
+        self._catalog = _catalog(engine, design, tables, metadata, statements)
+        self._memory = is_memory_sqlite(engine)
+        self._active: ContextVar[AsyncConnection | None] = ContextVar("active", default=None)
+        if is_sqlite(engine):
+            self._reads = engine.execution_options(**{SQLITE_BEGIN: "none"})
+            self._snapshots = engine
+            self._writes = engine.execution_options(**{SQLITE_BEGIN: "immediate"})
+        else:
+            self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._snapshots = engine.execution_options(isolation_level="REPEATABLE READ")
+            self._writes = engine
+
+    async def select_page(self, query: ListQuery) -> Page:
+        table = self._tables[query.resource]
+        where = [] if query.where is None else [self._where(query, table)]
+        keyset = [] if query.after is None else [keyset_condition(table, query.sort, query.after)]
+        names = _wanted(query.fields, tuple(k.field for k in query.sort))
+        stmt = (
+            sa.select(*_columns(table, names))
+            .where(*where, *keyset)
+            .order_by(*self._order(query))
+            .limit(query.limit + 1)
+        )
+        source = self._snapshots if query.count else self._reads
+        async with self._connection(source) as conn:
+            rows = [row._asdict() for row in await conn.execute(stmt)]
+            total = await self._count(conn, table, where) if query.count else None
+        has_more = len(rows) > query.limit
+        return Page(rows[: query.limit], has_more, total)
+
+    async def select_one(self, query: GetQuery) -> Record | None:
+        id = _canonical_id(query.id)
+        if id is None:
+            return None
+        st = self._catalog.of(query.resource)
+        stmt = st.by_id if query.fields is None else _by_id(st.table, query.fields)
+        async with self._connection(self._reads) as conn:
+            row = (await conn.execute(stmt, {"_id": id})).first()
+        return None if row is None else row._asdict()
+
+    async def select_by_ids(
+        self, resource: str, ids: Sequence[str], fields: tuple[str, ...] | None = None
+    ) -> list[Record]:
+        wanted = sorted({c for c in map(_canonical_id, ids) if c is not None})
+        if not wanted:
+            return []
+        st = self._catalog.of(resource)
+        stmt = st.by_ids
+        if fields is not None:
+            stmt = sa.select(*_columns(st.table, _wanted(fields, ()))).where(_ids_in(st.table))
+        async with self._connection(self._reads) as conn:
+            return [row._asdict() for row in await conn.execute(stmt, {"_ids": wanted})]
+
+    def transaction(self) -> AbstractAsyncContextManager[SqlTransaction]:
+        return self._transaction()
+
+    async def ping(self) -> None:
+        async with self._connection(self._reads) as conn:
+            await conn.execute(sa.select(1))
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[SqlTransaction]:
+        lock = writer_lock(self._engine) if is_sqlite(self._engine) else nullcontext()
+        async with lock, self._writes.connect() as conn, conn.begin():
+            token = self._active.set(conn)
+            try:
+                yield SqlTransaction(conn, self._catalog)
+            finally:
+                self._active.reset(token)
+
+    @asynccontextmanager
+    async def _connection(self, source: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads. In-memory SQLite has a single connection: reads then
+        wait for the writer, or run on its connection when it is this task's."""
+        if not self._memory:
+            async with source.connect() as conn:
+                yield conn
+            return
+        active = self._active.get()
+        if active is not None:
+            yield active
+            return
+        async with writer_lock(self._engine), source.connect() as conn:
+            yield conn
+
+    async def _count(
+        self, conn: AsyncConnection, table: sa.Table, where: list[sa.ColumnElement[bool]]
+    ) -> int:
+        stmt = sa.select(sa.func.count()).select_from(table).where(*where)
+        return int((await conn.execute(stmt)).scalar_one())
+
+    def _where(self, query: ListQuery, table: sa.Table) -> sa.ColumnElement[bool]:
+        from charpente.sql.expr import expr_to_sql  # written alongside: see the report
+
+        assert query.where is not None
+        condition: sa.ColumnElement[bool] = expr_to_sql(query.where, table, self._tables)
+        return condition
+
+    def _order(self, query: ListQuery) -> list[sa.ColumnElement[Any]]:
+        table = self._tables[query.resource]
+        return [_order_term(table.c[key.field], key.descending) for key in query.sort]
+
+
+class SqlTransaction:
+    """The Transaction port on one connection inside BEGIN ... COMMIT."""
+
+    def __init__(self, conn: AsyncConnection, catalog: _Catalog) -> None:
+        self._conn = conn
+        self._catalog = catalog
+
+    async def get(self, resource: str, id: str, *, for_update: bool = False) -> Record | None:
+        canonical = _canonical_id(id)
+        if canonical is None:
+            return None
+        st = self._catalog.of(resource)
+        stmt = st.by_id_for_update if for_update else st.by_id
+        row = (await self._conn.execute(stmt, {"_id": canonical})).first()
+        return None if row is None else row._asdict()
+
+    async def insert(self, plan: Insert) -> Record:
+        st = self._catalog.of(plan.resource)
+        values = dict(plan.values)
+        try:
+            row = (await self._conn.execute(st.insert, values)).one()
+        except sa.exc.IntegrityError as exc:
+            integrity = self._catalog.integrity
+            raise await integrity.write_error(self._conn, exc, plan.resource, values) from None
+        return row._asdict()
+
+    async def update(self, plan: Update) -> Record | None:
+        id = _canonical_id(plan.id)
+        if id is None:
+            return None
+        st = self._catalog.of(plan.resource)
+        params = {k: v for k, v in plan.changes.items() if k not in _SYSTEM_UNSETTABLE}
+        params.setdefault("updated_at", datetime.datetime.now(datetime.UTC))
+        if plan.expected_version is None:
+            stmt, bound = st.update, {**params, "_id": id}
+        else:
+            stmt, bound = (
+                st.update_expected,
+                {**params, "_id": id, "_expected": plan.expected_version},
+            )
+        try:
+            row = (await self._conn.execute(stmt, bound)).first()
+        except sa.exc.IntegrityError as exc:
+            integrity = self._catalog.integrity
+            raise await integrity.write_error(self._conn, exc, plan.resource, params) from None
+        return None if row is None else row._asdict()
+
+    async def delete(self, plan: Delete) -> bool:
+        id = _canonical_id(plan.id)
+        if id is None:
+            return False
+        st = self._catalog.of(plan.resource)
+        bound: dict[str, object] = {"_id": id}
+        if plan.expected_version is None:
+            stmt = st.delete
+        else:
+            stmt, bound["_expected"] = st.delete_expected, plan.expected_version
+        try:
+            result = await self._conn.execute(stmt, bound)
+            return result.first() is not None
+        except sa.exc.IntegrityError as exc:
+            integrity = self._catalog.integrity
+            raise await integrity.delete_error(self._conn, exc, plan.resource, id) from None
+
+    async def add_to_counter(self, resource: str, id: str, field: str, delta: int) -> None:
+        canonical = _canonical_id(id)
+        if canonical is None:
+            return
+        stmt = self._catalog.of(resource).counters[field]
+        await self._conn.execute(stmt, {"_id": canonical, "_delta": delta})
+
+    async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
+        now = datetime.datetime.now(datetime.UTC)
+        params = {"key": key, "fingerprint": fingerprint, "created_at": now}
+        claimed = await self._conn.execute(
+            self._catalog.claim, {**params, "_cutoff": now - IDEMPOTENCY_TTL}
+        )
+        if claimed.first() is not None:
+            return None
+        row = (await self._conn.execute(self._catalog.stored, {"_key": key})).one()
+        return IdempotentResponse(row.fingerprint, row.status, row.body, row.location)
+
+    async def save_idempotent_response(self, key: str, response: IdempotentResponse) -> None:
+        await self._conn.execute(
+            self._catalog.save,
+            {
+                "_key": key,
+                "fingerprint": response.fingerprint,
+                "status": response.status,
+                "body": response.body,
+                "location": response.location,
+            },
+        )
+
+
+def keyset_condition(
+    table: sa.Table, sort: tuple[SortKey, ...], after: tuple[Value, ...]
+) -> sa.ColumnElement[bool]:
+    """Rows strictly after `after` in `sort` order, NULL sorting as the greatest value.
+
+    One direction and no nullable key: a row-value comparison, which an index can walk.
+    """
+    columns = [table.c[k.field] for k in sort]
+    directions = {k.descending for k in sort}
+    if len(directions) == 1 and not any(c.nullable for c in columns):
+        left = sa.tuple_(*columns)
+        right = sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(after, columns, strict=True)))
+        return left < right if sort[0].descending else left > right
+    branches = []
+    for i, key in enumerate(sort):
+        equal = [_equal(columns[j], after[j]) for j in range(i)]
+        branches.append(sa.and_(*equal, _beyond(columns[i], after[i], key.descending)))
+    return sa.or_(*branches)
+
+
+def _order_term(column: sa.Column[Any], descending: bool) -> sa.ColumnElement[Any]:
+    """NULL sorts as the greatest value on every dialect (PostgreSQL's default)."""
+    if not column.nullable:
+        return column.desc() if descending else column.asc()
+    return column.desc().nulls_first() if descending else column.asc().nulls_last()
+
+
+def _equal(column: sa.Column[Any], value: Value) -> sa.ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value
+
+
+def _beyond(column: sa.Column[Any], value: Value, descending: bool) -> sa.ColumnElement[bool]:
+    """Strictly later in the order than `value` (NULL is the greatest value)."""
+    if descending:
+        return column.is_not(None) if value is None else column < value
+    if value is None:
+        return sa.false()
+    return sa.or_(column > value, column.is_(None)) if column.nullable else column > value
+
+
+def _statements(table: sa.Table, resource: Resource, for_update: bool) -> _Statements:
+    id_is = table.c.id == sa.bindparam("_id")
+    matches = sa.and_(id_is, table.c.version == sa.bindparam("_expected"))
+    columns = list(table.c)
+    by_id = sa.select(*columns).where(id_is)
+    update = sa.update(table).values(version=table.c.version + 1).returning(*columns)
+    delete = sa.delete(table).returning(table.c.id)
+    counters = {
+        f.name: sa.update(table)
+        .where(id_is)
+        .values({f.name: table.c[f.name] + sa.bindparam("_delta")})
+        for f in resource.counters
+    }
+    return _Statements(
+        table=table,
+        by_id=by_id,
+        by_id_for_update=by_id.with_for_update() if for_update else by_id,
+        by_ids=sa.select(*columns).where(_ids_in(table)),
+        insert=sa.insert(table).returning(*columns),
+        update=update.where(id_is),
+        update_expected=update.where(matches),
+        delete=delete.where(id_is),
+        delete_expected=delete.where(matches),
+        counters=counters,
+    )
+
+
+def _catalog(
+    engine: AsyncEngine,
+    design: Design,
+    tables: Mapping[str, sa.Table],
+    metadata: sa.MetaData,
+    statements: Mapping[str, _Statements],
+) -> _Catalog:
+    idem = metadata.tables[IDEMPOTENCY_TABLE]
+    key_is = idem.c.key == sa.bindparam("_key")
+    return _Catalog(
+        statements=statements,
+        integrity=IntegrityMap(design, tables, engine.dialect),
+        idempotency=idem,
+        claim=_claim(idem, is_sqlite(engine)),
+        stored=sa.select(idem.c.fingerprint, idem.c.status, idem.c.body, idem.c.location).where(
+            key_is
+        ),
+        save=sa.update(idem).where(key_is),
+    )
+
+
+def _claim(idem: sa.Table, on_sqlite: bool) -> Any:
+    """Insert the key; take it over when it expired or its holder never saved an answer.
+
+    On PostgreSQL a concurrent holder's uncommitted row makes this wait for its outcome.
+    """
+    insert = sqlite.insert(idem) if on_sqlite else postgresql.insert(idem)
+    free = sa.or_(idem.c.created_at < sa.bindparam("_cutoff"), idem.c.status.is_(None))
+    return insert.on_conflict_do_update(
+        index_elements=[idem.c.key],
+        set_={
+            "fingerprint": insert.excluded.fingerprint,
+            "status": None,
+            "body": None,
+            "location": None,
+            "created_at": insert.excluded.created_at,
+        },
+        where=free,
+    ).returning(idem.c.key)
+
+
+def _wanted(fields: tuple[str, ...] | None, extra: tuple[str, ...]) -> set[str] | None:
+    return None if fields is None else {"id", *fields, *extra}
+
+
+def _columns(table: sa.Table, names: set[str] | None) -> list[sa.Column[Any]]:
+    return list(table.c) if names is None else [c for c in table.c if c.name in names]
+
+
+def _by_id(table: sa.Table, fields: tuple[str, ...]) -> sa.Select[Any]:
+    return sa.select(*_columns(table, _wanted(fields, ()))).where(table.c.id == sa.bindparam("_id"))
+
+
+def _ids_in(table: sa.Table) -> sa.ColumnElement[bool]:
+    return table.c.id.in_(sa.bindparam("_ids", expanding=True))
+
+
+def _canonical_id(value: str) -> str | None:
+    """The canonical lowercase form of a UUID, or None when `value` is not one."""
+    if len(value) > 45:  # the longest accepted spelling: urn:uuid: + 36
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
