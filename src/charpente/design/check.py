@@ -113,18 +113,18 @@ def _unique(scope: _Scope, node: Node | None) -> tuple[tuple[str, ...], ...]:
     if not node.is_list or any(item.is_scalar for item in node.items):
         scope.reader.error(node, "`unique` is a list of field lists: write `unique: [[a, b]]`")
         return ()
-    constraints: dict[frozenset[str], tuple[tuple[str, ...], int]] = {}
+    constraints: dict[frozenset[str], tuple[str, ...]] = {}
     for item in node.items:
         names = _names(scope, item, "a unique constraint")
         if names is None:
             continue
         key = frozenset(names)
         if key in constraints:
-            line = constraints[key][1]
-            scope.reader.error(item, f"this unique constraint repeats the one on line {line}")
+            listed = ", ".join(names)
+            scope.reader.error(item, f"the unique constraint on ({listed}) is declared twice")
             continue
-        constraints[key] = (tuple(names), item.pos.line)
-    return tuple(names for names, _ in constraints.values())
+        constraints[key] = tuple(names)
+    return tuple(constraints.values())
 
 
 def _indexes(scope: _Scope, node: Node | None) -> tuple[Index, ...]:
@@ -138,9 +138,9 @@ def _indexes(scope: _Scope, node: Node | None) -> tuple[Index, ...]:
         index = _index(scope, item)
         if index is None:
             continue
-        twin = next((i for i in indexes if i.columns == index.columns), None)
-        if twin is not None:
-            scope.reader.error(item, f"this index repeats the one on line {twin.pos.line}")
+        if any(i.columns == index.columns for i in indexes):
+            listed = ", ".join(("-" if c.descending else "") + c.field for c in index.columns)
+            scope.reader.error(item, f"the index on ({listed}) is declared twice")
             continue
         indexes.append(index)
     return tuple(indexes)
@@ -169,7 +169,7 @@ def _warn_redundant_indexes(
     covered = {*unique, *((f.name,) for f in scope.resource.fields if f.unique), ("id",)}
     for index in indexes:
         names = tuple(c.field for c in index.columns)
-        if names in covered and not any(c.descending for c in index.columns):
+        if names in covered and len({c.descending for c in index.columns}) == 1:
             message = f"this index repeats the unique constraint on ({', '.join(names)})"
             pos, message = index.pos, message + ", which is indexed already"
             scope.reader.problems.append(

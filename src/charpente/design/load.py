@@ -7,13 +7,10 @@ indexes, refs, counters, checks) is read and resolved by design.check.
 
 from __future__ import annotations
 
-import datetime
 import decimal
 import re
-import uuid
 from dataclasses import replace
 from pathlib import PurePosixPath, PureWindowsPath
-from urllib.parse import urlsplit
 
 from charpente.design.check import check_design
 from charpente.design.model import (
@@ -26,7 +23,7 @@ from charpente.design.model import (
     OnDelete,
     Resource,
 )
-from charpente.design.source import Node, Reader, did_you_mean
+from charpente.design.source import Node, Reader, did_you_mean, literal_value
 from charpente.errors import DesignError
 
 __all__ = [
@@ -67,13 +64,11 @@ _OPTION_KINDS = {
     **dict.fromkeys(("precision", "scale"), frozenset({Kind.DECIMAL})),
     "count": frozenset({Kind.COUNT}),
 }
+_VOWEL_KINDS = frozenset({Kind.INT, Kind.ENUM, Kind.EMAIL})
 _COUNTER_KEYS = ("count", "description")
 _COUNT_SOURCE = re.compile(r"([a-z][a-z0-9_]{0,62})\.([a-z][a-z0-9_]{0,62})")
 _INT_RANGE = 2**63
 _MAX_CHOICES = 500
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CALLER = re.compile(r"auth(\.\w+)*")
 
 
@@ -324,7 +319,8 @@ def _drop_misfits(reader: Reader, kind: Kind, options: dict[str, Node]) -> None:
             )
         elif kinds is not None and kind not in kinds:
             names = ", ".join(sorted(k.value for k in kinds))
-            message = f"`{key}` does not apply to a {kind} field (only to {names})"
+            article = "an" if kind in _VOWEL_KINDS else "a"
+            message = f"`{key}` does not apply to {article} {kind} field (only to {names})"
         else:
             continue
         reader.error(options.pop(key), message)
@@ -468,128 +464,12 @@ def _default(reader: Reader, field: Field, node: Node | None) -> Default | None:
         reader.error(node, message)
         return None
     try:
-        value = _literal(field, node)
+        value = literal_value(field, node)
         _check_value(field, value)
     except ValueError as error:
         reader.error(node, f"the default {error}")
         return None
     return Default(value=value)
-
-
-def _literal(field: Field, node: Node) -> object:
-    """`node` as a value of the field's kind; ValueError says why it is not one."""
-    if node.is_scalar and node.value is None and field.kind is not Kind.JSON:
-        raise ValueError("cannot be null: leave `default` out instead")
-    if field.kind is Kind.JSON:
-        return _plain(node)
-    convert = _CONVERTERS.get(field.kind, _text)
-    return convert(field, node)
-
-
-def _plain(node: Node) -> object:
-    if node.is_list:
-        return [_plain(item) for item in node.items]
-    if node.is_map:
-        return {str(k.value): _plain(v) for k, v in node.pairs}
-    return node.value
-
-
-def _text(field: Field, node: Node) -> str:
-    text = node.text
-    if text is None:
-        raise ValueError(f"must be a string, not {node.describe()} (quote it)")
-    if field.kind is Kind.EMAIL and not _EMAIL.fullmatch(text):
-        raise ValueError(f"`{text}` is not an email address")
-    if field.kind is Kind.URL and not _is_url(text):
-        raise ValueError(f"`{text}` is not an http or https URL")
-    return text
-
-
-def _is_url(text: str) -> bool:
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _integer(field: Field, node: Node) -> int:
-    value = node.value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a whole number, not {node.describe()}")
-    return value
-
-
-def _float(field: Field, node: Node) -> float:
-    value = node.value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a number, not {node.describe()}")
-    return float(value)
-
-
-def _decimal(field: Field, node: Node) -> decimal.Decimal:
-    value = node.value
-    if isinstance(value, bool) or value is None or not node.is_scalar:
-        raise ValueError(f"must be a number, not {node.describe()}")
-    try:
-        number = decimal.Decimal(node.raw if node.style == "" and node.raw else str(value))
-    except decimal.InvalidOperation:
-        raise ValueError(f"`{value}` is not a number") from None
-    exponent = number.as_tuple().exponent
-    if not number.is_finite() or not isinstance(exponent, int):
-        raise ValueError(f"`{value}` is not a finite number")
-    if -exponent > field.scale or len(str(abs(int(number)))) > field.precision - field.scale:
-        raise ValueError(
-            f"{number} does not fit precision {field.precision} and scale {field.scale}"
-        )
-    return number
-
-
-def _boolean(field: Field, node: Node) -> bool:
-    if not isinstance(node.value, bool):
-        raise ValueError(f"must be true or false, not {node.describe()}")
-    return node.value
-
-
-def _date(field: Field, node: Node) -> datetime.date:
-    text = node.text
-    if text is None or not _DATE.fullmatch(text):
-        raise ValueError(f"must be a date written YYYY-MM-DD, not {node.describe()}")
-    try:
-        return datetime.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"`{text}` is not a valid date") from None
-
-
-def _datetime(field: Field, node: Node) -> datetime.datetime:
-    text = node.text
-    if text is None or not _DATETIME.fullmatch(text):
-        raise ValueError("must be an RFC 3339 date-time such as 2026-01-31T09:30:00Z")
-    try:
-        value = datetime.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"`{text}` is not a valid date-time") from None
-    return value.astimezone(datetime.UTC)
-
-
-def _uuid(field: Field, node: Node) -> str:
-    text = node.text
-    try:
-        return str(uuid.UUID(text or ""))
-    except ValueError:
-        raise ValueError(f"must be a UUID, not {node.describe()}") from None
-
-
-_CONVERTERS = {
-    Kind.INT: _integer,
-    Kind.FLOAT: _float,
-    Kind.DECIMAL: _decimal,
-    Kind.BOOL: _boolean,
-    Kind.DATE: _date,
-    Kind.DATETIME: _datetime,
-    Kind.UUID: _uuid,
-    Kind.REF: _uuid,
-}
 
 
 def _check_value(field: Field, value: object) -> None:

@@ -6,19 +6,28 @@ Pure: the YAML adapter (charpente.loader) builds the tree; design.load and desig
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import difflib
 import enum
 import math
+import re
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from charpente.design.model import Position
+from charpente.design.model import Field, Kind, Position
 from charpente.errors import Problem
 
-__all__ = ["LATER_KEYS", "Node", "NodeKind", "Reader", "Scalar", "did_you_mean"]
+__all__ = ["LATER_KEYS", "Node", "NodeKind", "Reader", "Scalar", "did_you_mean", "literal_value"]
 
 # Keys of later versions of the format: an ignored access rule would be a security hole.
 LATER_KEYS = frozenset({"auth", "access", "limits", "events", "webhooks", "flags"})
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 Scalar = str | int | float | bool | None
 
@@ -213,3 +222,123 @@ class Reader:
         else:
             return text
         return None
+
+
+def literal_value(field: Field, node: Node) -> object:
+    """`node` as a value of `field`'s kind (constraints aside); ValueError says why it is not."""
+    if node.is_scalar and node.value is None and field.kind is not Kind.JSON:
+        raise ValueError("cannot be null: leave `default` out instead")
+    if field.kind is Kind.JSON:
+        return _plain(node)
+    convert = _CONVERTERS.get(field.kind, _text)
+    return convert(field, node)
+
+
+def _plain(node: Node) -> object:
+    if node.is_list:
+        return [_plain(item) for item in node.items]
+    if node.is_map:
+        return {str(k.value): _plain(v) for k, v in node.pairs}
+    return node.value
+
+
+def _text(field: Field, node: Node) -> str:
+    text = node.text
+    if text is None:
+        raise ValueError(f"must be a string, not {node.describe()} (quote it)")
+    if field.kind is Kind.EMAIL and not _EMAIL.fullmatch(text):
+        raise ValueError(f"`{text}` is not an email address")
+    if field.kind is Kind.URL and not _is_url(text):
+        raise ValueError(f"`{text}` is not an http or https URL")
+    return text
+
+
+def _is_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _integer(field: Field, node: Node) -> int:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number, not {node.describe()}")
+    return value
+
+
+def _float(field: Field, node: Node) -> float:
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, not {node.describe()}")
+    return float(value)
+
+
+def _decimal(field: Field, node: Node) -> decimal.Decimal:
+    value = node.value
+    if isinstance(value, bool) or value is None or not node.is_scalar:
+        raise ValueError(f"must be a number, not {node.describe()}")
+    try:
+        number = decimal.Decimal(node.raw if node.style == "" and node.raw else str(value))
+    except decimal.InvalidOperation:
+        raise ValueError(f"`{value}` is not a number") from None
+    exponent = number.as_tuple().exponent
+    if not number.is_finite() or not isinstance(exponent, int):
+        raise ValueError(f"`{value}` is not a finite number")
+    if -exponent > field.scale or len(str(abs(int(number)))) > field.precision - field.scale:
+        raise ValueError(
+            f"{number} does not fit precision {field.precision} and scale {field.scale}"
+        )
+    return number
+
+
+def _boolean(field: Field, node: Node) -> bool:
+    if not isinstance(node.value, bool):
+        raise ValueError(f"must be true or false, not {node.describe()}")
+    return node.value
+
+
+def _date(field: Field, node: Node) -> datetime.date:
+    text = node.text
+    if text is None:
+        raise ValueError(f"must be a date written YYYY-MM-DD, not {node.describe()}")
+    if not _DATE.fullmatch(text):
+        raise ValueError(f"`{text}` is not a date written YYYY-MM-DD")
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"`{text}` is not a valid date") from None
+
+
+def _datetime(field: Field, node: Node) -> datetime.datetime:
+    text = node.text
+    if text is None or not _DATETIME.fullmatch(text):
+        shown = f"`{text}`" if text is not None else node.describe()
+        raise ValueError(f"{shown} is not an RFC 3339 date-time such as 2026-01-31T09:30:00Z")
+    try:
+        value = datetime.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"`{text}` is not a valid date-time") from None
+    return value.astimezone(datetime.UTC)
+
+
+def _uuid(field: Field, node: Node) -> str:
+    text = node.text
+    try:
+        return str(uuid.UUID(text or ""))
+    except ValueError:
+        shown = f"`{text}`" if text is not None else node.describe()
+        raise ValueError(f"{shown} is not a UUID") from None
+
+
+_CONVERTERS = {
+    Kind.INT: _integer,
+    Kind.FLOAT: _float,
+    Kind.DECIMAL: _decimal,
+    Kind.BOOL: _boolean,
+    Kind.DATE: _date,
+    Kind.DATETIME: _datetime,
+    Kind.UUID: _uuid,
+    Kind.REF: _uuid,
+}
