@@ -196,14 +196,10 @@ def _string(f: Field, value: object) -> str:
 def _check_length(f: Field, value: str) -> None:
     if f.min_length is not None and len(value) < f.min_length:
         raise _Invalid("too_short", f"at least {f.min_length} characters")
-    ceiling = f.max_length
-    if ceiling is None:
-        ceiling = DEFAULT_MAX_LENGTHS.get(f.kind)
-        if ceiling is not None and len(value) > ceiling:
-            note = f"the default ceiling of {f.kind} fields"
-            raise _Invalid("too_long", f"at most {ceiling} characters ({note})")
+    ceiling = f.max_length or DEFAULT_MAX_LENGTHS.get(f.kind)
     if ceiling is not None and len(value) > ceiling:
-        raise _Invalid("too_long", f"at most {ceiling} characters")
+        note = "" if f.max_length else f" (the default ceiling of {f.kind} fields)"
+        raise _Invalid("too_long", f"at most {ceiling} characters{note}")
 
 
 def _email(f: Field, value: object) -> str:
