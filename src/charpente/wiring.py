@@ -159,7 +159,6 @@ def configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._charpente = True  # type: ignore[attr-defined]  # marks ours: configure once
         root.addHandler(handler)
-    root.propagate = False
 
 
 def _engine(settings: Settings) -> AsyncEngine:

@@ -1,0 +1,81 @@
+"""`charpente serve --migrate` as a real process: it comes up, serves the API, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+START_TIMEOUT = 6.0
+STOP_TIMEOUT = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_health(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError("the server did not answer /healthz in time")
+
+
+def test_serve_migrates_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    environ = {
+        **os.environ,  # noqa: TID251 — the child inherits PATH and the like
+        "CHARPENTE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
+        "CHARPENTE_DESIGN": "template:social",
+        "CHARPENTE_LOG_LEVEL": "info",
+    }
+    command = [sys.executable, "-c", "from charpente.cli.main import main; main()"]
+    process = subprocess.Popen(
+        [*command, "serve", "--migrate", "--host", "127.0.0.1", "--port", str(port)],
+        env=environ,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_health(base, process)
+        account = httpx.post(
+            f"{base}/v1/accounts", json={"handle": "ada", "email": "ada@example.com"}
+        )
+        assert account.status_code == 201, account.text
+        post = httpx.post(f"{base}/v1/posts", json={"author": account.json()["id"], "body": "hi"})
+        assert post.status_code == 201, post.text
+        read = httpx.get(f"{base}{post.headers['location']}")
+        assert read.status_code == 200
+        assert read.json()["body"] == "hi"
+        assert read.headers["etag"] == '"1"'
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError("the server did not stop on SIGTERM in time") from None
+    output = process.stdout.read().decode() if process.stdout else ""
+    logs = process.stderr.read().decode() if process.stderr else ""
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert process.returncode in (0, -signal.SIGTERM), logs
+    assert "Application shutdown complete" in logs
+    assert f"at {base}" in output
