@@ -27,6 +27,7 @@ Pure: no imports outside the standard library.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 __all__ = [
     "ApiError",
@@ -120,9 +121,9 @@ class ApiError(CharpenteError):
     errors: list[FieldError] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
 
-    status: int = 500
-    slug: str = "internal"
-    title: str = "Internal server error"
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal server error"
 
     def __post_init__(self) -> None:
         Exception.__init__(self, self.detail or self.title)
