@@ -1,0 +1,282 @@
+"""Turn the raw wrk results of one benchmark run into a Markdown and a JSON report.
+
+    python bench/report.py --runs RUNS.jsonl --rss RSS.jsonl --out DIR [--quick] [--partial]
+
+RUNS.jsonl: one {"system", "scenario", "run", "result": <BENCH_RESULT of bench/lua>} a line.
+RSS.jsonl: one {"system", "rss_kb", "processes"} a line. The median run (by requests/s)
+of each system x scenario is the one reported; the targets are checked against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SYSTEMS = {
+    "charpente": "charpente (`charpente serve`, social template)",
+    "peer_fastapi": "peer: FastAPI + pydantic + SQLAlchemy ORM",
+    "limit_py": "ceiling: raw ASGI + asyncpg + orjson",
+}
+SCENARIOS = {
+    "R1": "get one post by id",
+    "R2": "an author's 20 newest posts",
+    "R3": "page 50 of a long list (cursor)",
+    "W1": "create a post",
+    "W2": "patch a post (optimistic lock)",
+}
+RSS_LIMIT_MB = 150
+
+
+@dataclass
+class Cell:
+    """One system x scenario: its median run and every run."""
+
+    median: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+    @property
+    def errors(self) -> int:
+        return sum(_errors(r) for r in self.runs)
+
+
+def _errors(result: dict[str, Any]) -> int:
+    return int(result["non2xx"]) + sum(int(v) for v in result["socket_errors"].values())
+
+
+def load_cells(path: Path) -> dict[str, dict[str, Cell]]:
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            result = dict(row["result"], busy_before=row.get("busy_before"))
+            runs.setdefault((row["system"], row["scenario"]), []).append(result)
+    cells: dict[str, dict[str, Cell]] = {}
+    for (system, scenario), results in runs.items():
+        ordered = sorted(results, key=lambda r: r["rps"])
+        cells.setdefault(system, {})[scenario] = Cell(ordered[(len(ordered) - 1) // 2], results)
+    return cells
+
+
+def load_rss(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["system"]: r["rss_kb"] / 1024 for r in rows}
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (no host name)."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_kb = re.search(r"^MemTotal:\s*(\d+)", meminfo, re.M)
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem_kb.group(1)) / 1024 / 1024, 1) if mem_kb else None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgresql": _postgres_version(),
+    }
+
+
+def _postgres_version() -> str:
+    try:
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", "SHOW server_version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    cpu = re.sub(r"\((r|tm)\)|\bcpu\b|@.*$|\bprocessor\b", "", str(info["cpu"]).lower())
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu).strip("-")[:40].strip("-")
+    return f"{info['cores']}cpu-{cpu}-{round(info['memory_gib'] or 0)}gb"
+
+
+def targets(cells: dict[str, dict[str, Cell]], rss: dict[str, float]) -> list[dict[str, Any]]:
+    """The goals, each met / not met / not measured, with the numbers behind it."""
+    out = [_ratio(cells, s, "peer_fastapi", 3.0, "≥ 3x the peer's requests/s") for s in SCENARIOS]
+    out = [t for t in out if t["scenario"] in ("R1", "R2", "W1")]
+    out.append(_ratio(cells, "R1", "limit_py", 0.5, "≥ 50% of the ceiling's requests/s"))
+    out += [_p99(cells, s) for s in ("R1", "R2")]
+    out.append(_r3_vs_r1(cells))
+    mb = rss.get("charpente")
+    out.append(
+        _target(
+            f"charpente RSS after its runs < {RSS_LIMIT_MB} MB",
+            None if mb is None else mb < RSS_LIMIT_MB,
+            "" if mb is None else f"{mb:.0f} MB",
+        )
+    )
+    return out
+
+
+def _target(name: str, met: bool | None, measured: str, scenario: str = "") -> dict[str, Any]:
+    status = "not measured" if met is None else ("met" if met else "not met")
+    return {"target": name, "status": status, "measured": measured, "scenario": scenario}
+
+
+def _cell(cells: dict[str, dict[str, Cell]], system: str, scenario: str) -> Cell | None:
+    return cells.get(system, {}).get(scenario)
+
+
+def _clean(*found: Cell | None) -> tuple[bool, str]:
+    """Whether the median runs behind a target had no error (a run with errors cannot pass)."""
+    bad = [c for c in found if c is not None and _errors(c.median)]
+    return (not bad, " (run had errors)" if bad else "")
+
+
+def _ratio(
+    cells: dict[str, dict[str, Cell]], scenario: str, other: str, factor: float, what: str
+) -> dict[str, Any]:
+    ours, theirs = _cell(cells, "charpente", scenario), _cell(cells, other, scenario)
+    name = f"{scenario}: charpente {what}"
+    if ours is None or theirs is None:
+        return _target(name, None, "", scenario)
+    ratio = ours.median["rps"] / theirs.median["rps"] if theirs.median["rps"] else 0.0
+    clean, note = _clean(ours, theirs)
+    measured = f"{ours.median['rps']:,.0f} vs {theirs.median['rps']:,.0f} = {ratio:.2f}x{note}"
+    return _target(name, clean and ratio >= factor, measured, scenario)
+
+
+def _p99(cells: dict[str, dict[str, Cell]], scenario: str) -> dict[str, Any]:
+    ours = _cell(cells, "charpente", scenario)
+    name = f"{scenario}: charpente p99 < 25 ms"
+    if ours is None:
+        return _target(name, None, "", scenario)
+    p99 = ours.median["p99_us"] / 1000
+    clean, note = _clean(ours)
+    return _target(name, clean and p99 < 25, f"{p99:.1f} ms{note}", scenario)
+
+
+def _r3_vs_r1(cells: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+    r1, r3 = _cell(cells, "charpente", "R1"), _cell(cells, "charpente", "R3")
+    name = "R3: charpente p50 ≤ 1.5x its R1 p50"
+    if r1 is None or r3 is None:
+        return _target(name, None, "", "R3")
+    a, b = r3.median["p50_us"] / 1000, r1.median["p50_us"] / 1000
+    clean, note = _clean(r1, r3)
+    return _target(name, clean and a <= 1.5 * b, f"{a:.1f} ms vs {b:.1f} ms{note}", "R3")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m, c = report["machine"], report["config"]
+    lines = [
+        f"# Load benchmark, {report['date']}{' (quick check)' if c['quick'] else ''}",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB memory, "
+        f"Linux {m['kernel']}, Python {m['python']}, PostgreSQL {m['postgresql']}",
+        f"- Load: `wrk -t1 -c32 -d{c['duration_s']}s --latency`, median of {c['runs']} run(s) "
+        f"after a {c['warmup_s']} s warm-up; server, PostgreSQL and wrk share the machine",
+        "- Servers: one process each on 127.0.0.1 (`uvicorn --loop uvloop --http httptools "
+        "--no-access-log`; charpente through `charpente serve --workers 1`)",
+        "- Data: 10,000 accounts, 100,000 posts (150-250-byte bodies), 50,000 follows; "
+        "reset between systems and before each W2 run",
+        "- CPU busy before runs: the share of both cores used by other processes in the second "
+        "before a run (the harness waits up to 60 s for it to drop under 15%)",
+        "",
+        "## Results",
+        "",
+        "| system | scenario | requests/s | p50 ms | p99 ms | errors (all runs) | runs (req/s) "
+        "| CPU busy before runs |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for system, scenarios in report["results"].items():
+        for scenario, cell in scenarios.items():
+            med = cell["median"]
+            runs = " / ".join(f"{r['rps']:,.0f}" for r in cell["runs"])
+            lines.append(
+                f"| {system} | {scenario} {SCENARIOS.get(scenario, '')} | {med['rps']:,.0f} "
+                f"| {med['p50_us'] / 1000:.1f} | {med['p99_us'] / 1000:.1f} "
+                f"| {_error_text(cell)} | {runs} | {_busy_text(cell)} |"
+            )
+    lines += ["", "| system | RSS after its runs |", "|---|---:|"]
+    lines += [f"| {s} | {mb:.0f} MB |" for s, mb in report["rss_mb"].items()]
+    lines += ["", "## Targets", "", "| target | measured | status |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | **{t['status']}** |" for t in report["targets"]]
+    lines += ["", "Systems:", ""] + [f"- `{k}`: {v}" for k, v in SYSTEMS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _busy_text(cell: dict[str, Any]) -> str:
+    readings = [r["busy_before"] for r in cell["runs"] if r.get("busy_before") is not None]
+    return f"≤ {max(readings)}%" if readings else "?"
+
+
+def _error_text(cell: dict[str, Any]) -> str:
+    total: dict[str, int] = {}
+    for run in cell["runs"]:
+        for status, n in run["statuses"].items():
+            total[status] = total.get(status, 0) + n
+        for kind, n in run["socket_errors"].items():
+            if n:
+                total[kind] = total.get(kind, 0) + n
+    if not total:
+        return "0"
+    return ", ".join(f"{n} x {k}" for k, n in sorted(total.items()))
+
+
+def build_report(args: argparse.Namespace) -> dict[str, Any]:
+    cells = load_cells(args.runs)
+    rss = load_rss(args.rss)
+    order = [s for s in SYSTEMS if s in cells]
+    results = {
+        s: {k: {"median": cells[s][k].median, "runs": cells[s][k].runs}
+            for k in SCENARIOS if k in cells[s]}
+        for s in order
+    }  # fmt: skip
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": machine(),
+        "config": {
+            "quick": args.quick,
+            "partial": args.partial,
+            "runs": 1 if args.quick else 3,
+            "duration_s": 3 if args.quick else 10,
+            "warmup_s": args.warmup,
+            "connections": 32,
+            "threads": 1,
+        },
+        "results": results,
+        "rss_mb": {s: round(mb, 1) for s, mb in rss.items()},
+        "targets": targets(cells, rss),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--rss", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--partial", action="store_true")
+    args = parser.parse_args()
+    report = build_report(args)
+    name = f"{report['date']}-{machine_slug(report['machine'])}"
+    if args.quick or args.partial:
+        name += "-quick" if args.quick else "-partial"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(render_markdown(report))
+    print(render_markdown(report))
+    print(f"report: {args.out / name}.md and .json")
+
+
+if __name__ == "__main__":
+    main()
