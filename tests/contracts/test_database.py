@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, SortKey, Update
-from charpente.design.expr import Value
+from charpente.design.expr import Compare, Literal, Name, Or, Value
 from charpente.design.model import CountSource, Design, Field, Kind, OnDelete, Resource
 from charpente.errors import ConfigError, Conflict, ValidationFailed
 from charpente.runtime.ports import IdempotentResponse
@@ -487,6 +487,23 @@ async def test_count_gives_the_total_whatever_the_page(db: SqlDatabase) -> None:
     last = await db.select_page(ListQuery("items", limit=5, after=after, count=True))
     assert (len(last.rows), last.has_more, last.total) == (2, False, 9)
     assert (await db.select_page(ListQuery("items"))).total is None
+
+
+@pytest.mark.anyio
+async def test_where_filters_both_the_rows_and_the_count(db: SqlDatabase) -> None:
+    rows = await seed_items(db, 20)
+    where = Or(
+        Compare("==", Name(("label",)), Literal("l1")),
+        Compare("==", Name(("n",)), Literal(None)),
+    )
+    sort = (SortKey("n", descending=True), SortKey("id"))
+    expected = sorted_rows([r for r in rows if r["label"] == "l1" or r["n"] is None], sort)
+    first = await db.select_page(ListQuery("items", where=where, sort=sort, limit=5, count=True))
+    last = first.rows[-1]
+    after = (cast(Value, last["n"]), cast(Value, last["id"]))
+    rest = await db.select_page(ListQuery("items", where=where, sort=sort, limit=50, after=after))
+    assert [r["id"] for r in first.rows + rest.rows] == expected
+    assert first.total == len(expected)
 
 
 # --- concurrency ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from charpente.design.expr import Value
 from charpente.design.model import Design, Resource
 from charpente.runtime.ports import IdempotentResponse
 from charpente.sql.engine import SQLITE_BEGIN, is_memory_sqlite, is_sqlite, writer_lock
+from charpente.sql.expr import expr_to_sql
 from charpente.sql.integrity import IntegrityMap
 from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
 
@@ -100,7 +101,7 @@ class SqlDatabase:
 
     async def select_page(self, query: ListQuery) -> Page:
         table = self._tables[query.resource]
-        where = [] if query.where is None else [self._where(query, table)]
+        where = [] if query.where is None else [expr_to_sql(query.where, table, self._tables)]
         keyset = [] if query.after is None else [keyset_condition(table, query.sort, query.after)]
         names = _wanted(query.fields, tuple(k.field for k in query.sort))
         stmt = (
@@ -179,13 +180,6 @@ class SqlDatabase:
     ) -> int:
         stmt = sa.select(sa.func.count()).select_from(table).where(*where)
         return int((await conn.execute(stmt)).scalar_one())
-
-    def _where(self, query: ListQuery, table: sa.Table) -> sa.ColumnElement[bool]:
-        from charpente.sql.expr import expr_to_sql  # written alongside: see the report
-
-        assert query.where is not None
-        condition: sa.ColumnElement[bool] = expr_to_sql(query.where, table, self._tables)
-        return condition
 
     def _order(self, query: ListQuery) -> list[sa.ColumnElement[Any]]:
         table = self._tables[query.resource]
@@ -302,9 +296,11 @@ def keyset_condition(
         return left < right if sort[0].descending else left > right
     branches = []
     for i, key in enumerate(sort):
-        equal = [_equal(columns[j], after[j]) for j in range(i)]
-        branches.append(sa.and_(*equal, _beyond(columns[i], after[i], key.descending)))
-    return sa.or_(*branches)
+        beyond = _beyond(columns[i], after[i], key.descending)
+        if beyond is not None:
+            equal = [_equal(columns[j], after[j]) for j in range(i)]
+            branches.append(sa.and_(*equal, beyond))
+    return sa.or_(sa.false(), *branches)
 
 
 def _order_term(column: sa.Column[Any], descending: bool) -> sa.ColumnElement[Any]:
@@ -318,12 +314,14 @@ def _equal(column: sa.Column[Any], value: Value) -> sa.ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
-def _beyond(column: sa.Column[Any], value: Value, descending: bool) -> sa.ColumnElement[bool]:
-    """Strictly later in the order than `value` (NULL is the greatest value)."""
+def _beyond(
+    column: sa.Column[Any], value: Value, descending: bool
+) -> sa.ColumnElement[bool] | None:
+    """Strictly later in the order than `value` (NULL is the greatest value); None: nothing."""
     if descending:
         return column.is_not(None) if value is None else column < value
     if value is None:
-        return sa.false()
+        return None
     return sa.or_(column > value, column.is_(None)) if column.nullable else column > value
 
 
