@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from openapi_spec_validator import validate
 from typer.testing import CliRunner
 
 from charpente.cli.commands import serve as serve_module
@@ -126,7 +125,7 @@ def test_openapi_prints_a_valid_document(runner: CliRunner, workdir: Path) -> No
     assert result.exit_code == 0, result.output
     assert result.stdout.count("\n") == 1
     document = json.loads(result.stdout)
-    validate(document)
+    pytest.importorskip("openapi_spec_validator").validate(document)
     assert document["info"]["title"] == "blog"
 
 
