@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import json
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from charpente.design.diff import design_from_json, design_to_json, diff_designs
 from charpente.design.model import (
@@ -319,6 +320,12 @@ async def test_a_field_becoming_required_needs_a_backfill_and_names_the_rows_mis
         Safety.BACKFILL,
         True,
     )
+    unique_body = design(posts(Field("body", Kind.TEXT, unique=True)))
+    unique_step = only(await plan_migration(engine, unique_body))  # not twice: db and design
+    assert (unique_step.description, unique_step.breaking) == (
+        "add unique constraint on posts (body)",
+        True,
+    )
     with pytest.raises(MigrationError, match="1 rows have no value"):
         await apply_migration(engine, d2)
 
@@ -358,6 +365,56 @@ async def test_sqlite_foreign_keys_are_enforced_again_after_a_table_is_recreated
             await insert(engine, d1, "likes", row(post=str(uuid.uuid4())))
     finally:
         await engine.dispose()
+
+
+async def test_a_failing_step_rolls_back_every_step_before_it(db_target):
+    # A plain engine too: without the engine's BEGIN hook, SQLite DDL must still be atomic.
+    connect_args = (
+        {"server_settings": {"search_path": db_target.schema}} if db_target.schema else {}
+    )
+    plain = create_async_engine(db_target.url, connect_args=connect_args)
+    try:
+        d1 = design(posts())
+        await apply_migration(plain, d1)
+        await insert(plain, d1, "posts", row(title="twin"), row(title="twin"))
+        unique_title = Field("title", Kind.STRING, required=True, max_length=200, unique=True)
+        tags = Resource("tags", (Field("label", Kind.STRING),))
+        d2 = design(Resource("posts", (unique_title, VISIBILITY, Field("body", Kind.TEXT))), tags)
+        assert [s.safety for s in (await plan_migration(plain, d2)).steps].count(
+            Safety.BACKFILL
+        ) == 1
+
+        with pytest.raises(MigrationError, match="failed"):
+            await apply_migration(plain, d2)
+
+        assert "tags" not in await tables(plain)
+        assert "body" not in await columns(plain, "posts")
+        assert len(await select_all(plain, d1, "posts")) == 2
+    finally:
+        await plain.dispose()
+
+
+async def test_processes_migrating_at_once_apply_the_steps_once(engine):
+    d = design(posts(), likes())
+
+    plans = await asyncio.gather(*(apply_migration(engine, d) for _ in range(3)))
+
+    assert sorted(len(p.steps) for p in plans)[:2] == [0, 0]
+    assert (await plan_migration(engine, d)).is_empty
+    history = sa.table(HISTORY_TABLE, sa.column("id"))
+    async with engine.connect() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(history))).scalar() == 1
+
+
+async def test_a_required_json_field_with_a_default_fills_existing_rows(engine):
+    d1 = design(posts())
+    await apply_migration(engine, d1)
+    await insert(engine, d1, "posts", row(title="a"))
+    d2 = design(posts(Field("meta", Kind.JSON, required=True, default=Default({"k": ["v"]}))))
+
+    await apply_migration(engine, d2, only_safe=True)
+
+    assert [r["meta"] for r in await select_all(engine, d2, "posts")] == [{"k": ["v"]}]
 
 
 # --- the design diff (pure) ---------------------------------------------------------------

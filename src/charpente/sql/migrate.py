@@ -40,6 +40,7 @@ __all__ = [
 HISTORY_TABLE = "charpente_migrations"
 _ENGINE_PREFIX = "charpente_"
 _IGNORED_TABLES = frozenset({"alembic_version"})
+_LOCK_KEY = 0x63686172_70656E74  # "charpent": the advisory lock every migration takes
 
 
 class Safety(enum.StrEnum):
@@ -124,6 +125,7 @@ def _apply(
 ) -> MigrationPlan:
     with _foreign_keys_deferred(conn), conn.begin():
         _begin_sqlite_transaction(conn)
+        _lock_migrations(conn)
         plan = _plan(conn, design)
         _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
         _run_steps(conn, plan.steps)
@@ -248,6 +250,12 @@ def _begin_sqlite_transaction(conn: sa.Connection) -> None:
     driver = conn.connection.driver_connection
     if not getattr(driver, "in_transaction", True):
         conn.exec_driver_sql("BEGIN")
+
+
+def _lock_migrations(conn: sa.Connection) -> None:
+    """On PostgreSQL, one migration at a time: processes starting together wait their turn."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
 
 
 def _check_foreign_keys(conn: sa.Connection) -> None:
@@ -546,8 +554,11 @@ def _literal_default(
         return None
     if f.default.value is None:
         return None
+    value, type_ = f.default.value, column.type
+    if f.kind is Kind.JSON:
+        value, type_ = json.dumps(value, ensure_ascii=False), sa.Text()
     try:
-        literal = sa.literal(f.default.value, type_=column.type)
+        literal = sa.literal(value, type_=type_)
         rendered = literal.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     except (sa.exc.CompileError, NotImplementedError, TypeError, ValueError):
         return None
@@ -588,6 +599,10 @@ def _step_key(step: MigrationStep) -> tuple[str, str | None] | None:
         return op.table_name, op.column.name
     if isinstance(op, ops.DropColumnOp | ops.AlterColumnOp):
         return op.table_name, op.column_name
+    if isinstance(op, ops.CreateUniqueConstraintOp):
+        return op.table_name, op.columns[0] if len(op.columns) == 1 else None
+    if isinstance(op, ops.CreateForeignKeyOp):
+        return op.source_table, op.local_cols[0] if len(op.local_cols) == 1 else None
     return None
 
 
