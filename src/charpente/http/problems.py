@@ -48,7 +48,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
 }
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.json.Encoder(enc_hook=str).encode  # str-like values (names) as text
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -95,7 +95,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code == 304:
         return Response(status_code=304, headers=exc.headers)
     error_type = _BY_STATUS.get(exc.status_code, ApiError)
-    error = error_type(headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if "Allow" in headers:  # Starlette keeps methods in a set: answer them in a stable order
+        headers["Allow"] = ", ".join(sorted(m.strip() for m in headers["Allow"].split(",")))
+    error = error_type(headers=headers)
     return _problem(error, exc.status_code, request.url.path, request_id_of(request.scope))
 
 

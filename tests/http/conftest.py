@@ -1,0 +1,133 @@
+"""API fixtures: a whole app (engine, tables, Service, build_app) per test, on every dialect.
+
+`make_api(design_text, ...)` builds one; `api` is the blog design below, seeded by the
+tests that need records. Every SQL statement the engine runs is recorded in `api.statements`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from charpente.design.model import Design
+from charpente.http.app import build_app
+from charpente.loader import load_design_text
+from charpente.runtime.hooks import Hooks
+from charpente.runtime.service import Service
+from charpente.sql.database import SqlDatabase
+from charpente.sql.engine import create_engine
+from charpente.sql.schema import build_metadata
+
+# Tests import the scenario helpers beside this file (`import api_scenarios`).
+sys.path.insert(0, str(Path(__file__).parent))
+
+BLOG = """
+charpente: 1
+name: blog
+api_version: 1
+resources:
+  users:
+    fields:
+      handle: {type: string, required: true, unique: true, max_length: 30}
+      secret: {type: string, writeonly: true}
+  posts:
+    fields:
+      author: {ref: users, required: true}
+      editor: {ref: users, on_delete: set_null}
+      title: {type: string, required: true, max_length: 100}
+      score: {type: int}
+      price: {type: decimal, precision: 30, scale: 2}
+      like_count: {count: likes.post}
+    checks: [score >= 0]
+  likes:
+    fields:
+      post: {ref: posts, required: true, on_delete: cascade}
+      user: {ref: users, required: true}
+    unique: [[post, user]]
+  notes:
+    require_if_match: true
+    fields:
+      text: {type: string, required: true, max_length: 50}
+"""
+
+
+@dataclass
+class Api:
+    """One running app and what tests look at around it."""
+
+    client: httpx.AsyncClient
+    engine: AsyncEngine
+    service: Service
+    design: Design
+    dialect: str
+    statements: list[str] = field(default_factory=list)
+
+    async def create(self, resource: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a record that must be created; its JSON."""
+        response = await self.client.post(f"/v1/{resource}", json=body)
+        assert response.status_code == 201, response.text
+        record: dict[str, Any] = response.json()
+        return record
+
+    async def count_rows(self, table: str) -> int:
+        """Rows in a table, read straight from the database."""
+        metadata = build_metadata(self.design)
+        async with self.engine.connect() as conn:
+            stmt = sa.select(sa.func.count()).select_from(metadata.tables[table])
+            return int((await conn.execute(stmt)).scalar_one())
+
+
+MakeApi = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+async def make_api(db_target: Any, anyio_backend: str) -> AsyncIterator[MakeApi]:
+    """Build apps on this test's database: `await make_api(design_text, hooks=...)`."""
+    built: list[Api] = []
+
+    async def make(
+        design_text: str = BLOG,
+        *,
+        hooks: Hooks | None = None,
+        max_body_bytes: int = 1_048_576,
+        url: str | None = None,
+    ) -> Api:
+        design = load_design_text(design_text)
+        engine = create_engine(url or db_target.url, schema=db_target.schema)
+        if url is None:
+            async with engine.begin() as conn:
+                await conn.run_sync(build_metadata(design).create_all)
+        service = Service(design, SqlDatabase(engine, design), hooks=hooks)
+        app = build_app(service, design, max_body_bytes=max_body_bytes)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        api = Api(client, engine, service, design, db_target.dialect)
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", _recorder(api.statements))
+        built.append(api)
+        return api
+
+    yield make
+    for api in built:
+        await api.client.aclose()
+        await api.engine.dispose()
+
+
+@pytest.fixture
+async def api(make_api: MakeApi) -> Api:
+    """The blog design on a fresh database."""
+    return await make_api()
+
+
+def _recorder(statements: list[str]) -> Callable[..., None]:
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    return record
