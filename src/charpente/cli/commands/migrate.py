@@ -41,7 +41,10 @@ def plan(design: DesignOption = None) -> None:
 def apply(
     design: DesignOption = None,
     allow_destructive: Annotated[
-        bool, typer.Option(help="Also run steps that drop data (columns, tables).")
+        bool,
+        typer.Option(
+            "--allow-destructive", help="Also run steps that drop data (columns, tables)."
+        ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:

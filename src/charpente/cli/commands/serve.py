@@ -40,7 +40,8 @@ def serve(
         bool, typer.Option("--migrate", help="First apply the migration steps that are safe.")
     ] = False,
     reload: Annotated[
-        bool, typer.Option(help="Restart when a .py or .yaml file changes (development).")
+        bool,
+        typer.Option("--reload", help="Restart when a .py or .yaml file changes (development)."),
     ] = False,
 ) -> None:
     """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM."""
