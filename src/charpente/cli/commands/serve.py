@@ -37,7 +37,8 @@ def serve(
         int, typer.Option(min=1, max=256, help="Server processes (each with its own pool).")
     ] = 1,
     migrate: Annotated[
-        bool, typer.Option("--migrate", help="First apply the migration steps that are safe.")
+        bool,
+        typer.Option("--migrate", help="First apply the migration plan, when every step is safe."),
     ] = False,
     reload: Annotated[
         bool,
