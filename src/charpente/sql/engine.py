@@ -7,6 +7,7 @@ writer discipline: `BEGIN IMMEDIATE` for writes plus one in-process writer lock.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from typing import Any
 
@@ -36,6 +37,7 @@ _DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 _PG_MAX_OVERFLOW = 5
+_SQLITE_MINIMUM = (3, 35)
 _SQLITE_PRAGMAS = ("foreign_keys=ON", "busy_timeout=5000", "synchronous=NORMAL")
 
 _locks: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -82,6 +84,11 @@ def _parse(url: str) -> sa.URL:
 
 
 def _sqlite_engine(url: sa.URL, pool_size: int) -> AsyncEngine:
+    if sqlite3.sqlite_version_info < _SQLITE_MINIMUM:
+        raise ConfigError(
+            f"SQLite {sqlite3.sqlite_version} is too old: charpente needs 3.35 or later "
+            "(for RETURNING); upgrade Python or its sqlite3 library."
+        )
     memory = _is_memory(url)
     kwargs: dict[str, Any] = {} if memory else {"pool_size": pool_size, "max_overflow": 0}
     engine = create_async_engine(url, **kwargs)
