@@ -89,7 +89,10 @@ class _DesignLoader(yaml.SafeLoader):
 
 def _compose(text: str, file: str) -> Node:
     """The document's tree; raises DesignError on a syntax error or an unsupported value."""
-    loader = _DesignLoader(text)
+    try:
+        loader = _DesignLoader(text)
+    except yaml.YAMLError as error:
+        raise DesignError([_syntax_problem(error, text, file)]) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -109,15 +112,26 @@ def _syntax_problem(error: yaml.YAMLError, text: str, file: str) -> Problem:
     """A Problem at the position PyYAML gives for `error`."""
     if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
         mark = error.problem_mark
-        detail = " ".join(part for part in (error.problem, error.context) if part)
+        detail = _detail(error.problem or "", error.context or "")
         message = detail if isinstance(error, _Refused) else f"YAML syntax error: {detail}"
         return Problem(message, file, mark.line + 1, mark.column + 1)
     if isinstance(error, yaml.reader.ReaderError):
         line = text.count("\n", 0, error.position) + 1
         column = error.position - (text.rfind("\n", 0, error.position) + 1) + 1
-        message = f"the design contains a character YAML does not allow ({error.character!r})"
+        char = error.character
+        code = char if isinstance(char, int) else ord(char[:1] or "\0")
+        message = f"the design contains a character YAML does not allow (U+{code:04X})"
         return Problem(message, file, line, column)
     return Problem(f"YAML syntax error: {error}", file, 1, 1)
+
+
+def _detail(problem: str, context: str) -> str:
+    """PyYAML's problem and context as one phrase."""
+    if not context:
+        return problem
+    if problem.startswith("but "):
+        return f"{context}, {problem}"
+    return f"{problem} ({context})"
 
 
 class _Converter:
