@@ -27,6 +27,7 @@ from charpente.design.model import (
     Resource,
 )
 from charpente.errors import MigrationError
+from charpente.loader import load_design_text
 from charpente.sql.engine import create_engine
 from charpente.sql.migrate import (
     HISTORY_TABLE,
@@ -38,6 +39,7 @@ from charpente.sql.migrate import (
     plan_migration,
 )
 from charpente.sql.schema import build_metadata
+from charpente.templates import template_text
 
 pytestmark = pytest.mark.anyio
 
@@ -415,6 +417,38 @@ async def test_a_required_json_field_with_a_default_fills_existing_rows(engine):
     await apply_migration(engine, d2, only_safe=True)
 
     assert [r["meta"] for r in await select_all(engine, d2, "posts")] == [{"k": ["v"]}]
+
+
+async def test_the_social_template_replans_empty_and_its_snapshot_reads_back(engine):
+    social = load_design_text(template_text("social"))
+
+    plan = await apply_migration(engine, social, only_safe=True)
+
+    assert plan.steps
+    assert (await plan_migration(engine, social)).is_empty
+    assert design_from_json(design_to_json(social)) == social
+
+
+async def test_every_kind_of_field_replans_empty_after_apply(engine):
+    kinds = [k for k in Kind if k not in (Kind.ENUM, Kind.REF, Kind.COUNT)]
+    fields = [Field(f"f_{k}", k, unique=k is not Kind.JSON) for k in kinds]
+    fields.append(Field("f_money", Kind.DECIMAL, precision=10, scale=4, required=True))
+    d = design(Resource("things", tuple(fields)), posts(), likes())
+
+    await apply_migration(engine, d, only_safe=True)
+
+    assert (await plan_migration(engine, d)).steps == ()
+
+
+async def test_resources_that_refer_to_each_other_are_created_together(engine):
+    pinned = Field("pinned", Kind.REF, ref="posts", on_delete=OnDelete.SET_NULL)
+    accounts = Resource("accounts", (Field("handle", Kind.STRING), pinned))
+    author = Field("author", Kind.REF, ref="accounts", on_delete=OnDelete.CASCADE)
+    d = design(accounts, posts(author))
+
+    await apply_migration(engine, d, only_safe=True)
+
+    assert (await plan_migration(engine, d)).is_empty
 
 
 # --- the design diff (pure) ---------------------------------------------------------------

@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field as dc_field
@@ -292,14 +293,18 @@ def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
         conn,
         opts={"target_metadata": metadata, "include_name": _include_name(metadata, known)},
     )
-    script = produce_migrations(context, metadata)
+    with warnings.catch_warnings():
+        # Resources may refer to each other; such references are added after the tables.
+        warnings.filterwarnings("ignore", "Cannot correctly sort tables", sa.exc.SAWarning)
+        script = produce_migrations(context, metadata)
     assert script.upgrade_ops is not None  # produce_migrations always fills it
+    operations = _defer_foreign_keys(script.upgrade_ops.ops, conn.dialect.name)
     changes = diff_designs(previous, design)
-    facts = _Facts(conn, design, metadata, script.upgrade_ops.ops)
-    dropped = {op.table_name for op in script.upgrade_ops.ops if isinstance(op, ops.DropTableOp)}
+    facts = _Facts(conn, design, metadata, operations)
+    dropped = {op.table_name for op in operations if isinstance(op, ops.DropTableOp)}
     steps = [
         _step(facts, op, table)
-        for op, table in _flatten(script.upgrade_ops.ops)
+        for op, table in _flatten(operations)
         if table not in dropped  # a dropped table's indexes go with it
     ]
     steps = [_with_breaking(s, changes) for s in steps]
@@ -341,6 +346,53 @@ def _include_name(metadata: sa.MetaData, known: set[str]) -> Callable[..., bool]
         return name in known
 
     return include
+
+
+def _defer_foreign_keys(
+    operations: Sequence[ops.MigrateOperation], dialect: str
+) -> list[ops.MigrateOperation]:
+    """Create new tables first and add their references to later ones afterwards.
+
+    SQLite accepts a reference to a table that does not exist yet; PostgreSQL does not.
+    """
+    if dialect == "sqlite":
+        return list(operations)
+    later = {op.table_name for op in operations if isinstance(op, ops.CreateTableOp)}
+    ordered: list[ops.MigrateOperation] = []
+    deferred: list[ops.MigrateOperation] = []
+    for op in operations:
+        if isinstance(op, ops.CreateTableOp):
+            later.discard(op.table_name)  # a reference to itself is fine
+            op, references = _without_references_to(op, later)
+            deferred.extend(references)
+        ordered.append(op)
+    return ordered + deferred
+
+
+def _without_references_to(
+    op: ops.CreateTableOp, tables: set[str]
+) -> tuple[ops.CreateTableOp, list[ops.MigrateOperation]]:
+    late = [
+        c
+        for c in op.columns
+        if isinstance(c, sa.ForeignKeyConstraint) and c.referred_table.name in tables
+    ]
+    if not late:
+        return op, []
+    local = {name for fk in late for name in fk.column_keys}
+    items = [
+        _bare_column(c) if isinstance(c, sa.Column) and c.name in local else c
+        for c in op.columns
+        if all(c is not fk for fk in late)
+    ]
+    table_op = ops.CreateTableOp(op.table_name, items, _constraints_included=True)
+    return table_op, [ops.CreateForeignKeyOp.from_constraint(fk) for fk in late]
+
+
+def _bare_column(column: sa.Column[Any]) -> sa.Column[Any]:
+    return sa.Column(
+        column.name, column.type, nullable=column.nullable, primary_key=column.primary_key
+    )
 
 
 def _flatten(
