@@ -6,6 +6,7 @@ tests that need records. Every SQL statement the engine runs is recorded in `api
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,9 +80,8 @@ class Api:
 
     async def count_rows(self, table: str) -> int:
         """Rows in a table, read straight from the database."""
-        metadata = build_metadata(self.design)
         async with self.engine.connect() as conn:
-            stmt = sa.select(sa.func.count()).select_from(metadata.tables[table])
+            stmt = sa.select(sa.func.count()).select_from(sa.table(table))
             return int((await conn.execute(stmt)).scalar_one())
 
 
@@ -91,6 +91,19 @@ MakeApi = Callable[..., Awaitable[Api]]
 @pytest.fixture
 async def make_api(db_target: Any, anyio_backend: str) -> AsyncIterator[MakeApi]:
     """Build apps on this test's database: `await make_api(design_text, hooks=...)`."""
+    async with _factory(db_target) as make:
+        yield make
+
+
+@pytest.fixture
+async def make_pg_api(pg_target: Any, anyio_backend: str) -> AsyncIterator[MakeApi]:
+    """Like make_api, on PostgreSQL only (for what only a server can show: concurrency)."""
+    async with _factory(pg_target) as make:
+        yield make
+
+
+@contextlib.asynccontextmanager
+async def _factory(target: Any) -> AsyncIterator[MakeApi]:
     built: list[Api] = []
 
     async def make(
@@ -99,25 +112,28 @@ async def make_api(db_target: Any, anyio_backend: str) -> AsyncIterator[MakeApi]
         hooks: Hooks | None = None,
         max_body_bytes: int = 1_048_576,
         url: str | None = None,
+        base_url: str = "http://test",
     ) -> Api:
         design = load_design_text(design_text)
-        engine = create_engine(url or db_target.url, schema=db_target.schema)
+        engine = create_engine(url or target.url, schema=target.schema)
         if url is None:
             async with engine.begin() as conn:
                 await conn.run_sync(build_metadata(design).create_all)
         service = Service(design, SqlDatabase(engine, design), hooks=hooks)
         app = build_app(service, design, max_body_bytes=max_body_bytes)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        client = httpx.AsyncClient(transport=transport, base_url="http://test")
-        api = Api(client, engine, service, design, db_target.dialect)
+        client = httpx.AsyncClient(transport=transport, base_url=base_url)
+        api = Api(client, engine, service, design, target.dialect)
         sa.event.listen(engine.sync_engine, "before_cursor_execute", _recorder(api.statements))
         built.append(api)
         return api
 
-    yield make
-    for api in built:
-        await api.client.aclose()
-        await api.engine.dispose()
+    try:
+        yield make
+    finally:
+        for api in built:
+            await api.client.aclose()
+            await api.engine.dispose()
 
 
 @pytest.fixture
