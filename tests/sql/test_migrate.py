@@ -451,6 +451,16 @@ async def test_resources_that_refer_to_each_other_are_created_together(engine):
     assert (await plan_migration(engine, d)).is_empty
 
 
+async def test_an_unreadable_recorded_design_is_a_clear_migration_error(engine):
+    await apply_migration(engine, design(posts()))
+    history = sa.table(HISTORY_TABLE, sa.column("design"))
+    async with engine.begin() as conn:
+        await conn.execute(history.update().values(design='{"format": 99}'))
+
+    with pytest.raises(MigrationError, match="another version of charpente"):
+        await plan_migration(engine, design(posts()))
+
+
 # --- the design diff (pure) ---------------------------------------------------------------
 
 

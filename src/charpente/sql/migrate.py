@@ -319,7 +319,15 @@ def _latest_snapshot(conn: sa.Connection) -> tuple[Design | None, str | None]:
     history = _history_table(sa.MetaData())
     query = sa.select(history.c.design).order_by(history.c.id.desc()).limit(1)
     text = conn.execute(query).scalar_one_or_none()
-    return (design_from_json(text), text) if text is not None else (None, None)
+    if text is None:
+        return None, None
+    try:
+        return design_from_json(text), text
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MigrationError(
+            f"the last design recorded in {HISTORY_TABLE} cannot be read ({exc}); "
+            "it was written by another version of charpente"
+        ) from exc
 
 
 def _history_table(metadata: sa.MetaData) -> sa.Table:
