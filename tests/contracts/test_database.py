@@ -205,6 +205,22 @@ async def test_a_transaction_reads_its_own_writes_and_a_failed_one_leaves_nothin
     assert await db.select_one(GetQuery("users", id)) is None
 
 
+@pytest.mark.anyio
+async def test_a_transaction_inside_a_transaction_fails_fast_on_sqlite(tmp_path: Any) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    db = SqlDatabase(engine, DESIGN)
+
+    async def nest() -> None:
+        async with db.transaction(), db.transaction():
+            pass
+
+    try:
+        with pytest.raises(RuntimeError, match="already open"):
+            await nest()
+    finally:
+        await db.close()
+
+
 # --- updates and deletes -------------------------------------------------------------------
 
 

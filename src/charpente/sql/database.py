@@ -153,6 +153,9 @@ class SqlDatabase:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
         lock = writer_lock(self._engine) if is_sqlite(self._engine) else nullcontext()
+        if is_sqlite(self._engine) and self._active.get() is not None:
+            # The writer lock is not reentrant: waiting for it here would never end.
+            raise RuntimeError("a SQLite transaction is already open in this task")
         async with lock, self._writes.connect() as conn, conn.begin():
             token = self._active.set(conn)
             try:
