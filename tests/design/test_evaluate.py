@@ -161,10 +161,10 @@ def test_auth_names_read_the_caller() -> None:
     assert check('auth.role == "admin"', row, allow_auth=True, auth={"role": "admin"}) is True
 
 
-def test_a_missing_field_is_an_error_not_an_unknown() -> None:
-    tree = resolve_expr(parse_expr("n == 1"), ITEMS, DESIGN)
-    with pytest.raises(KeyError):
-        evaluate(tree, {"s": "x"})
+def test_a_missing_field_counts_as_null() -> None:
+    assert check("n == 1", {"s": "x"}) is None
+    assert check("n == null", {"s": "x"}) is True
+    assert check("n in []", {}) is False
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ def evaluate(
 
     Callers decide what unknown means: a filter keeps only rows where the answer is True
     (None excludes the row, like SQL WHERE); a check fails only on False (None passes, like
-    an SQL CHECK constraint). Raises KeyError when the row lacks a field the tree names.
+    an SQL CHECK constraint). A field missing from `row` counts as null (an unset column).
     """
     match expr:
         case And(left, right):
@@ -106,5 +106,5 @@ def _value(expr: Expr, row: Mapping[str, object], auth: Mapping[str, object] | N
     if isinstance(expr, Name):
         if expr.path[0] == "auth" and len(expr.path) == 2:
             return None if auth is None else auth.get(expr.path[1])
-        return row[expr.dotted]
+        return row.get(expr.dotted)
     raise ExprError("each side of a comparison must be a field or a value", expr.pos)
