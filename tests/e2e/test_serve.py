@@ -40,7 +40,7 @@ def test_serve_migrates_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     environ = {
-        **os.environ,  # noqa: TID251 — the child inherits PATH and the like
+        **os.environ,
         "CHARPENTE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'e2e.db'}",
         "CHARPENTE_DESIGN": "template:social",
         "CHARPENTE_LOG_LEVEL": "info",

@@ -216,6 +216,4 @@ class Design:
 
     def referencing(self, name: str) -> tuple[tuple[Resource, Field], ...]:
         """Every (resource, ref field) that points at resource `name`."""
-        return tuple(
-            (r, f) for r in self.resources.values() for f in r.fields if f.ref == name
-        )
+        return tuple((r, f) for r in self.resources.values() for f in r.fields if f.ref == name)
