@@ -188,7 +188,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "- Data: 10,000 accounts, 100,000 posts (150-250-byte bodies), 50,000 follows; "
         "reset between systems and before each W2 run",
         "- CPU busy before runs: the share of both cores used by other processes in the second "
-        "before a run (the harness waits up to 60 s for it to drop under 15%)",
+        "before a run (the harness waits up to 30 s for it to drop under 15%)",
         "",
         "## Results",
         "",
