@@ -2,7 +2,7 @@
 
 `?filter=`, declared `checks` and (later) access rules are all written in it. This module
 holds the tree only (frozen records); parsing, printing, checking and evaluating live in
-design.parse, design.typing and design.evaluate; the compiler to SQL lives in sql/.
+design.parse, design.resolve and design.evaluate; the compiler to SQL lives in sql/.
 
     expr     := or
     or       := and ("or" and)*
