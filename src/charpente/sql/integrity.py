@@ -162,7 +162,7 @@ def unique_conflict(resource: str, fields: tuple[str, ...]) -> Conflict:
 
 def _column_names(item: sa.Constraint | sa.Index) -> tuple[str, ...]:
     columns: Any = getattr(item, "columns", ())
-    return tuple(c.name for c in columns)
+    return tuple(str(c.name) for c in columns)
 
 
 def _maybe(value: str | None) -> tuple[str, ...]:
