@@ -78,7 +78,9 @@ def column_type(field: Field) -> sa.types.TypeEngine[Any]:
     if kind is Kind.DATETIME:
         return UtcDateTime()
     if kind is Kind.JSON:
-        return sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+        return sa.JSON(none_as_null=True).with_variant(
+            postgresql.JSONB(none_as_null=True), "postgresql"
+        )
     if kind in (Kind.UUID, Kind.REF):
         return sa.Uuid(as_uuid=False)
     raise AssertionError(f"no column type for kind {kind}")  # every Kind is handled above
