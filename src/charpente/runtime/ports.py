@@ -52,6 +52,12 @@ class Transaction(Protocol):
     async def add_to_counter(self, resource: str, id: str, field: str, delta: int) -> None:
         """counter = counter + delta on one record (no version bump: counters are derived)."""
 
+    async def select_ids(self, resource: str, field: str, values: Sequence[str]) -> list[str]:
+        """Ids of the rows of `resource` whose `field` is one of `values` (a cascade's reach)."""
+
+    async def count_by(self, resource: str, ids: Sequence[str], field: str) -> dict[str, int]:
+        """Among the rows of `resource` with these ids: how many per non-null value of `field`."""
+
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         """Reserve `key` for this transaction. Returns the stored response when the key was
         already used (waiting for a concurrent holder to finish), None when it is ours."""

@@ -28,6 +28,7 @@ from charpente.errors import (
     ValidationFailed,
 )
 from charpente.runtime.clock import SystemClock
+from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
 from charpente.runtime.hooks import HookContext, Hooks
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Database, IdempotentResponse, Transaction
@@ -93,22 +94,14 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
-class _Counted:
-    """A ref field of this resource that a counter elsewhere counts."""
-
-    field: str
-    target: str
-    counter: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Spec:
     """What the service precomputes once per resource."""
 
     resource: Resource
     readable: tuple[str, ...]  # every field but writeonly ones, in record order
     refs: Mapping[str, str]  # ref field → target resource
-    counted: tuple[_Counted, ...]
+    counted: tuple[Counted, ...]
+    cascades_to_counted: bool  # a delete may cascade to rows that counters count
     caller_defaults: tuple[Field, ...]  # fields whose default comes from the caller
 
 
@@ -239,6 +232,8 @@ class Service:
             current = await _current(tx, resource, _path_id(id), if_match)
             await self.hooks.run_before_delete(HookContext(resource, request_id, tx.get), current)
             plan = Delete(resource, str(current["id"]), expected_version=_version(current))
+            if spec.cascades_to_counted:
+                await release_cascaded(self.design, tx, resource, plan.id)
             if not await tx.delete(plan):
                 raise PreconditionFailed(detail="the record changed during the request")
             for counted in spec.counted:
@@ -325,14 +320,10 @@ class Service:
 def _spec(design: Design, resource: Resource) -> _Spec:
     readable = tuple(f.name for f in resource.all_fields if not f.writeonly)
     refs = {f.name: f.ref for f in resource.fields if f.kind is Kind.REF and f.ref}
-    counted = tuple(
-        _Counted(c.count.field, target.name, c.name)
-        for target in design.resources.values()
-        for c in target.counters
-        if c.count is not None and c.count.resource == resource.name
-    )
+    counted = counted_refs(design, resource.name)
+    cascades = reaches_counted(design, resource.name)
     caller = tuple(f for f in resource.fields if f.default is not None and f.default.expr)
-    return _Spec(resource, readable, refs, counted, caller)
+    return _Spec(resource, readable, refs, counted, cascades, caller)
 
 
 def _fetching(query: ListQuery, fields: tuple[str, ...] | None, expand: Sequence[str]) -> ListQuery:
@@ -387,7 +378,7 @@ def _check(spec: _Spec, row: Record) -> None:
             raise ValidationFailed(detail="the record breaks a declared check", errors=errors)
 
 
-async def _count(tx: Transaction, counted: _Counted, ref: object, delta: int) -> None:
+async def _count(tx: Transaction, counted: Counted, ref: object, delta: int) -> None:
     if ref is not None:
         await tx.add_to_counter(counted.target, str(ref), counted.counter, delta)
 

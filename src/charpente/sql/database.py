@@ -260,6 +260,24 @@ class SqlTransaction:
         stmt = self._catalog.of(resource).counters[field]
         await self._conn.execute(stmt, {"_id": canonical, "_delta": delta})
 
+    async def select_ids(self, resource: str, field: str, values: Sequence[str]) -> list[str]:
+        table = self._catalog.of(resource).table
+        column = table.c[field]
+        query = sa.select(table.c.id).where(column.in_(sa.bindparam("_values", expanding=True)))
+        rows = await self._conn.execute(query, {"_values": list(values)})
+        return [str(row[0]) for row in rows]
+
+    async def count_by(self, resource: str, ids: Sequence[str], field: str) -> dict[str, int]:
+        table = self._catalog.of(resource).table
+        column = table.c[field]
+        query = (
+            sa.select(column, sa.func.count())
+            .where(_ids_in(table), column.is_not(None))
+            .group_by(column)
+        )
+        rows = await self._conn.execute(query, {"_ids": list(ids)})
+        return {str(value): int(n) for value, n in rows}
+
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         now = datetime.datetime.now(datetime.UTC)
         params = {"key": key, "fingerprint": fingerprint, "created_at": now}
