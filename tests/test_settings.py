@@ -106,3 +106,21 @@ def test_a_bad_url_error_does_not_show_the_password() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"CHARPENTE_DATABASE_URL": "app:s3cret@db"})
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("1", True), ("off", False), ("", False)]
+)
+def test_the_access_log_is_switched_by_a_boolean_variable(value: str, expected: bool) -> None:
+    assert Settings.from_env({"CHARPENTE_ACCESS_LOG": value}).access_log is expected
+    assert Settings.from_env({}).access_log is False
+
+
+def test_a_non_boolean_access_log_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="CHARPENTE_ACCESS_LOG"):
+        Settings.from_env({"CHARPENTE_ACCESS_LOG": "maybe"})
+
+
+def test_the_access_log_setting_survives_the_trip_to_worker_processes() -> None:
+    settings = Settings.from_env({"CHARPENTE_ACCESS_LOG": "yes"})
+    assert Settings.from_env(to_environ(settings)).access_log is True

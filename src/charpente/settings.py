@@ -53,6 +53,7 @@ class Settings:
     pool_size: int = 10
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
+    access_log: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -69,6 +70,7 @@ class Settings:
                 environ, "CHARPENTE_MAX_BODY_BYTES", 1 << 20, _MAX_BODY_CEILING
             ),
             log_level=_log_level(environ.get("CHARPENTE_LOG_LEVEL")),
+            access_log=_boolean(environ, "CHARPENTE_ACCESS_LOG", default=False),
         )
 
     @property
@@ -83,7 +85,7 @@ class Settings:
             f"Settings(database_url={redacted_url(self.database_url)!r}, "
             f"database_schema={self.database_schema!r}, design={self.design_label!r}, "
             f"pool_size={self.pool_size}, max_body_bytes={self.max_body_bytes}, "
-            f"log_level={self.log_level!r})"
+            f"log_level={self.log_level!r}, access_log={self.access_log})"
         )
 
 
@@ -95,6 +97,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_POOL_SIZE": str(settings.pool_size),
         "CHARPENTE_MAX_BODY_BYTES": str(settings.max_body_bytes),
         "CHARPENTE_LOG_LEVEL": settings.log_level,
+        "CHARPENTE_ACCESS_LOG": "true" if settings.access_log else "false",
     }
     if settings.database_schema is not None:
         environ["CHARPENTE_DATABASE_SCHEMA"] = settings.database_schema
@@ -164,6 +167,21 @@ def _design(value: str | None, cwd: Path) -> tuple[Path | None, str]:
     if not path.is_file():
         raise ConfigError(f"CHARPENTE_DESIGN {value!r}: no such file")
     return path, "social"
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _boolean(environ: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = environ.get(name)
+    if value is None:
+        return default
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 
 def _integer(environ: Mapping[str, str], name: str, default: int, ceiling: int) -> int:

@@ -51,13 +51,13 @@ def test_no_parameters_give_the_default_plan():
     ("text", "sort"),
     [
         ("title", (SortKey("title"), SortKey("id"))),
-        ("-score", (SortKey("score", True), SortKey("id"))),
+        ("-score", (SortKey("score", True), SortKey("id", True))),
         ("-created_at,title", (SortKey("created_at", True), SortKey("title"), SortKey("id"))),
         ("id", (SortKey("id"),)),
         ("-id", (SortKey("id", True),)),
         ("score,-id", (SortKey("score"), SortKey("id", True))),
         ("author,version", (SortKey("author"), SortKey("version"), SortKey("id"))),
-        ("a,score,-c", (SortKey("a"), SortKey("score"), SortKey("c", True), SortKey("id"))),
+        ("a,score,-c", (SortKey("a"), SortKey("score"), SortKey("c", True), SortKey("id", True))),
         ("c,d,e,f,score", (*(SortKey(n) for n in "cdef"), SortKey("score"), SortKey("id"))),
     ],
 )

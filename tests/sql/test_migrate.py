@@ -108,7 +108,7 @@ async def test_an_empty_database_gets_safe_create_table_steps_and_is_current_aft
     descriptions = [s.description for s in plan.steps]
     for table in ("posts", "likes", "charpente_idempotency", HISTORY_TABLE):
         assert f"create table {table}" in descriptions
-    assert "create index ix_likes_post on likes (post)" in descriptions
+    assert "create index ix_likes_post on likes (post, id)" in descriptions
     assert plan.only_safe
     assert not plan.has_destructive
     assert not any(s.breaking for s in plan.steps)
@@ -142,7 +142,7 @@ async def test_adding_a_descending_composite_index_is_safe_and_leaves_nothing_to
 
     assert step.safety is Safety.SAFE
     assert step.description == (
-        "create index ix_posts_title_created_at on posts (title, created_at desc)"
+        "create index ix_posts_title_created_at on posts (title, created_at desc, id desc)"
     )
     await apply_migration(engine, d2, only_safe=True)
     assert (await plan_migration(engine, d2)).is_empty

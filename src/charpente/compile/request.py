@@ -209,7 +209,9 @@ def _sort(resource: Resource, text: str | None) -> tuple[SortKey, ...]:
         raise BadRequest(detail="sort: a field appears twice")
     if "id" in names[:-1]:
         raise BadRequest(detail="sort: `id` is unique, so it can only come last")
-    sort = keys if names[-1] == "id" else (*keys, SortKey("id"))
+    # The tie-breaker follows the last key's direction, so that an index on the sort keys
+    # plus id serves the whole ORDER BY and the keyset is one row-value comparison.
+    sort = keys if names[-1] == "id" else (*keys, SortKey("id", keys[-1].descending))
     if _cursor_limit(resource, sort) > MAX_PARAM_LENGTH:
         detail = "sort: these fields could make cursors too long; sort by fewer text fields"
         raise BadRequest(detail=detail)

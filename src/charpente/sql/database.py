@@ -321,7 +321,13 @@ def keyset_condition(
         if beyond is not None:
             equal = [_equal(columns[j], after[j]) for j in range(i)]
             branches.append(sa.and_(*equal, beyond))
-    return sa.or_(sa.false(), *branches)
+    condition = sa.or_(sa.false(), *branches)
+    first, value = columns[0], after[0]
+    if first.nullable or value is None:
+        return condition
+    # Redundant, but it gives the planner an index range on the first key.
+    bound = first <= value if sort[0].descending else first >= value
+    return sa.and_(bound, condition)
 
 
 def _order_term(column: sa.Column[Any], descending: bool) -> sa.ColumnElement[Any]:

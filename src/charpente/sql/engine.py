@@ -36,7 +36,7 @@ _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
-_PG_MAX_OVERFLOW = 5
+_PG_MAX_OVERFLOW = 0  # connections beyond the pool would be opened and closed per burst
 _SQLITE_MINIMUM = (3, 35)
 _SQLITE_PRAGMAS = ("foreign_keys=ON", "busy_timeout=5000", "synchronous=NORMAL")
 

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from charpente.design.model import Design, Field, Kind, OnDelete, Resource
+from charpente.design.model import Design, Field, Index, IndexColumn, Kind, OnDelete, Resource
 
 __all__ = ["IDEMPOTENCY_TABLE", "UtcDateTime", "build_metadata", "column_type"]
 
@@ -104,15 +104,24 @@ def _resource_table(metadata: sa.MetaData, resource: Resource) -> sa.Table:
     indexed_first |= {names[0] for names in resource.unique}
     for index in resource.indexes:
         exprs = [
-            table.c[c.field].desc() if c.descending else table.c[c.field] for c in index.columns
+            table.c[c.field].desc() if c.descending else table.c[c.field]
+            for c in _with_tie_breaker(index)
         ]
         name = "ix_{}_{}".format(resource.name, "_".join(c.field for c in index.columns))
         sa.Index(name, *exprs, unique=index.unique)
     for f in resource.fields:
         # A reference is looked up and cascaded through: index it unless an index leads with it.
         if f.kind is Kind.REF and not f.unique and f.name not in indexed_first:
-            sa.Index(f"ix_{resource.name}_{f.name}", table.c[f.name])
+            sa.Index(f"ix_{resource.name}_{f.name}", table.c[f.name], table.c.id)
     return table
+
+
+def _with_tie_breaker(index: Index) -> tuple[IndexColumn, ...]:
+    """A non-unique index ends with `id` in its last column's direction: lists always sort
+    by id last, so the index then serves the whole ORDER BY and the keyset comparison."""
+    if index.unique or any(c.field == "id" for c in index.columns):
+        return index.columns
+    return (*index.columns, IndexColumn("id", index.columns[-1].descending))
 
 
 def _column(field: Field) -> sa.Column[Any]:
