@@ -7,6 +7,7 @@ BEGIN IMMEDIATE; reads run without a lock (WAL), except on an in-memory database
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -89,6 +90,10 @@ class SqlDatabase:
         self._tables = tables
         self._catalog = _catalog(engine, design, tables, metadata, statements)
         self._memory = is_memory_sqlite(engine)
+        # Callers wait here, first come first served, rather than in the pool's queue, which
+        # lets newcomers overtake: with more requests than connections, some waited 100x
+        # the median.
+        self._gate = asyncio.Semaphore(_pool_size(engine))
         self._active: ContextVar[AsyncConnection | None] = ContextVar("active", default=None)
         if is_sqlite(engine):
             self._reads = engine.execution_options(**{SQLITE_BEGIN: "none"})
@@ -156,7 +161,7 @@ class SqlDatabase:
         if is_sqlite(self._engine) and self._active.get() is not None:
             # The writer lock is not reentrant: waiting for it here would never end.
             raise RuntimeError("a SQLite transaction is already open in this task")
-        async with lock, self._writes.connect() as conn, conn.begin():
+        async with lock, self._gate, self._writes.connect() as conn, conn.begin():
             token = self._active.set(conn)
             try:
                 yield SqlTransaction(conn, self._catalog)
@@ -168,7 +173,7 @@ class SqlDatabase:
         """A connection for reads. In-memory SQLite has a single connection: reads then
         wait for the writer, or run on its connection when it is this task's."""
         if not self._memory:
-            async with source.connect() as conn:
+            async with self._gate, source.connect() as conn:
                 yield conn
             return
         active = self._active.get()
@@ -434,6 +439,12 @@ def _by_id(table: sa.Table, fields: tuple[str, ...]) -> sa.Select[Any]:
 
 def _ids_in(table: sa.Table) -> sa.ColumnElement[bool]:
     return table.c.id.in_(sa.bindparam("_ids", expanding=True))
+
+
+def _pool_size(engine: AsyncEngine) -> int:
+    """How many connections the engine's pool holds (1 for a single shared connection)."""
+    size = getattr(engine.pool, "size", None)
+    return max(1, size()) if callable(size) else 1
 
 
 def _canonical_id(value: str) -> str | None:
