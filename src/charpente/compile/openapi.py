@@ -186,7 +186,7 @@ def _list_operation(resource: Resource, name: str) -> Json:
 
 
 def _create_operation(resource: Resource, name: str) -> Json:
-    op = _operation(resource, f"create{name}", f"Create one of {resource.name}", "create")
+    op = _operation(resource, f"create{name}", f"Create a record in {resource.name}", "create")
     op["parameters"] = [_ref("parameters", "Idempotency-Key")]
     op["requestBody"] = {
         "required": True,
@@ -197,7 +197,7 @@ def _create_operation(resource: Resource, name: str) -> Json:
 
 
 def _get_operation(resource: Resource, name: str) -> Json:
-    op = _operation(resource, f"get{name}", f"Read one of {resource.name}", "get")
+    op = _operation(resource, f"get{name}", f"Read a record of {resource.name}", "get")
     op["parameters"] = [_ref("parameters", p) for p in ("If-None-Match", "fields", "expand")]
     _success(op, "200", "The record.", name, ("ETag", "X-Request-ID"))
     responses = op["responses"]
@@ -210,7 +210,7 @@ def _get_operation(resource: Resource, name: str) -> Json:
 
 
 def _update_operation(resource: Resource, name: str) -> Json:
-    op = _operation(resource, f"update{name}", f"Change one of {resource.name}", "update")
+    op = _operation(resource, f"update{name}", f"Change a record of {resource.name}", "update")
     op["description"] = "A JSON Merge Patch (RFC 7396): `null` clears an optional field."
     op["parameters"] = [_if_match(resource)]
     body = {"schema": _ref("schemas", f"{name}Patch")}
@@ -223,7 +223,7 @@ def _update_operation(resource: Resource, name: str) -> Json:
 
 
 def _delete_operation(resource: Resource, name: str) -> Json:
-    op = _operation(resource, f"delete{name}", f"Delete one of {resource.name}", "delete")
+    op = _operation(resource, f"delete{name}", f"Delete a record of {resource.name}", "delete")
     op["parameters"] = [_if_match(resource)]
     responses = op["responses"]
     assert isinstance(responses, dict)
