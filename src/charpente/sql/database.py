@@ -1,8 +1,9 @@
 """The Database port over SQLAlchemy Core: keyset pages, reads by id, and transactions.
 
-Statements are built once per resource and reused, so SQLAlchemy's compiled cache hits.
-On SQLite every write transaction holds the engine's writer lock and opens with
-BEGIN IMMEDIATE; reads run without a lock (WAL), except on an in-memory database.
+Statements are built once per resource and reused, so compiled statements are cached.
+SQLite runs them through SQLAlchemy: every write transaction holds the engine's writer
+lock and opens with BEGIN IMMEDIATE; reads run without a lock (WAL), except on an
+in-memory database. PostgreSQL runs them through asyncpg (charpente.sql.postgres).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,9 +34,17 @@ from charpente.compile.plan import (
 from charpente.design.expr import Value
 from charpente.design.model import Design, Resource
 from charpente.runtime.ports import IdempotentResponse
-from charpente.sql.engine import SQLITE_BEGIN, is_memory_sqlite, is_sqlite, writer_lock
+from charpente.sql.engine import (
+    SQLITE_BEGIN,
+    is_memory_sqlite,
+    is_sqlite,
+    postgres_options,
+    writer_lock,
+)
+from charpente.sql.executor import Executor, SaExecutor
 from charpente.sql.expr import expr_to_sql
-from charpente.sql.integrity import IntegrityMap
+from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
+from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
 from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
 
 __all__ = ["SqlDatabase", "SqlTransaction"]
@@ -74,6 +83,14 @@ class _Catalog:
     def of(self, resource: str) -> _Statements:
         return self.statements[resource]
 
+    def prebuilt(self) -> list[sa.Executable]:
+        """Every statement built once for the process."""
+        found: list[sa.Executable] = [self.claim, self.stored, self.save]
+        for st in self.statements.values():
+            found += [st.by_id, st.by_id_for_update, st.by_ids, st.insert, st.update]
+            found += [st.update_expected, st.delete, st.delete_expected, *st.counters.values()]
+        return found
+
 
 class SqlDatabase:
     """The Database port on SQLite or PostgreSQL (see sql.engine.create_engine)."""
@@ -90,10 +107,16 @@ class SqlDatabase:
         self._tables = tables
         self._catalog = _catalog(engine, design, tables, metadata, statements)
         self._memory = is_memory_sqlite(engine)
+        self._pg: tuple[PgPool, PgCompiler] | None = None
+        size = _pool_size(engine)
+        if not is_sqlite(engine):
+            options = postgres_options(engine)
+            size = options.pool_size
+            self._pg = PgPool(options.connect, size), _compiler(engine, self._catalog)
         # Callers wait here, first come first served, rather than in the pool's queue, which
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
-        self._gate = asyncio.Semaphore(_pool_size(engine))
+        self._gate = asyncio.Semaphore(size)
         self._active: ContextVar[AsyncConnection | None] = ContextVar("active", default=None)
         if is_sqlite(engine):
             self._reads = engine.execution_options(**{SQLITE_BEGIN: "none"})
@@ -115,10 +138,9 @@ class SqlDatabase:
             .order_by(*self._order(query))
             .limit(query.limit + 1)
         )
-        source = self._snapshots if query.count else self._reads
-        async with self._connection(source) as conn:
-            rows = [row._asdict() for row in await conn.execute(stmt)]
-            total = await self._count(conn, table, where) if query.count else None
+        async with self._reader(snapshot=query.count) as ex:
+            rows = await ex.rows(stmt)
+            total = await _count(ex, table, where) if query.count else None
         has_more = len(rows) > query.limit
         return Page(rows[: query.limit], has_more, total)
 
@@ -128,9 +150,8 @@ class SqlDatabase:
             return None
         st = self._catalog.of(query.resource)
         stmt = st.by_id if query.fields is None else _by_id(st.table, query.fields)
-        async with self._connection(self._reads) as conn:
-            row = (await conn.execute(stmt, {"_id": id})).first()
-        return None if row is None else row._asdict()
+        async with self._reader() as ex:
+            return await ex.first(stmt, {"_id": id})
 
     async def select_by_ids(
         self, resource: str, ids: Sequence[str], fields: tuple[str, ...] | None = None
@@ -142,21 +163,28 @@ class SqlDatabase:
         stmt = st.by_ids
         if fields is not None:
             stmt = sa.select(*_columns(st.table, _wanted(fields, ()))).where(_ids_in(st.table))
-        async with self._connection(self._reads) as conn:
-            return [row._asdict() for row in await conn.execute(stmt, {"_ids": wanted})]
+        async with self._reader() as ex:
+            return await ex.rows(stmt, {"_ids": wanted})
 
     def transaction(self) -> AbstractAsyncContextManager[SqlTransaction]:
         return self._transaction()
 
     async def ping(self) -> None:
-        async with self._connection(self._reads) as conn:
-            await conn.execute(sa.select(1))
+        async with self._reader() as ex:
+            await ex.scalar(sa.select(1))
 
     async def close(self) -> None:
+        if self._pg is not None:
+            await self._pg[0].close()
         await self._engine.dispose()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
+        if self._pg is not None:
+            pool, compiler = self._pg
+            async with self._gate, pool.acquire() as conn, conn.transaction():
+                yield SqlTransaction(PgExecutor(conn, compiler), self._catalog)
+            return
         lock = writer_lock(self._engine) if is_sqlite(self._engine) else nullcontext()
         if is_sqlite(self._engine) and self._active.get() is not None:
             # The writer lock is not reentrant: waiting for it here would never end.
@@ -164,9 +192,25 @@ class SqlDatabase:
         async with lock, self._gate, self._writes.connect() as conn, conn.begin():
             token = self._active.set(conn)
             try:
-                yield SqlTransaction(conn, self._catalog)
+                yield SqlTransaction(SaExecutor(conn), self._catalog)
             finally:
                 self._active.reset(token)
+
+    @asynccontextmanager
+    async def _reader(self, *, snapshot: bool = False) -> AsyncIterator[Executor]:
+        """An executor for reads: each statement on its own, or one REPEATABLE READ
+        snapshot for a page and its count."""
+        if self._pg is None:
+            async with self._connection(self._snapshots if snapshot else self._reads) as conn:
+                yield SaExecutor(conn)
+            return
+        pool, compiler = self._pg
+        async with self._gate, pool.acquire() as conn:
+            if not snapshot:
+                yield PgExecutor(conn, compiler)
+                return
+            async with conn.transaction(isolation="repeatable_read"):
+                yield PgExecutor(conn, compiler)
 
     @asynccontextmanager
     async def _connection(self, source: AsyncEngine) -> AsyncIterator[AsyncConnection]:
@@ -183,12 +227,6 @@ class SqlDatabase:
         async with writer_lock(self._engine), source.connect() as conn:
             yield conn
 
-    async def _count(
-        self, conn: AsyncConnection, table: sa.Table, where: list[sa.ColumnElement[bool]]
-    ) -> int:
-        stmt = sa.select(sa.func.count()).select_from(table).where(*where)
-        return int((await conn.execute(stmt)).scalar_one())
-
     def _order(self, query: ListQuery) -> list[sa.ColumnElement[Any]]:
         table = self._tables[query.resource]
         return [_order_term(table.c[key.field], key.descending) for key in query.sort]
@@ -197,8 +235,8 @@ class SqlDatabase:
 class SqlTransaction:
     """The Transaction port on one connection inside BEGIN ... COMMIT."""
 
-    def __init__(self, conn: AsyncConnection, catalog: _Catalog) -> None:
-        self._conn = conn
+    def __init__(self, ex: Executor, catalog: _Catalog) -> None:
+        self._ex = ex
         self._catalog = catalog
 
     async def get(self, resource: str, id: str, *, for_update: bool = False) -> Record | None:
@@ -207,18 +245,18 @@ class SqlTransaction:
             return None
         st = self._catalog.of(resource)
         stmt = st.by_id_for_update if for_update else st.by_id
-        row = (await self._conn.execute(stmt, {"_id": canonical})).first()
-        return None if row is None else row._asdict()
+        return await self._ex.first(stmt, {"_id": canonical})
 
     async def insert(self, plan: Insert) -> Record:
         st = self._catalog.of(plan.resource)
         values = dict(plan.values)
         try:
-            row = (await self._conn.execute(st.insert, values)).one()
-        except sa.exc.IntegrityError as exc:
+            row = await self._ex.first(st.insert, values)
+        except INTEGRITY_ERRORS as exc:
             integrity = self._catalog.integrity
-            raise await integrity.write_error(self._conn, exc, plan.resource, values) from None
-        return row._asdict()
+            raise await integrity.write_error(self._ex, exc, plan.resource, values) from None
+        assert row is not None  # INSERT ... RETURNING gives the row it inserted
+        return row
 
     async def update(self, plan: Update) -> Record | None:
         id = _canonical_id(plan.id)
@@ -235,11 +273,10 @@ class SqlTransaction:
                 {**params, "_id": id, "_expected": plan.expected_version},
             )
         try:
-            row = (await self._conn.execute(stmt, bound)).first()
-        except sa.exc.IntegrityError as exc:
+            return await self._ex.first(stmt, bound)
+        except INTEGRITY_ERRORS as exc:
             integrity = self._catalog.integrity
-            raise await integrity.write_error(self._conn, exc, plan.resource, params) from None
-        return None if row is None else row._asdict()
+            raise await integrity.write_error(self._ex, exc, plan.resource, params) from None
 
     async def delete(self, plan: Delete) -> bool:
         id = _canonical_id(plan.id)
@@ -252,50 +289,51 @@ class SqlTransaction:
         else:
             stmt, bound["_expected"] = st.delete_expected, plan.expected_version
         try:
-            result = await self._conn.execute(stmt, bound)
-            return result.first() is not None
-        except sa.exc.IntegrityError as exc:
+            return await self._ex.first(stmt, bound) is not None
+        except INTEGRITY_ERRORS as exc:
             integrity = self._catalog.integrity
-            raise await integrity.delete_error(self._conn, exc, plan.resource, id) from None
+            raise await integrity.delete_error(self._ex, exc, plan.resource, id) from None
 
     async def add_to_counter(self, resource: str, id: str, field: str, delta: int) -> None:
         canonical = _canonical_id(id)
         if canonical is None:
             return
         stmt = self._catalog.of(resource).counters[field]
-        await self._conn.execute(stmt, {"_id": canonical, "_delta": delta})
+        await self._ex.run(stmt, {"_id": canonical, "_delta": delta})
 
     async def select_ids(self, resource: str, field: str, values: Sequence[str]) -> list[str]:
         table = self._catalog.of(resource).table
         column = table.c[field]
         query = sa.select(table.c.id).where(column.in_(sa.bindparam("_values", expanding=True)))
-        rows = await self._conn.execute(query, {"_values": list(values)})
-        return [str(row[0]) for row in rows]
+        rows = await self._ex.rows(query, {"_values": list(values)})
+        return [str(row["id"]) for row in rows]
 
     async def count_by(self, resource: str, ids: Sequence[str], field: str) -> dict[str, int]:
         table = self._catalog.of(resource).table
         column = table.c[field]
         query = (
-            sa.select(column, sa.func.count())
+            sa.select(column, sa.func.count().label("_n"))
             .where(_ids_in(table), column.is_not(None))
             .group_by(column)
         )
-        rows = await self._conn.execute(query, {"_ids": list(ids)})
-        return {str(value): int(n) for value, n in rows}
+        rows = await self._ex.rows(query, {"_ids": list(ids)})
+        return {str(row[field]): cast(int, row["_n"]) for row in rows}
 
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         now = datetime.datetime.now(datetime.UTC)
         params = {"key": key, "fingerprint": fingerprint, "created_at": now}
-        claimed = await self._conn.execute(
+        claimed = await self._ex.first(
             self._catalog.claim, {**params, "_cutoff": now - IDEMPOTENCY_TTL}
         )
-        if claimed.first() is not None:
+        if claimed is not None:
             return None
-        row = (await self._conn.execute(self._catalog.stored, {"_key": key})).one()
-        return IdempotentResponse(row.fingerprint, row.status, row.body, row.location)
+        row = await self._ex.first(self._catalog.stored, {"_key": key})
+        assert row is not None  # the claim found the key taken, in this same transaction
+        stored: Any = row  # fingerprint, status, body, location
+        return IdempotentResponse(**stored)
 
     async def save_idempotent_response(self, key: str, response: IdempotentResponse) -> None:
-        await self._conn.execute(
+        await self._ex.run(
             self._catalog.save,
             {
                 "_key": key,
@@ -423,6 +461,18 @@ def _claim(idem: sa.Table, on_sqlite: bool) -> Any:
         },
         where=free,
     ).returning(idem.c.key)
+
+
+async def _count(ex: Executor, table: sa.Table, where: list[sa.ColumnElement[bool]]) -> int:
+    stmt = sa.select(sa.func.count()).select_from(table).where(*where)
+    return int(await ex.scalar(stmt))
+
+
+def _compiler(engine: AsyncEngine, catalog: _Catalog) -> PgCompiler:
+    compiler = PgCompiler(engine.dialect)
+    for stmt in catalog.prebuilt():
+        compiler.keep(stmt)
+    return compiler
 
 
 def _wanted(fields: tuple[str, ...] | None, extra: tuple[str, ...]) -> set[str] | None:

@@ -1,7 +1,9 @@
 """The async SQLAlchemy engine for a database URL: SQLite (embedded) or PostgreSQL.
 
 Owns connection settings (SQLite pragmas, PostgreSQL pool and search_path) and the SQLite
-writer discipline: `BEGIN IMMEDIATE` for writes plus one in-process writer lock.
+writer discipline: `BEGIN IMMEDIATE` for writes plus one in-process writer lock. On
+PostgreSQL the Database adapter holds the pool (`postgres_options`); the engine keeps one
+connection for migrations and checks.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,9 +22,11 @@ from charpente.errors import ConfigError
 
 __all__ = [
     "SQLITE_BEGIN",
+    "PostgresOptions",
     "create_engine",
     "is_memory_sqlite",
     "is_sqlite",
+    "postgres_options",
     "writer_lock",
 ]
 
@@ -36,11 +41,26 @@ _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
-_PG_MAX_OVERFLOW = 0  # connections beyond the pool would be opened and closed per burst
+_PG_ENGINE_POOL = 1  # the adapter's own pool serves requests: keep no second set idle
+_SQLALCHEMY_ONLY = frozenset(  # URL query options SQLAlchemy's asyncpg dialect consumes itself
+    {"prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback"}
+)
 _SQLITE_MINIMUM = (3, 35)
 _SQLITE_PRAGMAS = ("foreign_keys=ON", "busy_timeout=5000", "synchronous=NORMAL")
 
 _locks: weakref.WeakKeyDictionary[sa.Engine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresOptions:
+    """How the Database adapter opens its own PostgreSQL connections: asyncpg.connect
+    keyword arguments (search_path included) and how many it may hold."""
+
+    connect: dict[str, Any]
+    pool_size: int
+
+
+_postgres: weakref.WeakKeyDictionary[sa.Engine, PostgresOptions] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str, *, schema: str | None = None, pool_size: int = 10) -> AsyncEngine:
@@ -59,6 +79,11 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def is_memory_sqlite(engine: AsyncEngine) -> bool:
     """Whether `engine` is an in-memory SQLite database (one shared connection)."""
     return is_sqlite(engine) and _is_memory(engine.url)
+
+
+def postgres_options(engine: AsyncEngine) -> PostgresOptions:
+    """The connection options of a PostgreSQL engine made by `create_engine`."""
+    return _postgres[engine.sync_engine]
 
 
 def writer_lock(engine: AsyncEngine) -> asyncio.Lock:
@@ -127,10 +152,16 @@ def _postgres_engine(url: sa.URL, schema: str | None, pool_size: int) -> AsyncEn
     connect_args: dict[str, Any] = {}
     if schema is not None:
         connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(
+    # Overflow connections serve the rare concurrent use of the engine itself (migrations,
+    # checks), closed when returned.
+    engine = create_async_engine(
         url,
-        pool_size=pool_size,
-        max_overflow=_PG_MAX_OVERFLOW,
+        pool_size=_PG_ENGINE_POOL,
+        max_overflow=max(0, pool_size - _PG_ENGINE_POOL),
         pool_pre_ping=False,
         connect_args=connect_args,
     )
+    _, driver_args = engine.dialect.create_connect_args(engine.url)
+    asyncpg_args = {k: v for k, v in driver_args.items() if k not in _SQLALCHEMY_ONLY}
+    _postgres[engine.sync_engine] = PostgresOptions({**asyncpg_args, **connect_args}, pool_size)
+    return engine

@@ -11,13 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from charpente.design.model import Design, Kind, OnDelete
 from charpente.errors import ApiError, Conflict, FieldError, ValidationFailed
+from charpente.sql.executor import Executor
 
-__all__ = ["IntegrityMap", "Violation", "classify"]
+__all__ = ["INTEGRITY_ERRORS", "IntegrityMap", "Violation", "classify"]
+
+INTEGRITY_ERRORS = (sa.exc.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+"""What a refused write raises: through SQLAlchemy, or from asyncpg directly."""
 
 _PG_CODES = {"23505": "unique", "23503": "foreign_key", "23502": "not_null"}
 _SQLITE_CODES = {
@@ -38,19 +42,26 @@ class Violation:
     columns: tuple[str, ...] = ()
 
 
-def classify(exc: sa.exc.IntegrityError) -> Violation:
-    """The violation behind a driver's integrity error, without reading PostgreSQL's text."""
-    orig: Any = exc.orig
+def classify(exc: Exception) -> Violation:
+    """The violation behind an integrity error (one of INTEGRITY_ERRORS), without reading
+    PostgreSQL's text."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return _postgres_violation(exc.sqlstate, exc)
+    orig: Any = getattr(exc, "orig", exc)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate is not None:
-        cause = orig.__cause__
-        kind = _PG_CODES.get(sqlstate, "other")
-        column = getattr(cause, "column_name", None)
-        return Violation(kind, getattr(cause, "constraint_name", None), _maybe(column))
+        return _postgres_violation(sqlstate, orig.__cause__)
     kind = _SQLITE_CODES.get(getattr(orig, "sqlite_errorname", ""), "other")
     if str(orig).startswith("FOREIGN KEY constraint failed"):
         kind = "foreign_key"  # ON DELETE RESTRICT fails as SQLITE_CONSTRAINT_TRIGGER
     return Violation(kind, None, _sqlite_columns(str(orig)))
+
+
+def _postgres_violation(sqlstate: str, cause: Any) -> Violation:
+    """asyncpg's error (`cause`) names the constraint and, for NOT NULL, the column."""
+    kind = _PG_CODES.get(sqlstate, "other")
+    column = getattr(cause, "column_name", None)
+    return Violation(kind, getattr(cause, "constraint_name", None), _maybe(column))
 
 
 class IntegrityMap:
@@ -70,8 +81,8 @@ class IntegrityMap:
 
     async def write_error(
         self,
-        conn: AsyncConnection,
-        exc: sa.exc.IntegrityError,
+        conn: Executor,
+        exc: Exception,
         resource: str,
         values: Mapping[str, object],
     ) -> Exception:
@@ -87,7 +98,7 @@ class IntegrityMap:
         return exc
 
     async def delete_error(
-        self, conn: AsyncConnection, exc: sa.exc.IntegrityError, resource: str, id: str
+        self, conn: Executor, exc: Exception, resource: str, id: str
     ) -> Exception:
         """The error to raise for a refused delete: a `restrict` reference still points here."""
         violation = classify(exc)
@@ -106,7 +117,7 @@ class IntegrityMap:
 
     async def _missing_refs(
         self,
-        conn: AsyncConnection,
+        conn: Executor,
         violation: Violation,
         resource: str,
         values: Mapping[str, object],
@@ -119,7 +130,7 @@ class IntegrityMap:
         return ValidationFailed(detail="a reference points at no record", errors=errors)
 
     async def _absent_targets(
-        self, conn: AsyncConnection, resource: str, values: Mapping[str, object]
+        self, conn: Executor, resource: str, values: Mapping[str, object]
     ) -> list[str]:
         found = []
         for f in self._design.resources[resource].fields:
@@ -128,17 +139,17 @@ class IntegrityMap:
                 continue
             target = self._tables[f.ref]
             query = sa.select(target.c.id).where(target.c.id == value)
-            if (await conn.execute(query)).first() is None:
+            if await conn.first(query) is None:
                 found.append(f.name)
         return found
 
-    async def _referrer(self, conn: AsyncConnection, resource: str, id: str) -> str:
+    async def _referrer(self, conn: Executor, resource: str, id: str) -> str:
         for referring, f in self._design.referencing(resource):
             if f.on_delete is not OnDelete.RESTRICT:
                 continue
             table = self._tables[referring.name]
             query = sa.select(table.c.id).where(table.c[f.name] == id).limit(1)
-            if (await conn.execute(query)).first() is not None:
+            if await conn.first(query) is not None:
                 return referring.name
         return "other"
 
