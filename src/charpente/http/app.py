@@ -1,7 +1,9 @@
 """The ASGI application: the route table and the middleware order, in one place.
 
-Outermost first: RequestContextMiddleware (request id, security headers, access log, 500s),
-BodyLimitMiddleware (413), then Starlette's exception handling (problem+json) and the routes.
+Outermost first: middleware added with `add_middleware`, then the REST fast path
+(http.dispatch: the generated routes, served in one layer), then for every other path
+Starlette's error guard, RequestContextMiddleware (request id, security headers, access log,
+500s), BodyLimitMiddleware (413), Starlette's exception handling (problem+json), the routes.
 """
 
 from __future__ import annotations
@@ -11,24 +13,54 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from charpente.design.model import Design
+from charpente.http.dispatch import RestDispatcher
 from charpente.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from charpente.http.problems import EXCEPTION_HANDLERS
-from charpente.http.rest import JSON, encode_json, rest_routes
+from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.service import Service
 
-__all__ = ["build_app"]
+__all__ = ["CharpenteApp", "build_app"]
 
 Callback = Callable[[], Awaitable[None]]
 Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[Any]]
 
 _OK = b'{"status":"ok"}'
+
+
+class CharpenteApp(Starlette):
+    """A Starlette app with the REST fast path in front of its routes.
+
+    `rest` is served by a RestDispatcher; Starlette serves every other path (and the REST
+    paths' odd cases) behind it, with our middleware. `add_middleware` wraps both.
+    """
+
+    def __init__(self, *, rest: RestTable, max_body_bytes: int, **options: Any) -> None:
+        super().__init__(**options)
+        self.rest = rest
+        self.max_body_bytes = max_body_bytes
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = {k: v for k, v in self.exception_handlers.items() if k not in (500, Exception)}
+        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        app = BodyLimitMiddleware(app, max_body_bytes=self.max_body_bytes)
+        app = RequestContextMiddleware(app)
+        error_handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
+        app = ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
+        app = RestDispatcher(
+            app, self.rest, max_body_bytes=self.max_body_bytes, exception_handlers=handlers
+        )
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
 
 
 def build_app(
@@ -40,27 +72,25 @@ def build_app(
     on_startup: Sequence[Callback] = (),
     on_shutdown: Sequence[Callback] = (),
     lifespan: Lifespan | None = None,
-) -> Starlette:
+) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
     Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, then the hooks module's routes and `extra_routes`.
     `app.state.service` and `app.state.design` are there for custom endpoints.
     """
+    rest = rest_table(service, design)
     routes = [
         *_health_routes(service),
         *_docs_routes(design),
-        *rest_routes(service, design),
+        *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,
     ]
-    middleware = [
-        Middleware(RequestContextMiddleware),
-        Middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes),
-    ]
-    app = Starlette(
+    app = CharpenteApp(
+        rest=rest,
+        max_body_bytes=max_body_bytes,
         routes=routes,
-        middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(on_startup, on_shutdown, lifespan),
     )

@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: request ids, security headers, the access log, the body size limit.
+"""Request ids, security headers, the access log and the body size limit, as pure ASGI middleware.
 
-Every response, errors included, leaves through RequestContextMiddleware, so every response
-carries X-Request-ID and the security headers, and a bug still answers a problem+json 500.
+Every response, errors included, leaves through RequestContextMiddleware (or the REST fast path,
+which applies the same functions), so every response carries X-Request-ID and the security
+headers, and a bug still answers a problem+json 500.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import msgspec
@@ -24,7 +25,19 @@ from charpente.http.problems import (
 )
 from charpente.runtime.ids import new_id
 
-__all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "RawHeaders",
+    "RequestContextMiddleware",
+    "declared_length_error",
+    "log_access",
+    "response_headers",
+    "sane_request_id",
+    "too_large",
+    "with_edge_headers",
+]
+
+RawHeaders = list[tuple[bytes, bytes]]
 
 access_logger = logging.getLogger("charpente.access")
 
@@ -51,15 +64,18 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        request_id = _client_request_id(scope) or new_id()
+        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_id()
         scope[REQUEST_ID_KEY] = request_id
-        extra = _response_headers(request_id, scope.get("scheme") == "https")
+        extra = response_headers(request_id, scope.get("scheme") == "https")
         state = {"status": 500, "started": False}
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
-                message = _with_headers(message, extra)
+                message = {
+                    **message,
+                    "headers": with_edge_headers(message.get("headers", ()), extra),
+                }
             await send(message)
 
         try:
@@ -71,7 +87,7 @@ class RequestContextMiddleware:
             response = internal_error_response(scope["path"], request_id)
             await response(scope, receive, send_with_headers)
         finally:
-            _log_access(scope, state["status"], started_at, request_id)
+            log_access(scope, state["status"], started_at, request_id)
 
 
 class BodyLimitMiddleware:
@@ -86,24 +102,17 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared = _first(scope, b"content-length")
         if declared is None:
             await self.app(scope, self._limited(receive), send)
             return
-        error = self._declared_error(declared)
+        error = declared_length_error(declared, self.max_body_bytes)
         if error is not None:
             await problem_response(error, scope["path"], scope.get(REQUEST_ID_KEY))(
                 scope, receive, send
             )
             return
         await self.app(scope, receive, send)  # the server reads no more than Content-Length
-
-    def _declared_error(self, declared: bytes) -> BadRequest | PayloadTooLarge | None:
-        if not declared.isdigit() or len(declared) > 18:
-            return BadRequest(detail="Content-Length is not a valid length")
-        if int(declared) > self.max_body_bytes:
-            return self._too_large()
-        return None
 
     def _limited(self, receive: Receive) -> Receive:
         received = 0
@@ -114,47 +123,54 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise self._too_large()
+                    raise too_large(self.max_body_bytes)
             return message
 
         return limited_receive
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(detail=f"the body is over {self.max_body_bytes} bytes")
 
-
-def _client_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            return value.decode("ascii") if _SANE_REQUEST_ID.fullmatch(value) else None
+def declared_length_error(declared: bytes, limit: int) -> BadRequest | PayloadTooLarge | None:
+    """What a Content-Length header calls for: a 400 when malformed, a 413 when over `limit`."""
+    declared = bytes(declared).strip()
+    if not declared.isdigit() or len(declared) > 18:
+        return BadRequest(detail="Content-Length is not a valid length")
+    if int(declared) > limit:
+        return too_large(limit)
     return None
 
 
-def _content_length(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return bytes(value).strip()
-    return None
+def too_large(limit: int) -> PayloadTooLarge:
+    """The 413 for a body over `limit` bytes."""
+    return PayloadTooLarge(detail=f"the body is over {limit} bytes")
 
 
-def _response_headers(request_id: str, https: bool) -> list[tuple[bytes, bytes]]:
+def sane_request_id(value: bytes | None) -> str | None:
+    """A client's X-Request-ID when it is short and plain enough to echo and log, else None."""
+    if value is None or not _SANE_REQUEST_ID.fullmatch(value):
+        return None
+    return value.decode("ascii")
+
+
+def response_headers(request_id: str, https: bool) -> RawHeaders:
+    """X-Request-ID and the security headers every response carries (HSTS over HTTPS)."""
     headers = [(b"x-request-id", request_id.encode("ascii")), *_SECURITY_HEADERS]
     if https:
         headers.append(_HSTS)
     return headers
 
 
-def _with_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> Message:
-    """The response start with our headers added, unless the endpoint set its own."""
-    headers = list(message.get("headers", ()))
-    present = {name.lower() for name, _ in headers}
+def with_edge_headers(headers: Iterable[tuple[bytes, bytes]], extra: RawHeaders) -> RawHeaders:
+    """A response's headers with the CSP and `extra` added, unless the endpoint set its own."""
+    merged = list(headers)
+    present = {name.lower() for name, _ in merged}
     if _CSP[0] not in present:
-        headers.append(_CSP)  # pages that need more (the docs) set their own
-    headers.extend(h for h in extra if h[0] not in present)
-    return {**message, "headers": headers}
+        merged.append(_CSP)  # pages that need more (the docs) set their own
+    merged.extend(h for h in extra if h[0] not in present)
+    return merged
 
 
-def _log_access(scope: Scope, status: int, started_at: float, request_id: str) -> None:
+def log_access(scope: Scope, status: int, started_at: float, request_id: str) -> None:
+    """One JSON line per request on `charpente.access`, when that logger is enabled for INFO."""
     if not access_logger.isEnabledFor(logging.INFO):
         return
     line: MutableMapping[str, Any] = {
@@ -165,3 +181,10 @@ def _log_access(scope: Scope, status: int, started_at: float, request_id: str) -
         "request_id": request_id,
     }
     access_logger.info(_encode(line).decode())
+
+
+def _first(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None

@@ -1,7 +1,9 @@
 """REST translation: HTTP requests → Service calls, results → JSON responses. No decisions here.
 
 Handles the wire format only: query strings, JSON bodies and content types, Accept,
-ETag / If-Match / If-None-Match, Location, Link, status codes.
+ETag / If-Match / If-None-Match, Location, Link, status codes. The endpoints read a
+`RestCall` and answer a `Reply`, so the fast path (http.dispatch) and Starlette serve
+them alike.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import functools
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import msgspec
 from starlette.requests import Request
@@ -26,11 +29,18 @@ __all__ = [
     "JSON",
     "MAX_JSON_DEPTH",
     "MAX_QUERY_BYTES",
+    "REST_HEADERS",
+    "Endpoint",
+    "Reply",
+    "RestCall",
+    "RestTable",
     "encode_json",
+    "first_headers",
     "parse_if_match",
     "query_pairs",
     "read_json",
     "rest_routes",
+    "rest_table",
 ]
 
 JSON = "application/json"
@@ -38,6 +48,11 @@ MERGE_PATCH = "application/merge-patch+json"
 MAX_QUERY_BYTES = 8192
 MAX_QUERY_PARAMS = 64
 MAX_JSON_DEPTH = 64
+
+REST_HEADERS = frozenset(
+    {b"accept", b"content-type", b"if-match", b"if-none-match", b"idempotency-key"}
+)
+"""The request headers the endpoints read."""
 
 encode_json: Callable[[object], bytes] = msgspec.json.Encoder().encode
 """Records → JSON: Decimal as a string (exact), dates ISO, datetimes RFC 3339 with Z."""
@@ -48,19 +63,89 @@ _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e]*)"\s*')
 _ACCEPTABLE = frozenset({JSON, "application/problem+json", "application/*", "*/*"})
 _POST_TYPES = frozenset({JSON})
 _PATCH_TYPES = frozenset({JSON, MERGE_PATCH})
+_JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
+_REPLAYED = (b"idempotent-replayed", b"true")
 
-Handler = Callable[[Request], Awaitable[Response]]
+
+@dataclass(slots=True)
+class RestCall:
+    """One request to a generated route, as the endpoints read it.
+
+    `headers` holds the first value of each of REST_HEADERS that was sent (names lowercase);
+    `path` is the URL path (the list's Link repeats it); `item_id` is "" on collections.
+    """
+
+    path: str
+    query: bytes
+    headers: Mapping[bytes, bytes]
+    item_id: str
+    request_id: str | None
+    body: Callable[[], Awaitable[bytes]]
+
+    def header(self, name: bytes) -> str | None:
+        """A header's value as text (Latin-1, as HTTP defines), or None when not sent."""
+        value = self.headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete answer: status, raw headers (lowercase names, lengths included), body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+
+
+Endpoint = Callable[[RestCall], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class RestTable:
+    """The generated routes: `/v{n}/{resource}` and `/v{n}/{resource}/{id}`, their endpoints
+    by resource and method (HEAD included wherever GET is)."""
+
+    prefix: str
+    collections: Mapping[str, Mapping[str, Endpoint]]
+    items: Mapping[str, Mapping[str, Endpoint]]
+
+    def routes(self) -> list[BaseRoute]:
+        """The same endpoints as Starlette routes (what serves these paths behind a root path,
+        and answers 405 with Allow for the methods they lack)."""
+        routes: list[BaseRoute] = []
+        for name, handlers in self.collections.items():
+            routes.append(_route(self.prefix + name, handlers))
+            routes.append(_route(self.prefix + name + "/{id}", self.items[name]))
+        return routes
+
+
+def rest_table(service: Service, design: Design) -> RestTable:
+    """The five endpoints of every resource of `design`, over `service`."""
+    prefix = f"/v{design.api_version}/"
+    collections: dict[str, Mapping[str, Endpoint]] = {}
+    items: dict[str, Mapping[str, Endpoint]] = {}
+    for name in design.resources:
+        endpoints = _ResourceEndpoints(service, name, prefix + name)
+        collections[name] = _with_head({"GET": endpoints.list, "POST": endpoints.create})
+        item = {"GET": endpoints.get, "PATCH": endpoints.update, "DELETE": endpoints.delete}
+        items[name] = _with_head(item)
+    return RestTable(prefix, collections, items)
 
 
 def rest_routes(service: Service, design: Design) -> list[BaseRoute]:
     """`/v{n}/{resource}` (GET, POST) and `/v{n}/{resource}/{id}` (GET, PATCH, DELETE)."""
-    routes: list[BaseRoute] = []
-    for name in design.resources:
-        endpoints = _ResourceEndpoints(service, name, f"/v{design.api_version}/{name}")
-        routes.append(_route(endpoints.base, {"GET": endpoints.list, "POST": endpoints.create}))
-        item = {"GET": endpoints.get, "PATCH": endpoints.update, "DELETE": endpoints.delete}
-        routes.append(_route(endpoints.base + "/{id}", item))
-    return routes
+    return rest_table(service, design).routes()
+
+
+def first_headers(
+    raw: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]
+) -> dict[bytes, bytes]:
+    """The first value of each `wanted` header in an ASGI header list (one pass)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name in wanted and name not in found:
+            found[name] = value
+    return found
 
 
 class _ResourceEndpoints:
@@ -71,87 +156,118 @@ class _ResourceEndpoints:
         self.name = name
         self.base = base
 
-    async def list(self, request: Request) -> Response:
-        _check_accept(request)
-        params = query_pairs(request.scope["query_string"])
+    async def list(self, call: RestCall) -> Reply:
+        _check_accept(call)
+        params = query_pairs(call.query)
         result = await self.service.list(self.name, params)
         page: dict[str, object] = {"limit": result.limit, "next_cursor": result.next_cursor}
         if result.total is not None:
             page["total"] = result.total
-        headers = None
+        headers = []
         if result.next_cursor is not None:
-            headers = {"Link": _next_link(request.url.path, params, result.next_cursor)}
-        return Response(encode_json({"data": result.data, "page": page}), 200, headers, JSON)
+            link = _next_link(call.path, params, result.next_cursor)
+            headers.append((b"link", link.encode("latin-1")))
+        return _json_reply(encode_json({"data": result.data, "page": page}), 200, headers)
 
-    async def get(self, request: Request) -> Response:
-        _check_accept(request)
-        params = query_pairs(request.scope["query_string"])
-        item = await self.service.get(self.name, request.path_params["id"], params)
+    async def get(self, call: RestCall) -> Reply:
+        _check_accept(call)
+        params = query_pairs(call.query)
+        item = await self.service.get(self.name, call.item_id, params)
         etag = f'"{item.version}"'
-        if_none_match = request.headers.get("if-none-match")
+        etag_header = [(b"etag", etag.encode("latin-1"))]
+        if_none_match = call.header(b"if-none-match")
         if if_none_match is not None and _none_match_hits(if_none_match, etag):
-            return Response(status_code=304, headers={"ETag": etag})
-        return Response(encode_json(item.record), 200, {"ETag": etag}, JSON)
+            return Reply(304, etag_header)
+        return _json_reply(encode_json(item.record), 200, etag_header)
 
-    async def create(self, request: Request) -> Response:
-        _check_accept(request)
-        body = await read_json(request, _POST_TYPES)
-        key = request.headers.get("idempotency-key")
+    async def create(self, call: RestCall) -> Reply:
+        _check_accept(call)
+        body = await read_json(call, _POST_TYPES)
+        key = call.header(b"idempotency-key")
         idempotency = None if key is None else IdempotencyKey(key, self.base, self._rendered)
-        request_id = request_id_of(request.scope)
         created = await self.service.create(
-            self.name, body, request_id=request_id, idempotency=idempotency
+            self.name, body, request_id=call.request_id, idempotency=idempotency
         )
         if created.replay is not None:
             replay = created.replay
-            headers = {"Idempotent-Replayed": "true", "ETag": '"1"'}
+            headers = [_REPLAYED, (b"etag", b'"1"')]
             if replay.location is not None:
-                headers["Location"] = replay.location
-            return Response(replay.body, replay.status, headers, JSON)
+                headers.append((b"location", replay.location.encode("latin-1")))
+            return _json_reply(replay.body, replay.status, headers)
         assert created.item is not None
         body_bytes, location = self._rendered(created.item.record)
-        headers = {"Location": location, "ETag": f'"{created.item.version}"'}
-        return Response(body_bytes, 201, headers, JSON)
+        headers = [
+            (b"location", location.encode("latin-1")),
+            (b"etag", f'"{created.item.version}"'.encode("latin-1")),
+        ]
+        return _json_reply(body_bytes, 201, headers)
 
-    async def update(self, request: Request) -> Response:
-        _check_accept(request)
-        patch = await read_json(request, _PATCH_TYPES)
+    async def update(self, call: RestCall) -> Reply:
+        _check_accept(call)
+        patch = await read_json(call, _PATCH_TYPES)
         item = await self.service.update(
             self.name,
-            request.path_params["id"],
+            call.item_id,
             patch,
-            if_match=_if_match(request),
-            request_id=request_id_of(request.scope),
+            if_match=_if_match(call),
+            request_id=call.request_id,
         )
-        return Response(encode_json(item.record), 200, {"ETag": f'"{item.version}"'}, JSON)
+        etag = f'"{item.version}"'.encode("latin-1")
+        return _json_reply(encode_json(item.record), 200, [(b"etag", etag)])
 
-    async def delete(self, request: Request) -> Response:
-        _check_accept(request)
+    async def delete(self, call: RestCall) -> Reply:
+        _check_accept(call)
         await self.service.delete(
-            self.name,
-            request.path_params["id"],
-            if_match=_if_match(request),
-            request_id=request_id_of(request.scope),
+            self.name, call.item_id, if_match=_if_match(call), request_id=call.request_id
         )
-        return Response(status_code=204)
+        return Reply(204, [])
 
     def _rendered(self, record: Record) -> tuple[bytes, str]:
         """A created record's body and Location (also what idempotent replays send)."""
         return encode_json(record), f"{self.base}/{record['id']}"
 
 
-def _route(path: str, handlers: Mapping[str, Handler]) -> Route:
-    methods = sorted(handlers)
-    if "GET" in handlers:
-        handlers = {**handlers, "HEAD": handlers["GET"]}
+def _json_reply(body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> Reply:
+    """A JSON answer with Content-Length (except where a status forbids a body) and type."""
+    if status >= 200 and status not in (204, 304):
+        headers.append((b"content-length", b"%d" % len(body)))
+    headers.append(_JSON_TYPE)
+    return Reply(status, headers, body)
+
+
+def _with_head(handlers: Mapping[str, Endpoint]) -> dict[str, Endpoint]:
+    return {**handlers, "HEAD": handlers["GET"]}
+
+
+def _route(path: str, handlers: Mapping[str, Endpoint]) -> Route:
+    """A Starlette route over the endpoints; Starlette adds HEAD where GET is."""
+    methods = sorted(m for m in handlers if m != "HEAD")
 
     async def endpoint(request: Request) -> Response:
         handler = handlers.get(request.method)
         if handler is None:  # Starlette answers 405 before; this guards direct calls
             raise MethodNotAllowed(headers={"Allow": ", ".join(methods)})
-        return await handler(request)
+        return _response(await handler(_call_of(request)))
 
     return Route(path, endpoint, methods=methods)
+
+
+def _call_of(request: Request) -> RestCall:
+    scope = request.scope
+    return RestCall(
+        path=request.url.path,
+        query=scope["query_string"],
+        headers=first_headers(scope["headers"], REST_HEADERS),
+        item_id=request.path_params.get("id", ""),
+        request_id=request_id_of(scope),
+        body=request.body,
+    )
+
+
+def _response(reply: Reply) -> Response:
+    response = Response(reply.body, reply.status)
+    response.raw_headers = reply.headers
+    return response
 
 
 def query_pairs(raw: bytes) -> list[tuple[str, str]]:
@@ -174,10 +290,10 @@ def query_pairs(raw: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-async def read_json(request: Request, media_types: frozenset[str]) -> object:
+async def read_json(call: RestCall, media_types: frozenset[str]) -> object:
     """The body as JSON: 415 for another content type, 400 when malformed or too deep."""
-    _check_content_type(request.headers.get("content-type"), media_types)
-    body = await request.body()
+    _check_content_type(call.header(b"content-type"), media_types)
+    body = await call.body()
     try:
         value = _decode_json(body)
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
@@ -202,8 +318,8 @@ def parse_if_match(value: str) -> Precondition:
     return Precondition(frozenset(versions))
 
 
-def _if_match(request: Request) -> Precondition | None:
-    value = request.headers.get("if-match")
+def _if_match(call: RestCall) -> Precondition | None:
+    value = call.header(b"if-match")
     return None if value is None else parse_if_match(value)
 
 
@@ -214,8 +330,8 @@ def _none_match_hits(value: str, etag: str) -> bool:
     return any(part.strip().removeprefix("W/") == etag for part in value.split(","))
 
 
-def _check_accept(request: Request) -> None:
-    accept = request.headers.get("accept")
+def _check_accept(call: RestCall) -> None:
+    accept = call.header(b"accept")
     if accept is not None and not _accepts_json(accept):
         raise NotAcceptable(detail="this API answers application/json only")
 
