@@ -14,12 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, SortKey, Update
-from charpente.design.expr import Compare, Literal, Name, Or, Value
+from charpente.design.expr import Compare, ListOf, Literal, Name, Or, Value
 from charpente.design.model import CountSource, Design, Field, Kind, OnDelete, Resource
 from charpente.errors import ConfigError, Conflict, ValidationFailed
 from charpente.runtime.ports import IdempotentResponse
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
+from charpente.sql.postgres import PgCompiler
 from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
 
 UTC = datetime.UTC
@@ -617,3 +618,60 @@ async def test_an_in_memory_sqlite_database_serves_reads_inside_a_transaction() 
     finally:
         await db.close()
     assert got is not None
+
+
+# --- PostgreSQL through asyncpg ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", ["text", [1, "two", None], 0, True, {"k": {"n": None}}])
+async def test_every_json_value_reads_back_as_written(db: SqlDatabase, value: object) -> None:
+    (stored,) = await insert(db, user(settings=value))
+    got = await db.select_one(GetQuery("users", str(stored["id"])))
+    assert got is not None
+    assert (stored["settings"], got["settings"]) == (value, value)
+
+
+@pytest.mark.anyio
+async def test_an_in_list_filter_works_whatever_its_length(db: SqlDatabase) -> None:
+    rows = await seed_items(db, 12)
+    for wanted in ([1], [1, 2], [0, 2, 3], [1]):
+        where = Compare("in", Name(("n",)), ListOf(tuple(Literal(v) for v in wanted)))
+        page = await db.select_page(ListQuery("items", where=where, limit=50, count=True))
+        expected = {r["id"] for r in rows if r["n"] in wanted}
+        assert {r["id"] for r in page.rows} == expected
+        assert page.total == len(expected)
+
+
+def test_one_statement_shape_compiles_to_one_sql_text_with_its_own_values() -> None:
+    table = build_metadata(DESIGN).tables["items"]
+    compiler = PgCompiler(create_engine("postgresql://u@h/db").dialect)
+
+    def shape(label: str, limit: int) -> sa.Select[Any]:
+        return sa.select(table.c.id).where(table.c.label == label).limit(limit)
+
+    first_sql, first_args = compiler.bind(shape("a", 3), None)
+    second_sql, second_args = compiler.bind(shape("b", 7), None)
+    assert first_sql == second_sql
+    assert "'a'" not in first_sql
+    assert (first_args, second_args) == (["a", 3], ["b", 7])
+
+
+@pytest.mark.anyio
+async def test_on_postgresql_the_engine_keeps_one_connection_and_the_adapter_the_rest(
+    pg_target: Any,
+) -> None:
+    engine = create_engine(pg_target.url, schema=pg_target.schema, pool_size=4)
+    async with engine.begin() as conn:
+        await conn.run_sync(build_metadata(DESIGN).create_all)
+    db = SqlDatabase(engine, DESIGN)
+    try:
+        (stored,) = await insert(db, user())
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(db.select_one, GetQuery("users", str(stored["id"])))
+        assert engine.pool.checkedin() <= 1  # type: ignore[attr-defined]
+        await db.close()
+        await db.ping()  # a closed adapter opens its connections again when used
+    finally:
+        await db.close()

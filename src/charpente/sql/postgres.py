@@ -56,7 +56,9 @@ class PgStatement:
             params = {**self.defaults, **params}
         if not self.expanding:
             return self.sql, _arguments(self.names, params, self.processors)
-        state = self.compiled.construct_expanded_state(params)
+        # construct_expanded_state would rebuild the values from the compiled statement's
+        # own cache key: expand the values of this call instead.
+        state = self.compiled._process_parameters_for_postcompile(dict(params))
         processors = {**self.processors, **state.processors}
         return state.statement, _arguments(state.positiontup or (), state.parameters, processors)
 
