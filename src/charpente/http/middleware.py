@@ -23,7 +23,7 @@ from charpente.http.problems import (
     log_unexpected,
     problem_response,
 )
-from charpente.runtime.ids import new_id
+from charpente.http.request_id import new_request_id
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -50,6 +50,9 @@ _SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 _CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 _HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+_EDGE_NAMES = frozenset(
+    {_CSP[0], _HSTS[0], b"x-request-id", *(name for name, _ in _SECURITY_HEADERS)}
+)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -64,7 +67,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_id()
+        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_request_id()
         scope[REQUEST_ID_KEY] = request_id
         extra = response_headers(request_id, scope.get("scheme") == "https")
         state = {"status": 500, "started": False}
@@ -163,6 +166,10 @@ def with_edge_headers(headers: Iterable[tuple[bytes, bytes]], extra: RawHeaders)
     """A response's headers with the CSP and `extra` added, unless the endpoint set its own."""
     merged = list(headers)
     present = {name.lower() for name, _ in merged}
+    if present.isdisjoint(_EDGE_NAMES):  # the usual case: nothing of ours to keep
+        merged.append(_CSP)
+        merged.extend(extra)
+        return merged
     if _CSP[0] not in present:
         merged.append(_CSP)  # pages that need more (the docs) set their own
     merged.extend(h for h in extra if h[0] not in present)
