@@ -49,18 +49,25 @@ class CharpenteApp(Starlette):
         self.max_body_bytes = max_body_bytes
 
     def build_middleware_stack(self) -> ASGIApp:
+        """Added middleware (outermost first), the fast path, then the Starlette stack."""
         handlers = {k: v for k, v in self.exception_handlers.items() if k not in (500, Exception)}
-        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
-        app = BodyLimitMiddleware(app, max_body_bytes=self.max_body_bytes)
-        app = RequestContextMiddleware(app)
-        error_handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
-        app = ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
-        app = RestDispatcher(
-            app, self.rest, max_body_bytes=self.max_body_bytes, exception_handlers=handlers
+        app: ASGIApp = RestDispatcher(
+            self._starlette_stack(handlers),
+            self.rest,
+            max_body_bytes=self.max_body_bytes,
+            exception_handlers=handlers,
         )
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app
+
+    def _starlette_stack(self, handlers: dict[Any, Any]) -> ASGIApp:
+        """What serves every path the fast path leaves: our middleware around the router."""
+        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        app = BodyLimitMiddleware(app, max_body_bytes=self.max_body_bytes)
+        app = RequestContextMiddleware(app)
+        error_handler = self.exception_handlers.get(500) or self.exception_handlers.get(Exception)
+        return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
 
 
 def build_app(

@@ -72,7 +72,8 @@ class RestCall:
     """One request to a generated route, as the endpoints read it.
 
     `headers` holds the first value of each of REST_HEADERS that was sent (names lowercase);
-    `path` is the URL path (the list's Link repeats it); `item_id` is "" on collections.
+    `path` is the URL path (the list's Link repeats it); `item_id` is "" on collections;
+    `body()` reads the request body, once.
     """
 
     path: str
