@@ -80,9 +80,10 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     design = design if design is not None else load_configured_design(settings)
     hooks = load_configured_hooks(settings, design)
     engine = _engine(settings)
-    service = Service(design, SqlDatabase(engine, design), hooks=hooks)
+    database = SqlDatabase(engine, design)
+    service = Service(design, database, hooks=hooks)
     app = build_app(
-        service, design, max_body_bytes=settings.max_body_bytes, on_shutdown=[engine.dispose]
+        service, design, max_body_bytes=settings.max_body_bytes, on_shutdown=[database.close]
     )
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     return app

@@ -22,7 +22,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.http.app import CharpenteApp
 from charpente.http.dispatch import RestDispatcher
-from charpente.http.request_id import new_request_id
 
 RID = {"X-Request-ID": "same-id-1"}
 JSON_TYPE = {"Content-Type": "application/json"}
@@ -275,15 +274,3 @@ async def test_an_http_exception_from_below_is_rendered_as_starlette_does(
     assert fast.status_code == 403
     assert fast.headers["x-reason"] == "policy"
     assert answer(fast) == answer(slow)
-
-
-def test_request_ids_are_distinct_uuid7s_in_time_order() -> None:
-    ids = [new_request_id() for _ in range(2000)]
-    assert len(set(ids)) == len(ids)
-    parsed = [uuid.UUID(i) for i in ids]
-    assert all(
-        u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == i
-        for u, i in zip(parsed, ids, strict=True)
-    )
-    stamps = [u.int >> 80 for u in parsed]
-    assert stamps == sorted(stamps)

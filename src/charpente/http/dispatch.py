@@ -34,8 +34,8 @@ from charpente.http.problems import (
     log_unexpected,
     problem_response,
 )
-from charpente.http.request_id import new_request_id
 from charpente.http.rest import REST_HEADERS, Endpoint, Reply, RestCall, RestTable, first_headers
+from charpente.runtime.ids import new_id
 
 __all__ = ["RestDispatcher"]
 
@@ -96,7 +96,7 @@ class RestDispatcher:
         """One request, start to end: what RequestContextMiddleware does, inlined."""
         started_at = time.perf_counter()
         headers = first_headers(scope["headers"], _EDGE_HEADERS)
-        request_id = sane_request_id(headers.get(b"x-request-id")) or new_request_id()
+        request_id = sane_request_id(headers.get(b"x-request-id")) or new_id()
         scope[REQUEST_ID_KEY] = request_id
         extra = response_headers(request_id, scope.get("scheme") == "https")
         status, started = 500, False

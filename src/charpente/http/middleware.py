@@ -23,7 +23,7 @@ from charpente.http.problems import (
     log_unexpected,
     problem_response,
 )
-from charpente.http.request_id import new_request_id
+from charpente.runtime.ids import new_id
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -67,7 +67,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_request_id()
+        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_id()
         scope[REQUEST_ID_KEY] = request_id
         extra = response_headers(request_id, scope.get("scheme") == "https")
         state = {"status": 500, "started": False}
