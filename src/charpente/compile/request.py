@@ -10,6 +10,7 @@ import base64
 import binascii
 import datetime
 import decimal
+import functools
 import hashlib
 import json
 import math
@@ -268,6 +269,7 @@ def _after(
     return None if cursor is None else decode_cursor(resource, sort, cursor)
 
 
+@functools.lru_cache(maxsize=1024)
 def _signature(sort: tuple[SortKey, ...]) -> str:
     """A short digest of the sort, so a cursor cannot be replayed against another one."""
     spec = ",".join(("-" if key.descending else "") + key.field for key in sort)

@@ -28,10 +28,8 @@ from charpente.compile.plan import (
     ListQuery,
     Page,
     Record,
-    SortKey,
     Update,
 )
-from charpente.design.expr import Value
 from charpente.design.model import Design, Resource
 from charpente.runtime.ports import IdempotentResponse
 from charpente.sql.engine import (
@@ -42,8 +40,8 @@ from charpente.sql.engine import (
     writer_lock,
 )
 from charpente.sql.executor import Executor, SaExecutor
-from charpente.sql.expr import expr_to_sql
 from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
+from charpente.sql.pages import PageStatements
 from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
 from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
 
@@ -113,6 +111,13 @@ class SqlDatabase:
             options = postgres_options(engine)
             size = options.pool_size
             self._pg = PgPool(options.connect, size), _compiler(engine, self._catalog)
+        compiler = None if self._pg is None else self._pg[1]
+        self._pages = PageStatements(
+            tables,
+            _page_columns,
+            keep=None if compiler is None else compiler.keep,
+            forget=None if compiler is None else compiler.forget,
+        )
         # Callers wait here, first come first served, rather than in the pool's queue, which
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
@@ -128,19 +133,10 @@ class SqlDatabase:
             self._writes = engine
 
     async def select_page(self, query: ListQuery) -> Page:
-        table = self._tables[query.resource]
-        where = [] if query.where is None else [expr_to_sql(query.where, table, self._tables)]
-        keyset = [] if query.after is None else [keyset_condition(table, query.sort, query.after)]
-        names = _wanted(query.fields, tuple(k.field for k in query.sort))
-        stmt = (
-            sa.select(*_columns(table, names))
-            .where(*where, *keyset)
-            .order_by(*self._order(query))
-            .limit(query.limit + 1)
-        )
+        statement, params = self._pages.of(query)
         async with self._reader(snapshot=query.count) as ex:
-            rows = await ex.rows(stmt)
-            total = await _count(ex, table, where) if query.count else None
+            rows = await ex.rows(statement.rows, params)
+            total = int(await ex.scalar(statement.count, params)) if query.count else None
         has_more = len(rows) > query.limit
         return Page(rows[: query.limit], has_more, total)
 
@@ -226,10 +222,6 @@ class SqlDatabase:
             return
         async with writer_lock(self._engine), source.connect() as conn:
             yield conn
-
-    def _order(self, query: ListQuery) -> list[sa.ColumnElement[Any]]:
-        table = self._tables[query.resource]
-        return [_order_term(table.c[key.field], key.descending) for key in query.sort]
 
 
 class SqlTransaction:
@@ -345,56 +337,6 @@ class SqlTransaction:
         )
 
 
-def keyset_condition(
-    table: sa.Table, sort: tuple[SortKey, ...], after: tuple[Value, ...]
-) -> sa.ColumnElement[bool]:
-    """Rows strictly after `after` in `sort` order, NULL sorting as the greatest value.
-
-    One direction and no nullable key: a row-value comparison, which an index can walk.
-    """
-    columns = [table.c[k.field] for k in sort]
-    directions = {k.descending for k in sort}
-    if len(directions) == 1 and not any(c.nullable for c in columns):
-        left = sa.tuple_(*columns)
-        right = sa.tuple_(*(sa.literal(v, c.type) for v, c in zip(after, columns, strict=True)))
-        return left < right if sort[0].descending else left > right
-    branches = []
-    for i, key in enumerate(sort):
-        beyond = _beyond(columns[i], after[i], key.descending)
-        if beyond is not None:
-            equal = [_equal(columns[j], after[j]) for j in range(i)]
-            branches.append(sa.and_(*equal, beyond))
-    condition = sa.or_(sa.false(), *branches)
-    first, value = columns[0], after[0]
-    if first.nullable or value is None:
-        return condition
-    # Redundant, but it gives the planner an index range on the first key.
-    bound = first <= value if sort[0].descending else first >= value
-    return sa.and_(bound, condition)
-
-
-def _order_term(column: sa.Column[Any], descending: bool) -> sa.ColumnElement[Any]:
-    """NULL sorts as the greatest value on every dialect (PostgreSQL's default)."""
-    if not column.nullable:
-        return column.desc() if descending else column.asc()
-    return column.desc().nulls_first() if descending else column.asc().nulls_last()
-
-
-def _equal(column: sa.Column[Any], value: Value) -> sa.ColumnElement[bool]:
-    return column.is_(None) if value is None else column == value
-
-
-def _beyond(
-    column: sa.Column[Any], value: Value, descending: bool
-) -> sa.ColumnElement[bool] | None:
-    """Strictly later in the order than `value` (NULL is the greatest value); None: nothing."""
-    if descending:
-        return column.is_not(None) if value is None else column < value
-    if value is None:
-        return None
-    return sa.or_(column > value, column.is_(None)) if column.nullable else column > value
-
-
 def _statements(table: sa.Table, resource: Resource, for_update: bool) -> _Statements:
     id_is = table.c.id == sa.bindparam("_id")
     matches = sa.and_(id_is, table.c.version == sa.bindparam("_expected"))
@@ -463,11 +405,6 @@ def _claim(idem: sa.Table, on_sqlite: bool) -> Any:
     ).returning(idem.c.key)
 
 
-async def _count(ex: Executor, table: sa.Table, where: list[sa.ColumnElement[bool]]) -> int:
-    stmt = sa.select(sa.func.count()).select_from(table).where(*where)
-    return int(await ex.scalar(stmt))
-
-
 def _compiler(engine: AsyncEngine, catalog: _Catalog) -> PgCompiler:
     compiler = PgCompiler(engine.dialect)
     for stmt in catalog.prebuilt():
@@ -489,6 +426,11 @@ def _by_id(table: sa.Table, fields: tuple[str, ...]) -> sa.Select[Any]:
 
 def _ids_in(table: sa.Table) -> sa.ColumnElement[bool]:
     return table.c.id.in_(sa.bindparam("_ids", expanding=True))
+
+
+def _page_columns(table: sa.Table, query: ListQuery) -> list[sa.Column[Any]]:
+    """What a page reads: the asked fields, the sort keys (for the cursor) and id."""
+    return _columns(table, _wanted(query.fields, tuple(k.field for k in query.sort)))
 
 
 def _pool_size(engine: AsyncEngine) -> int:

@@ -6,7 +6,7 @@ case-sensitive substring test per dialect (never LIKE, so no wildcard escaping).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +17,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from charpente.design.expr import And, Call, Compare, Expr, ListOf, Literal, Name, Not, Or
 from charpente.errors import ExprError
 
-__all__ = ["Contains", "expr_to_sql"]
+__all__ = ["Contains", "expr_shape", "expr_to_sql", "expr_values"]
 
 Operand = sa.ColumnElement[Any]
 
@@ -53,51 +53,111 @@ def _contains_postgresql(element: Contains, compiler: SQLCompiler, **kw: Any) ->
 
 
 def expr_to_sql(
-    expr: Expr, table: sa.Table, tables: Mapping[str, sa.Table] | None = None
+    expr: Expr,
+    table: sa.Table,
+    tables: Mapping[str, sa.Table] | None = None,
+    *,
+    names: Iterator[str] | None = None,
 ) -> sa.ColumnElement[bool]:
     """The condition `expr` (a tree returned by resolve_expr) on the rows of `table`.
 
+    Values are bound with the literal's value, or — with `names` — as named parameters
+    without a value, one per value of `expr_values(expr)` in that order, so that one
+    compiled statement serves every expression of the same `expr_shape`.
     `tables` (every table by resource name) is for `exists(...)`, not compiled yet.
     Raises ExprError for what SQL cannot express here: `auth.*` names and calls.
     """
     match expr:
         case And(left, right):
-            return sa.and_(expr_to_sql(left, table, tables), expr_to_sql(right, table, tables))
+            return sa.and_(
+                expr_to_sql(left, table, tables, names=names),
+                expr_to_sql(right, table, tables, names=names),
+            )
         case Or(left, right):
-            return sa.or_(expr_to_sql(left, table, tables), expr_to_sql(right, table, tables))
+            return sa.or_(
+                expr_to_sql(left, table, tables, names=names),
+                expr_to_sql(right, table, tables, names=names),
+            )
         case Not(operand):
-            return sa.not_(expr_to_sql(operand, table, tables))
+            return sa.not_(expr_to_sql(operand, table, tables, names=names))
         case Compare():
-            return _compare(expr, table)
+            return _compare(expr, table, names)
         case Call(name, _, pos):
             raise ExprError(f"{name}() cannot be compiled to SQL yet", pos)
     raise ExprError("not a condition: resolve the expression first", expr.pos)
 
 
-def _compare(node: Compare, table: sa.Table) -> sa.ColumnElement[bool]:
+def expr_shape(expr: Expr) -> Hashable:
+    """What decides the SQL text of `expr`: its tree without the literal values."""
+    match expr:
+        case And(left, right) | Or(left, right):
+            return (type(expr).__name__, expr_shape(left), expr_shape(right))
+        case Not(operand):
+            return ("not", expr_shape(operand))
+        case Compare(op, left, right):
+            return ("compare", op, expr_shape(left), expr_shape(right))
+        case Literal(value):
+            return ("literal", value is None)  # null compiles to IS NULL, not a parameter
+        case ListOf():
+            return ("list",)
+        case Name(path):
+            return ("name", path)
+        case Call(name, args):
+            return ("call", name, tuple(expr_shape(a) for a in args))
+    raise AssertionError(f"not an expression: {expr!r}")
+
+
+def expr_values(expr: Expr) -> list[object]:
+    """The values `expr_to_sql(..., names=...)` leaves as parameters, in the same order."""
+    match expr:
+        case And(left, right) | Or(left, right):
+            return [*expr_values(left), *expr_values(right)]
+        case Not(operand):
+            return expr_values(operand)
+        case Compare(op, left, right):
+            if op in ("in", "not in"):
+                assert isinstance(right, ListOf)
+                return [[item.value for item in right.items]]
+            sides = (left, right)
+            if any(isinstance(side, Literal) and side.value is None for side in sides):
+                return []
+            return [side.value for side in sides if isinstance(side, Literal)]
+    return []
+
+
+def _compare(node: Compare, table: sa.Table, names: Iterator[str] | None) -> sa.ColumnElement[bool]:
     if node.op in ("in", "not in"):
-        return _membership(node, table)
+        return _membership(node, table, names)
     for null_side, other in ((node.right, node.left), (node.left, node.right)):
         if isinstance(null_side, Literal) and null_side.value is None:
             column = _column(other, table)
             return column.is_(None) if node.op == "==" else column.is_not(None)
     typed = _column(node.left if isinstance(node.left, Name) else node.right, table)
-    left, right = _operand(node.left, table, typed), _operand(node.right, table, typed)
+    left = _operand(node.left, table, typed, names)
+    right = _operand(node.right, table, typed, names)
     if node.op == "~":
         return Contains(left, right)
     return _ORDER[node.op](left, right)
 
 
-def _membership(node: Compare, table: sa.Table) -> sa.ColumnElement[bool]:
+def _membership(
+    node: Compare, table: sa.Table, names: Iterator[str] | None
+) -> sa.ColumnElement[bool]:
     assert isinstance(node.right, ListOf)
     column = _column(node.left, table)
-    values = [item.value for item in node.right.items]
+    values: Any = [item.value for item in node.right.items]
+    if names is not None:
+        values = sa.bindparam(next(names), expanding=True, type_=column.type)
     return column.in_(values) if node.op == "in" else column.not_in(values)
 
 
-def _operand(expr: Expr, table: sa.Table, typed: sa.ColumnElement[Any]) -> Operand:
+def _operand(
+    expr: Expr, table: sa.Table, typed: sa.ColumnElement[Any], names: Iterator[str] | None
+) -> Operand:
     """A column, or a literal bound with the type of the column it is compared with."""
     if isinstance(expr, Literal):
+        if names is not None:
+            return sa.bindparam(next(names), type_=typed.type)
         return sa.bindparam(None, expr.value, type_=typed.type)
     return _column(expr, table)
 

@@ -89,6 +89,12 @@ class PgCompiler:
         """Mark `stmt` as built once for the process: it is then found by identity."""
         self._kept[id(stmt)] = stmt
 
+    def forget(self, stmt: sa.Executable) -> None:
+        """Drop a kept statement and what was compiled for it (its owner let it go)."""
+        if self._kept.pop(id(stmt), None) is not None:
+            for key in [k for k in self._compiled if isinstance(k, tuple) and k[0] == id(stmt)]:
+                del self._compiled[key]
+
     def bind(self, stmt: sa.Executable, params: Params) -> tuple[str, list[Any]]:
         """The SQL text and positional arguments to run `stmt` with `params`."""
         keys = () if params is None else tuple(params)
