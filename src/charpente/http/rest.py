@@ -174,7 +174,7 @@ class _ResourceEndpoints:
         _check_accept(call)
         params = query_pairs(call.query)
         item = await self.service.get(self.name, call.item_id, params)
-        etag = f'"{item.version}"'
+        etag = f'"{item.etag}"'
         etag_header = [(b"etag", etag.encode("latin-1"))]
         if_none_match = call.header(b"if-none-match")
         if if_none_match is not None and _none_match_hits(if_none_match, etag):

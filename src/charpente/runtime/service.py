@@ -49,10 +49,19 @@ _RETRY_AFTER = {"Retry-After": "5"}
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One record ready to render, and its version (the ETag) even when `fields` trims it."""
+    """One record ready to render, and its version even when `fields` trims it.
+
+    `expanded` is a short hash of the expanded records' ids and versions ("" without expand).
+    """
 
     record: Record
     version: int
+    expanded: str = ""
+
+    @property
+    def etag(self) -> str:
+        """The entity tag's value: the version, with the expanded records' hash after a `-`."""
+        return f"{self.version}-{self.expanded}" if self.expanded else str(self.version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +161,10 @@ class Service:
         if found is None:
             raise NotFound(detail=f"no {resource} with this id")
         record = {name: found.get(name) for name in _shown(spec, fields, expand)}
-        if expand:
-            await self._expand(spec, [record], expand)
-        return Item(record, _version(found))
+        if not expand:
+            return Item(record, _version(found))
+        await self._expand(spec, [record], expand)
+        return Item(record, _version(found), _expanded_hash(record, expand))
 
     async def check_ready(self) -> None:
         """Raise Unavailable (with Retry-After) when the database cannot be reached."""
@@ -351,6 +361,16 @@ def _version(record: Mapping[str, object]) -> int:
     version = record.get("version")
     assert isinstance(version, int)
     return version
+
+
+def _expanded_hash(record: Record, expand: Sequence[str]) -> str:
+    """A short hash of the ids and versions of `record`'s expanded records."""
+    parts = []
+    for name in expand:
+        value = record.get(name)
+        inner = value if isinstance(value, Mapping) else {}
+        parts.append(f"{name}={inner.get('id')}@{inner.get('version')}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def _require_if_match(spec: _Spec, if_match: Precondition | None) -> None:
