@@ -32,3 +32,22 @@ async def test_a_get_without_expand_keeps_the_version_as_entity_tag(api: Any) ->
     post = await api.create("posts", {"author": author["id"], "title": "t"})
     fetched = await api.client.get(f"/v1/posts/{post['id']}")
     assert fetched.headers["etag"] == '"1"'
+
+
+@pytest.mark.anyio
+async def test_one_idempotency_key_serves_two_collections_independently(api: Any) -> None:
+    author = await api.create("users", {"handle": "ada"})
+    key = {"Idempotency-Key": "same-key"}
+    post = await api.client.post(
+        "/v1/posts", json={"author": author["id"], "title": "t"}, headers=key
+    )
+    assert post.status_code == 201
+    like = await api.client.post(
+        "/v1/likes", json={"post": post.json()["id"], "user": author["id"]}, headers=key
+    )
+    assert like.status_code == 201, like.text
+    replay = await api.client.post(
+        "/v1/posts", json={"author": author["id"], "title": "t"}, headers=key
+    )
+    assert replay.headers.get("idempotent-replayed") == "true"
+    assert replay.json() == post.json()

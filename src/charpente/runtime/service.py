@@ -195,7 +195,7 @@ class Service:
         values = self._with_caller_defaults(spec, validate_create(spec.resource, body, now))
         async with self.database.transaction() as tx:
             if idempotency is not None:
-                stored = await tx.claim_idempotency_key(idempotency.key, fingerprint)
+                stored = await tx.claim_idempotency_key(_scoped(idempotency), fingerprint)
                 if stored is not None:
                     return Created(replay=_replayable(stored, fingerprint))
             record = await self._insert(spec, tx, values, now, request_id)
@@ -428,4 +428,10 @@ async def _save_response(
 ) -> None:
     body, location = idempotency.render(record)
     stored = IdempotentResponse(fingerprint, 201, body, location)
-    await tx.save_idempotent_response(idempotency.key, stored)
+    await tx.save_idempotent_response(_scoped(idempotency), stored)
+
+
+def _scoped(idempotency: IdempotencyKey) -> str:
+    """The key as stored: scoped by method and collection path, so clients' keys for
+    different collections never collide."""
+    return f"POST {idempotency.path}\n{idempotency.key}"
