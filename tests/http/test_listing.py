@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import urllib.parse
 from typing import Any
 
@@ -199,3 +201,15 @@ async def test_a_ref_to_a_deleted_record_expands_to_null_in_one_batch() -> None:
     result = await service.list("posts", [("expand", "author")])
     assert [row["author"] for row in result.data] == [None, None, None]
     assert database.batches == [("users", 1)]
+
+
+@pytest.mark.anyio
+async def test_a_forged_cursor_with_a_null_id_answers_400(api) -> None:
+    await _blog(api, 3)
+    first = (await api.client.get("/v1/posts?limit=1")).json()["page"]["next_cursor"]
+    signature, values = json.loads(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)))
+    forged_text = json.dumps([signature, [*values[:-1], None]]).encode()
+    forged = base64.urlsafe_b64encode(forged_text).rstrip(b"=").decode()
+    response = await api.client.get(f"/v1/posts?limit=1&cursor={forged}")
+    assert response.status_code == 400, response.text
+    assert "cursor" in response.json()["detail"]

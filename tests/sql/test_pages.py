@@ -8,7 +8,7 @@ from charpente.compile.plan import ListQuery, SortKey
 from charpente.design.model import Design, Field, Kind, Resource
 from charpente.design.parse import parse_expr
 from charpente.design.resolve import resolve_expr
-from charpente.sql.pages import PageStatements
+from charpente.sql.pages import PageStatements, keyset_condition
 from charpente.sql.schema import build_metadata
 
 POSTS = Resource(
@@ -60,3 +60,13 @@ def test_cursor_values_are_parameters_and_the_sql_names_no_value() -> None:
     sql = str(statement.rows)
     assert "secret" not in sql
     assert "2026" not in sql
+
+
+def test_a_null_cursor_value_never_goes_into_a_row_value_comparison() -> None:
+    ident = "01940000-0000-7000-8000-000000000000"
+    table = TABLES["posts"]
+    sql = str(keyset_condition(table, SORT, (None, ident)).compile())
+    assert "(posts.created_at, posts.id) <" not in sql
+    assert "posts.created_at IS NOT NULL" in sql
+    row_value = str(keyset_condition(table, SORT, (datetime.datetime.now(datetime.UTC), ident)))
+    assert "(posts.created_at, posts.id) <" in row_value

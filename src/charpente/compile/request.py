@@ -291,6 +291,8 @@ def _encode_value(value: object) -> object:
 
 def _decode_value(field: Field, value: object) -> Value:
     if value is None:
+        if _never_null(field):
+            raise _bad_cursor()
         return None
     try:
         return _DECODERS.get(field.kind, _decode_string)(value)
@@ -298,8 +300,13 @@ def _decode_value(field: Field, value: object) -> Value:
         raise _bad_cursor() from None
 
 
+def _never_null(field: Field) -> bool:
+    """Whether no stored row can hold null in this field (so no cursor carries one)."""
+    return field.required or field.system or field.kind is Kind.COUNT
+
+
 def _decode_string(value: object) -> Value:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or "\x00" in value:
         raise TypeError(value)
     return value
 
@@ -335,7 +342,7 @@ def _decode_decimal(value: object) -> Value:
 
 
 def _decode_text(value: object) -> str:
-    if not isinstance(value, str) or len(value) > 100:
+    if not isinstance(value, str) or len(value) > 100 or "\x00" in value:
         raise TypeError(value)
     return value
 

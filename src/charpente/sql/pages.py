@@ -121,14 +121,15 @@ def keyset_condition(
 ) -> sa.ColumnElement[bool]:
     """Rows strictly after `after` in `sort` order, NULL sorting as the greatest value.
 
-    One direction and no nullable key: a row-value comparison, which an index can walk.
+    One direction, no nullable key and no null value: a row-value comparison, which an
+    index can walk.
     `bind(i, column)` gives what stands for the i-th value (default: the value itself);
     which values are null still shapes the condition.
     """
     columns = [table.c[k.field] for k in sort]
     value = bind or (lambda i, column: after[i])
     directions = {k.descending for k in sort}
-    if len(directions) == 1 and not any(c.nullable for c in columns):
+    if len(directions) == 1 and not any(c.nullable for c in columns) and None not in after:
         left = sa.tuple_(*columns)
         right = sa.tuple_(*(_bound(value(i, c), c) for i, c in enumerate(columns)))
         return left < right if sort[0].descending else left > right
