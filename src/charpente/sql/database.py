@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -31,6 +38,7 @@ from charpente.compile.plan import (
     Update,
 )
 from charpente.design.model import Design, Resource
+from charpente.errors import Unavailable
 from charpente.runtime.ports import IdempotentResponse
 from charpente.sql.engine import (
     SQLITE_BEGIN,
@@ -49,6 +57,16 @@ __all__ = ["SqlDatabase", "SqlTransaction"]
 
 IDEMPOTENCY_TTL = datetime.timedelta(hours=24)
 _SYSTEM_UNSETTABLE = frozenset({"id", "version", "created_at"})
+_RETRY_AFTER = {"Retry-After": "5"}
+# What a busy or unreachable database raises: answered 503, never a bug.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +140,8 @@ class SqlDatabase:
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
         self._gate = asyncio.Semaphore(size)
-        self._active: ContextVar[AsyncConnection | None] = ContextVar("active", default=None)
+        # The executor of the transaction this task holds, if any.
+        self._active: ContextVar[Executor | None] = ContextVar("active", default=None)
         if is_sqlite(engine):
             self._reads = engine.execution_options(**{SQLITE_BEGIN: "none"})
             self._snapshots = engine
@@ -176,26 +195,42 @@ class SqlDatabase:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
+        if self._active.get() is not None:
+            # The gate (and SQLite's writer lock) is not reentrant: waiting would never end.
+            raise RuntimeError("a transaction is already open in this task")
+        with _unavailable_on_busy():
+            async with self._open_transaction() as ex:
+                token = self._active.set(ex)
+                try:
+                    yield SqlTransaction(ex, self._catalog)
+                finally:
+                    self._active.reset(token)
+
+    @asynccontextmanager
+    async def _open_transaction(self) -> AsyncIterator[Executor]:
         if self._pg is not None:
             pool, compiler = self._pg
             async with self._gate, pool.acquire() as conn, conn.transaction():
-                yield SqlTransaction(PgExecutor(conn, compiler), self._catalog)
+                yield PgExecutor(conn, compiler)
             return
         lock = writer_lock(self._engine) if is_sqlite(self._engine) else nullcontext()
-        if is_sqlite(self._engine) and self._active.get() is not None:
-            # The writer lock is not reentrant: waiting for it here would never end.
-            raise RuntimeError("a SQLite transaction is already open in this task")
         async with lock, self._gate, self._writes.connect() as conn, conn.begin():
-            token = self._active.set(conn)
-            try:
-                yield SqlTransaction(SaExecutor(conn), self._catalog)
-            finally:
-                self._active.reset(token)
+            yield SaExecutor(conn)
 
     @asynccontextmanager
     async def _reader(self, *, snapshot: bool = False) -> AsyncIterator[Executor]:
         """An executor for reads: each statement on its own, or one REPEATABLE READ
-        snapshot for a page and its count."""
+        snapshot for a page and its count. Inside this task's transaction, that one."""
+        active = self._active.get()
+        if active is not None:
+            yield active
+            return
+        with _unavailable_on_busy():
+            async with self._open_reader(snapshot) as ex:
+                yield ex
+
+    @asynccontextmanager
+    async def _open_reader(self, snapshot: bool) -> AsyncIterator[Executor]:
         if self._pg is None:
             async with self._connection(self._snapshots if snapshot else self._reads) as conn:
                 yield SaExecutor(conn)
@@ -211,14 +246,10 @@ class SqlDatabase:
     @asynccontextmanager
     async def _connection(self, source: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         """A connection for reads. In-memory SQLite has a single connection: reads then
-        wait for the writer, or run on its connection when it is this task's."""
+        wait for the writer."""
         if not self._memory:
             async with self._gate, source.connect() as conn:
                 yield conn
-            return
-        active = self._active.get()
-        if active is not None:
-            yield active
             return
         async with writer_lock(self._engine), source.connect() as conn:
             yield conn
@@ -437,6 +468,29 @@ def _pool_size(engine: AsyncEngine) -> int:
     """How many connections the engine's pool holds (1 for a single shared connection)."""
     size = getattr(engine.pool, "size", None)
     return max(1, size()) if callable(size) else 1
+
+
+@contextmanager
+def _unavailable_on_busy() -> Iterator[None]:
+    """Answer 503 with Retry-After when the database is locked past the busy timeout or
+    cannot be reached; every other error goes through unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_busy(exc):
+            raise
+        detail = "the database is busy or not reachable; retry shortly"
+        raise Unavailable(detail=detail, headers=_RETRY_AFTER) from exc
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database is locked" in str(exc)
+    return isinstance(exc, _UNREACHABLE)
 
 
 def _canonical_id(value: str) -> str | None:
