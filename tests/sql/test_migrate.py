@@ -142,10 +142,39 @@ async def test_adding_a_descending_composite_index_is_safe_and_leaves_nothing_to
 
     assert step.safety is Safety.SAFE
     assert step.description == (
-        "create index ix_posts_title_created_at on posts (title, created_at desc, id desc)"
+        "create index ix_posts_title_created_at_desc on posts (title, created_at desc, id desc)"
     )
     await apply_migration(engine, d2, only_safe=True)
     assert (await plan_migration(engine, d2)).is_empty
+
+
+async def test_the_same_fields_indexed_in_both_directions_get_two_indexes(engine):
+    ascending = Index((IndexColumn("title"), IndexColumn("created_at")))
+    descending = Index((IndexColumn("title"), IndexColumn("created_at", descending=True)))
+    d = design(posts(indexes=(ascending, descending)))
+
+    await apply_migration(engine, d)
+
+    async with engine.connect() as conn:
+        found = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("posts"))
+    names = {i["name"] for i in found}
+    assert {"ix_posts_title_created_at", "ix_posts_title_created_at_desc"} <= names
+    assert (await plan_migration(engine, d)).is_empty
+
+
+async def test_an_index_name_over_63_characters_is_cut_with_a_hash_and_replans_empty(engine):
+    recipient = Field("recipient_account_id", Kind.UUID, required=True)
+    index = Index((IndexColumn("recipient_account_id"), IndexColumn("created_at", True)))
+    other = Index((IndexColumn("recipient_account_id"), IndexColumn("created_at")))
+    resource = Resource("notifications_for_subscribers", (recipient,), indexes=(index, other))
+    d = design(resource)
+    names = {i.name for i in build_metadata(d).tables[resource.name].indexes}
+    assert all(isinstance(n, str) and len(n) <= 63 for n in names)
+    assert len(names) == 2
+
+    await apply_migration(engine, d)
+
+    assert (await plan_migration(engine, d)).is_empty
 
 
 async def test_a_required_field_with_a_default_is_safe_and_fills_existing_rows(engine):

@@ -7,6 +7,7 @@ the tables the design describes, by construction.
 from __future__ import annotations
 
 import datetime
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,9 +15,17 @@ from sqlalchemy.dialects import postgresql
 
 from charpente.design.model import Design, Field, Index, IndexColumn, Kind, OnDelete, Resource
 
-__all__ = ["IDEMPOTENCY_TABLE", "UtcDateTime", "build_metadata", "column_type"]
+__all__ = [
+    "IDEMPOTENCY_TABLE",
+    "MAX_NAME_LENGTH",
+    "UtcDateTime",
+    "build_metadata",
+    "column_type",
+    "index_name",
+]
 
 IDEMPOTENCY_TABLE = "charpente_idempotency"
+MAX_NAME_LENGTH = 63  # PostgreSQL's limit on identifiers
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -107,13 +116,24 @@ def _resource_table(metadata: sa.MetaData, resource: Resource) -> sa.Table:
             table.c[c.field].desc() if c.descending else table.c[c.field]
             for c in _with_tie_breaker(index)
         ]
-        name = "ix_{}_{}".format(resource.name, "_".join(c.field for c in index.columns))
-        sa.Index(name, *exprs, unique=index.unique)
+        sa.Index(index_name(resource.name, index.columns), *exprs, unique=index.unique)
     for f in resource.fields:
         # A reference is looked up and cascaded through: index it unless an index leads with it.
         if f.kind is Kind.REF and not f.unique and f.name not in indexed_first:
-            sa.Index(f"ix_{resource.name}_{f.name}", table.c[f.name], table.c.id)
+            name = index_name(resource.name, (IndexColumn(f.name),))
+            sa.Index(name, table.c[f.name], table.c.id)
     return table
+
+
+def index_name(table: str, columns: tuple[IndexColumn, ...]) -> str:
+    """`ix_{table}_{columns}`, a descending column as `{field}_desc`; a name over
+    MAX_NAME_LENGTH characters is cut and ends with a short hash of the whole name."""
+    parts = (f"{c.field}_desc" if c.descending else c.field for c in columns)
+    name = "ix_{}_{}".format(table, "_".join(parts))
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
+    return f"{name[: MAX_NAME_LENGTH - len(digest) - 1]}_{digest}"
 
 
 def _with_tie_breaker(index: Index) -> tuple[IndexColumn, ...]:
