@@ -90,6 +90,15 @@ def test_to_environ_round_trips(tmp_path: Path) -> None:
         ("postgresql+asyncpg://app@db/app", "postgresql+asyncpg://app@db/app"),
         ("sqlite+aiosqlite:///charpente.db", "sqlite+aiosqlite:///charpente.db"),
         ("postgresql://u:p%40ss@h/d?sslmode=require", "postgresql://u:***@h/d?sslmode=require"),
+        (
+            "postgresql://u@h/d?sslmode=require&password=s3cret",
+            "postgresql://u@h/d?sslmode=require&password=***",
+        ),
+        ("postgresql://u:p@h/d?PassWord=s3cret", "postgresql://u:***@h/d?PassWord=***"),
+        (
+            "postgresql://h/d?sslpassword=k3y&application_name=x",
+            "postgresql://h/d?sslpassword=***&application_name=x",
+        ),
     ],
 )
 def test_redacted_url_hides_the_password(url: str, shown: str) -> None:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from charpente.errors import ConfigError
 
@@ -117,17 +117,31 @@ def export_to_process(settings: Settings) -> None:
 
 
 def redacted_url(url: str) -> str:
-    """`url` with its password replaced by `***`, fit for logs and terminals."""
+    """`url` with its passwords (in the user info or the query string) replaced by `***`,
+    fit for logs and terminals."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
         return "<an unparsable URL>"
-    if not password:
+    query = _redacted_query(parts.query)
+    if not password and query == parts.query:
         return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    netloc = parts.netloc
+    if password:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _redacted_query(query: str) -> str:
+    """A query string whose password-like parameters (any name containing "password") show
+    `***` as their value."""
+    kept = []
+    for part in query.split("&"):
+        name = part.split("=", 1)[0]
+        kept.append(f"{name}=***" if "password" in unquote_plus(name).lower() else part)
+    return "&".join(kept)
 
 
 def _database_url(value: str | None) -> str:

@@ -675,3 +675,17 @@ async def test_on_postgresql_the_engine_keeps_one_connection_and_the_adapter_the
         await db.ping()  # a closed adapter opens its connections again when used
     finally:
         await db.close()
+
+
+@pytest.mark.anyio
+async def test_a_database_error_never_shows_the_bound_values(db_target) -> None:
+    engine = create_engine(db_target.url, schema=db_target.schema)
+    statement = sa.text("INSERT INTO no_such_table (secret) VALUES (:secret)")
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.DBAPIError) as raised:
+                await conn.execute(statement, {"secret": "hunter2-s3cret"})
+    finally:
+        await engine.dispose()
+    assert "hunter2-s3cret" not in str(raised.value)
+    assert "hidden" in str(raised.value)

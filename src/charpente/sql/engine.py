@@ -116,7 +116,7 @@ def _sqlite_engine(url: sa.URL, pool_size: int) -> AsyncEngine:
         )
     memory = _is_memory(url)
     kwargs: dict[str, Any] = {} if memory else {"pool_size": pool_size, "max_overflow": 0}
-    engine = create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect(not memory))
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
@@ -159,6 +159,7 @@ def _postgres_engine(url: sa.URL, schema: str | None, pool_size: int) -> AsyncEn
         pool_size=_PG_ENGINE_POOL,
         max_overflow=max(0, pool_size - _PG_ENGINE_POOL),
         pool_pre_ping=False,
+        hide_parameters=True,  # bound values (write-only secrets included) stay out of logs
         connect_args=connect_args,
     )
     _, driver_args = engine.dialect.create_connect_args(engine.url)
