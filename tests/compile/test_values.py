@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import time
 
 import pytest
 
@@ -403,3 +404,27 @@ PAIRS = Resource(
 )
 def test_declared_checks_fail_only_when_false(row, errors):
     assert check_row(PAIRS, row) == errors
+
+
+HANDLES = Resource("users", (Field("handle", Kind.STRING, pattern="^[a-z0-9_]{3,30}$"),))
+
+
+def test_a_trailing_newline_does_not_pass_a_pattern_ending_in_dollar_on_create():
+    assert validate_create(HANDLES, {"handle": "ada"}, NOW) == {"handle": "ada"}
+    assert errors_of({"handle": "ada\n"}, HANDLES) == [("handle", "pattern")]
+
+
+def test_a_trailing_newline_does_not_pass_a_pattern_ending_in_dollar_on_patch():
+    assert patch_errors({"handle": "ada\n"}, HANDLES) == [("handle", "pattern")]
+
+
+def test_a_flood_of_unknown_keys_is_cheap_and_still_counted():
+    body = {f"name{i}": 1 for i in range(60_000)}  # each one close to `name`
+    started = time.perf_counter()
+    with pytest.raises(ValidationFailed) as caught:
+        validate_create(THINGS, body, NOW)
+    assert time.perf_counter() - started < 0.25
+    assert caught.value.detail == "60001 fields are invalid"
+    assert len(caught.value.errors) == 100
+    hints = [e for e in caught.value.errors if "did you mean" in e.message]
+    assert 0 < len(hints) <= 10

@@ -165,6 +165,14 @@ def test_api_version_and_hooks_are_kept():
     assert (design.api_version, design.hooks) == (3, "hooks.py")
 
 
+def test_hooks_may_be_a_file_in_a_subfolder():
+    text = "charpente: 1\nname: t\nhooks: app/hooks.py\nresources: {p: {fields: {a: int}}}\n"
+    assert load_design_text(text).hooks == "app/hooks.py"
+
+
+ESCAPING_HOOKS = "`hooks` must be a path inside the design's folder (no `..`, not absolute)"
+
+
 def test_hooks_may_be_a_dotted_module_name():
     text = "charpente: 1\nname: t\nhooks: app.hooks\nresources: {p: {fields: {a: int}}}\n"
     assert load_design_text(text).hooks == "app.hooks"
@@ -173,11 +181,15 @@ def test_hooks_may_be_a_dotted_module_name():
 @pytest.mark.parametrize(
     ("hooks", "message"),
     [
-        ("/etc/hooks.py", "`hooks` must be a path relative to the design file"),
+        ("/etc/hooks.py", ESCAPING_HOOKS),
+        ("../../elsewhere.py", ESCAPING_HOOKS),
+        ("app/../../elsewhere.py", ESCAPING_HOOKS),
+        ("'..\\elsewhere.py'", ESCAPING_HOOKS),
+        ("C:hooks.py", ESCAPING_HOOKS),
         ("my hooks", "`hooks` must be a .py file next to the design or a dotted module name"),
     ],
 )
-def test_hooks_must_be_a_relative_file_or_a_module(hooks, message):
+def test_hooks_must_be_a_file_inside_the_design_folder_or_a_module(hooks, message):
     text = f"charpente: 1\nname: t\nhooks: {hooks}\nresources: {{p: {{fields: {{a: int}}}}}}\n"
     assert errors(text) == at((3, 8), message)
 
@@ -475,6 +487,33 @@ def test_a_pattern_that_does_not_compile_is_an_error():
         (6, 34),
         "`pattern` is not a valid regular expression: "
         "missing ), unterminated subpattern (at character 2)",
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"^([a-z]+)+$", r"([a-z]+)*", r"^(\\w+\\s?)+$", r"^(a|aa)+$", r"(x(ab?)*)+"]
+)
+def test_a_pattern_that_can_take_exponential_time_is_an_error(pattern):
+    assert field_errors(f's: {{type: string, pattern: "{pattern}"}}') == at(
+        (6, 34),
+        "this pattern can take exponential time on some inputs (a repeated group that repeats "
+        "inside); repeat the group or its contents, not both, e.g. `^[a-z]+$` for `^([a-z]+)+$`",
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"^[a-z0-9_]{3,30}$", r"^\\d{4}-\\d{2}$", r"^(https?)://", r"^([a-z]{2})(-[A-Z]{2})?$"],
+)
+def test_ordinary_patterns_are_accepted(pattern):
+    assert field(f's: {{type: string, pattern: "{pattern}"}}').pattern == pattern.replace(
+        "\\\\", "\\"
+    )
+
+
+def test_a_default_with_a_trailing_newline_does_not_match_a_pattern_ending_in_dollar():
+    assert field_errors('a: {type: string, pattern: "^[a-z]+$", default: "ab\\n"}') == at(
+        (6, 55), "the default `ab\n` does not match `pattern`"
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import difflib
-import functools
 import math
 import re
 import urllib.parse
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from charpente.design.evaluate import evaluate
 from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
 from charpente.design.model import Field, Kind, Resource
+from charpente.design.patterns import compile_pattern
 from charpente.errors import FieldError, ValidationFailed
 
 __all__ = [
@@ -39,6 +39,7 @@ MAX_JSON_DEPTH = 32
 
 _MAX_ERRORS = 100  # a hostile body cannot make the answer larger than this many errors
 _MAX_NAME_ECHO = 64  # unknown keys are echoed back at most this long
+_MAX_SUGGESTIONS = 10  # "did you mean" is looked for on this many unknown keys only
 _INT64 = (-(2**63), 2**63 - 1)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _DATETIME = re.compile(
@@ -188,7 +189,7 @@ def _string(f: Field, value: object) -> str:
     if "\x00" in value:
         raise _Invalid("invalid_character", "must not contain the NUL character (U+0000)")
     _check_length(f, value)
-    if f.pattern is not None and not _compiled(f.pattern).search(value):
+    if f.pattern is not None and not compile_pattern(f.pattern).search(value):
         raise _Invalid("pattern", f"must match the pattern {f.pattern}")
     return value
 
@@ -396,11 +397,6 @@ def _comparable(bound: float, value: object) -> float | decimal.Decimal:
     return bound
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 # --- bodies ------------------------------------------------------------------------------------
 
 
@@ -412,22 +408,37 @@ def _body_object(body: object) -> dict[str, object]:
 
 
 def _key_errors(resource: Resource, body: Mapping[str, object]) -> list[FieldError]:
-    """Errors for keys a client may not send: unknown fields, server-managed fields."""
-    errors = []
+    """Errors for keys a client may not send: unknown fields, server-managed fields.
+
+    Past _MAX_ERRORS, the remaining bad keys are counted, not described: the list then
+    ends with one placeholder per such key (`_raise_if_any` only counts those).
+    """
+    errors: list[FieldError] = []
+    unknown = 0
     for key in body:
         f = resource.field(key)
-        if f is None:
-            errors.append(_unknown(resource, key))
-        elif not f.is_client_writable:
+        if f is not None and f.is_client_writable:
+            continue
+        if len(errors) >= _MAX_ERRORS:
+            errors.append(_UNLISTED)
+        elif f is None:
+            unknown += 1
+            errors.append(_unknown(resource, key, suggest=unknown <= _MAX_SUGGESTIONS))
+        else:
             errors.append(FieldError(key, "read_only", "is set by the server"))
     return errors
 
 
-def _unknown(resource: Resource, key: str) -> FieldError:
+_UNLISTED = FieldError("", "unknown_field", "is not a known field")
+
+
+def _unknown(resource: Resource, key: str, suggest: bool) -> FieldError:
     if len(key) > _MAX_NAME_ECHO:
         return FieldError(key[:_MAX_NAME_ECHO] + "…", "unknown_field", "is not a known field")
-    names = [f.name for f in resource.fields if f.is_client_writable]
-    close = difflib.get_close_matches(key, names, n=1)
+    close = []
+    if suggest:
+        names = [f.name for f in resource.fields if f.is_client_writable]
+        close = difflib.get_close_matches(key, names, n=1)
     hint = f"; did you mean `{close[0]}`?" if close else ""
     return FieldError(key, "unknown_field", f"is not a field of {resource.name}{hint}")
 

@@ -23,6 +23,7 @@ from charpente.design.model import (
     OnDelete,
     Resource,
 )
+from charpente.design.patterns import compile_pattern, slow_pattern
 from charpente.design.source import Node, Reader, did_you_mean, literal_value
 from charpente.errors import DesignError
 
@@ -139,8 +140,9 @@ def _hooks(reader: Reader, top: dict[str, Node]) -> str | None:
     if hooks is None:
         return None
     if hooks.endswith(".py"):
-        if PurePosixPath(hooks).is_absolute() or PureWindowsPath(hooks).is_absolute():
-            reader.error(top["hooks"], "`hooks` must be a path relative to the design file")
+        if _escapes(hooks):
+            message = "`hooks` must be a path inside the design's folder (no `..`, not absolute)"
+            reader.error(top["hooks"], message)
             return None
         return hooks
     if not _MODULE.fullmatch(hooks):
@@ -148,6 +150,13 @@ def _hooks(reader: Reader, top: dict[str, Node]) -> str | None:
         reader.error(top["hooks"], message)
         return None
     return hooks
+
+
+def _escapes(path: str) -> bool:
+    """Whether a relative path is absolute or climbs out of its folder with `..`."""
+    windows = PureWindowsPath(path)
+    rooted = PurePosixPath(path).is_absolute() or windows.is_absolute() or bool(windows.drive)
+    return rooted or ".." in windows.parts
 
 
 def _resources(reader: Reader, node: Node) -> dict[str, Resource]:
@@ -344,7 +353,16 @@ def _pattern(reader: Reader, options: dict[str, Node]) -> str | None:
             options["pattern"], f"`pattern` is not a valid regular expression: {error.msg}{where}"
         )
         return None
+    if slow_pattern(pattern):
+        reader.error(options["pattern"], _SLOW_PATTERN)
+        return None
     return pattern
+
+
+_SLOW_PATTERN = (
+    "this pattern can take exponential time on some inputs (a repeated group that repeats "
+    "inside); repeat the group or its contents, not both, e.g. `^[a-z]+$` for `^([a-z]+)+$`"
+)
 
 
 def _choices(reader: Reader, kind: Kind, key: Node, options: dict[str, Node]) -> tuple[str, ...]:
@@ -490,5 +508,5 @@ def _check_text(field: Field, value: str) -> None:
         raise ValueError(f"is shorter than `min_length` ({field.min_length})")
     if field.max_length is not None and len(value) > field.max_length:
         raise ValueError(f"is longer than `max_length` ({field.max_length})")
-    if field.pattern is not None and not re.search(field.pattern, value):
+    if field.pattern is not None and not compile_pattern(field.pattern).search(value):
         raise ValueError(f"`{value}` does not match `pattern`")
