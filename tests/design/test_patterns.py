@@ -53,6 +53,8 @@ def test_search_semantics_are_kept():
         r"(a+){2,}",
         r"(?:(a|ab)c?)+",
         r"(?=(a+)+)",
+        r"(?>(a+)+)",
+        r"(a)?(?(1)(b+)+|c)",
     ],
 )
 def test_a_repeated_group_that_repeats_inside_is_slow(pattern):

@@ -99,8 +99,10 @@ def _children(op: Any, arg: Any) -> list[Any]:
         return [arg[3]]
     if name == "BRANCH":
         return list(arg[1])
-    if name in ("ASSERT", "ASSERT_NOT", "ATOMIC_GROUP"):
-        return [arg[1]] if name != "ATOMIC_GROUP" else [arg]
+    if name in ("ASSERT", "ASSERT_NOT"):
+        return [arg[1]]
+    if name == "ATOMIC_GROUP":
+        return [arg]
     if name == "GROUPREF_EXISTS":
         return [part for part in arg[1:] if part is not None]
     return []
