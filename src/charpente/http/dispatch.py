@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from charpente.http.middleware import (
+    CLIENT_GONE,
     RawHeaders,
     declared_length_error,
     log_access,
@@ -104,6 +105,8 @@ class RestDispatcher:
             reply = await self._answer(scope, receive, endpoint, item_id, headers, request_id)
             status, started = reply.status, True
             await _send_reply(send, reply, extra)
+        except ClientDisconnect:
+            status = CLIENT_GONE  # the client left while sending its body: nobody to answer
         except Exception as exc:
             log_unexpected(exc, scope["path"], request_id)
             if started:

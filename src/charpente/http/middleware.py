@@ -14,6 +14,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import msgspec
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.errors import BadRequest, PayloadTooLarge
@@ -26,6 +27,7 @@ from charpente.http.problems import (
 from charpente.runtime.ids import new_id
 
 __all__ = [
+    "CLIENT_GONE",
     "BodyLimitMiddleware",
     "RawHeaders",
     "RequestContextMiddleware",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 RawHeaders = list[tuple[bytes, bytes]]
+
+CLIENT_GONE = 499
+"""The status the access log shows when the client left before its request was answered."""
 
 access_logger = logging.getLogger("charpente.access")
 
@@ -83,6 +88,10 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:
+            # The client left while sending its body: the request ends, nobody to answer.
+            if not state["started"]:
+                state["status"] = CLIENT_GONE
         except Exception as exc:
             log_unexpected(exc, scope["path"], request_id)
             if state["started"]:

@@ -103,8 +103,9 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 
 def log_unexpected(exc: BaseException, path: str, request_id: str | None) -> None:
-    """Log a bug with its traceback and the request id that the client was given."""
-    logger.error("unhandled error on %s (request %s)", path, request_id, exc_info=exc)
+    """Log a bug with its traceback and the request id that the client was given; the path
+    is logged escaped (repr), so that a decoded `%0A` cannot forge a log line."""
+    logger.error("unhandled error on %r (request %s)", path, request_id, exc_info=exc)
 
 
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {

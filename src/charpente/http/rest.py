@@ -183,6 +183,7 @@ class _ResourceEndpoints:
 
     async def create(self, call: RestCall) -> Reply:
         _check_accept(call)
+        _refuse_query(call)
         body = await read_json(call, _POST_TYPES)
         key = call.header(b"idempotency-key")
         idempotency = None if key is None else IdempotencyKey(key, self.base, self._rendered)
@@ -205,6 +206,7 @@ class _ResourceEndpoints:
 
     async def update(self, call: RestCall) -> Reply:
         _check_accept(call)
+        _refuse_query(call)
         patch = await read_json(call, _PATCH_TYPES)
         item = await self.service.update(
             self.name,
@@ -218,6 +220,7 @@ class _ResourceEndpoints:
 
     async def delete(self, call: RestCall) -> Reply:
         _check_accept(call)
+        _refuse_query(call)
         await self.service.delete(
             self.name, call.item_id, if_match=_if_match(call), request_id=call.request_id
         )
@@ -234,6 +237,13 @@ def _json_reply(body: bytes, status: int, headers: list[tuple[bytes, bytes]]) ->
         headers.append((b"content-length", b"%d" % len(body)))
     headers.append(_JSON_TYPE)
     return Reply(status, headers, body)
+
+
+def _refuse_query(call: RestCall) -> None:
+    """Writes take no query parameter: the first one sent is named in a 400."""
+    for name, _ in query_pairs(call.query):
+        shown = name if len(name) <= 64 else name[:64] + "…"
+        raise BadRequest(detail=f"unknown query parameter `{shown}`")
 
 
 def _with_head(handlers: Mapping[str, Endpoint]) -> dict[str, Endpoint]:
