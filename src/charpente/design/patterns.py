@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["compile_pattern", "end_anchored", "slow_pattern"]
@@ -43,12 +43,13 @@ def end_anchored(pattern: str) -> str:
 
 
 def slow_pattern(pattern: str) -> bool:
-    """Whether a repeated group repeats something of variable length inside it.
+    """Whether a repeated group can split the same text between its repetitions in many ways.
 
-    Such patterns (`(a+)+`, `(\\w+\\s?)+`, `(a|aa)+`) can backtrack exponentially.
-    `pattern` must be a valid regular expression.
+    Such patterns (`(a+)+`, `(\\w+\\s?)+`, `(a|aa)+`) can backtrack exponentially. A group
+    whose repetitions start with a literal none of its inner repeats can match
+    (`(\\.[a-z]+)*`) is unambiguous, hence fast. `pattern` must be a valid regex.
     """
-    return any(_risky(tree) for tree in _repeated_bodies(_parser.parse(pattern)))
+    return any(_risky(body) for body in _repeated_bodies(_parser.parse(pattern)))
 
 
 def _repeated_bodies(tree: Any) -> Iterator[Any]:
@@ -59,16 +60,86 @@ def _repeated_bodies(tree: Any) -> Iterator[Any]:
         yield from (sub for child in _children(op, arg) for sub in _repeated_bodies(child))
 
 
-def _risky(tree: Any) -> bool:
-    """Whether something inside `tree` can match text of more than one length or way."""
+def _risky(body: Any) -> bool:
+    """Whether a repeated body can match the same text in more than one way."""
+    if any(_ambiguous(arg[1]) for op, arg in _walk(body) if str(op) == "BRANCH"):
+        return True
+    variable = [arg[2] for op, arg in _walk(body) if str(op) in _REPEATS and arg[0] != arg[1]]
+    if not variable:
+        return False
+    lead = _leading_literal(body)
+    return lead is None or any(_may_start_with(inner, lead) for inner in variable)
+
+
+def _walk(tree: Any) -> Iterator[tuple[Any, Any]]:
     for op, arg in _items(tree):
-        if str(op) in _REPEATS and arg[0] != arg[1]:
-            return True
-        if str(op) == "BRANCH" and _ambiguous(arg[1]):
-            return True
-        if any(_risky(child) for child in _children(op, arg)):
-            return True
-    return False
+        yield op, arg
+        for child in _children(op, arg):
+            yield from _walk(child)
+
+
+def _leading_literal(tree: Any) -> int | None:
+    """The character every match of `tree` starts with, when it is one fixed literal."""
+    items = _items(tree)
+    if not items:
+        return None
+    op, arg = items[0]
+    if str(op) == "LITERAL":
+        return int(arg)
+    if str(op) == "SUBPATTERN":
+        return _leading_literal(arg[3])
+    if str(op) in _REPEATS and arg[0] >= 1:
+        return _leading_literal(arg[2])
+    return None
+
+
+def _may_start_with(tree: Any, code: int) -> bool:
+    """Whether a match of `tree` may start with character `code` (True when unsure)."""
+    items = _items(tree)
+    if not items:
+        return False
+    op, arg = items[0]
+    name = str(op)
+    if name == "LITERAL":
+        return int(arg) == code
+    if name == "NOT_LITERAL":
+        return int(arg) != code
+    if name == "IN":
+        return _in_set(arg, code)
+    if name == "SUBPATTERN":
+        return _may_start_with(arg[3], code)
+    if name in _REPEATS and arg[0] >= 1:
+        return _may_start_with(arg[2], code)
+    return True
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+_CATEGORIES: dict[str, Callable[[str], bool]] = {
+    "CATEGORY_DIGIT": str.isdigit,
+    "CATEGORY_SPACE": str.isspace,
+    "CATEGORY_WORD": _is_word,
+}
+
+
+def _in_set(members: list[tuple[Any, Any]], code: int) -> bool:
+    negate, hit = False, False
+    for op, arg in members:
+        name = str(op)
+        if name == "NEGATE":
+            negate = True
+        elif name == "LITERAL":
+            hit = hit or int(arg) == code
+        elif name == "RANGE":
+            hit = hit or arg[0] <= code <= arg[1]
+        elif name == "CATEGORY" and str(arg).replace("NOT_", "") in _CATEGORIES:
+            test = _CATEGORIES[str(arg).replace("NOT_", "")]
+            hit = hit or (test(chr(code)) != str(arg).startswith("CATEGORY_NOT_"))
+        else:
+            return True  # anything else: assume it may
+    return hit != negate
 
 
 def _ambiguous(alternatives: list[Any]) -> bool:
