@@ -147,3 +147,15 @@ async def test_the_middleware_ends_a_request_whose_client_left_without_a_bug_log
     sent = await _disconnect_while_sending(RequestContextMiddleware(reads_body), "/other")
     assert not [m for m in sent if m["type"] == "http.response.start"]
     assert not [r for r in caplog.records if r.name == "charpente.errors"]
+
+
+@pytest.mark.anyio
+async def test_the_entity_tag_of_an_expanded_get_serves_as_if_match(api: Any) -> None:
+    author = await api.create("users", {"handle": "ada"})
+    post = await api.create("posts", {"author": author["id"], "title": "t"})
+    url = f"/v1/posts/{post['id']}"
+    etag = (await api.client.get(f"{url}?expand=author")).headers["etag"]
+    patched = await api.client.patch(url, json={"title": "u"}, headers={"If-Match": etag})
+    assert patched.status_code == 200
+    stale = await api.client.patch(url, json={"title": "v"}, headers={"If-Match": etag})
+    assert stale.status_code == 412

@@ -315,7 +315,8 @@ async def read_json(call: RestCall, media_types: frozenset[str]) -> object:
 
 
 def parse_if_match(value: str) -> Precondition:
-    """`*` or a list of entity tags; only strong tags of our versions can ever match."""
+    """`*` or a list of entity tags; only strong tags of our versions can ever match (an
+    expanded GET's `"<version>-<hash>"` is compared by its version)."""
     if value.strip() == "*":
         return Precondition(None)
     versions: set[int] = set()
@@ -324,8 +325,9 @@ def parse_if_match(value: str) -> Precondition:
         if match is None:
             raise BadRequest(detail='If-Match must be "*" or entity tags like "3"')
         weak, tag = match.groups()
-        if not weak and tag.isdigit() and len(tag) <= 18:
-            versions.add(int(tag))
+        version = tag.partition("-")[0]  # an expanded GET's tag: the record's version first
+        if not weak and version.isdigit() and len(version) <= 18:
+            versions.add(int(version))
     return Precondition(frozenset(versions))
 
 
