@@ -70,3 +70,22 @@ def test_a_null_cursor_value_never_goes_into_a_row_value_comparison() -> None:
     assert "posts.created_at IS NOT NULL" in sql
     row_value = str(keyset_condition(table, SORT, (datetime.datetime.now(datetime.UTC), ident)))
     assert "(posts.created_at, posts.id) <" in row_value
+
+
+def test_statements_a_page_cache_drops_are_dropped_by_the_compiler_too() -> None:
+    from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+
+    from charpente.sql.postgres import PgCompiler
+
+    compiler = PgCompiler(pg_asyncpg.dialect())
+    pages = PageStatements(
+        TABLES, lambda table, query: list(table.c), keep=compiler.keep, forget=compiler.forget
+    )
+    statement, params = pages.of(_query('title == "a"'))
+    sql, args = compiler.bind(statement.rows, params)
+    assert "$1" in sql
+    assert args[0] == "a"
+    pages._drop_all()
+    assert compiler._kept == {}
+    again, params = pages.of(_query('title == "b"'))
+    assert compiler.bind(again.rows, params)[1][0] == "b"

@@ -82,24 +82,28 @@ class PgCompiler:
 
     def __init__(self, dialect: sa.Dialect) -> None:
         self._dialect = dialect
-        self._kept: dict[int, sa.Executable] = {}
+        # Kept statements (held here, so their ids stay theirs) and their compiled forms by
+        # parameter names; their number is bounded by their owners, not by _MAX_SHAPES.
+        self._kept: dict[int, tuple[sa.Executable, dict[tuple[str, ...], PgStatement]]] = {}
         self._compiled: dict[Hashable, PgStatement] = {}
 
     def keep(self, stmt: sa.Executable) -> None:
         """Mark `stmt` as built once for the process: it is then found by identity."""
-        self._kept[id(stmt)] = stmt
+        self._kept[id(stmt)] = (stmt, {})
 
     def forget(self, stmt: sa.Executable) -> None:
         """Drop a kept statement and what was compiled for it (its owner let it go)."""
-        if self._kept.pop(id(stmt), None) is not None:
-            for key in [k for k in self._compiled if isinstance(k, tuple) and k[0] == id(stmt)]:
-                del self._compiled[key]
+        self._kept.pop(id(stmt), None)
 
     def bind(self, stmt: sa.Executable, params: Params) -> tuple[str, list[Any]]:
         """The SQL text and positional arguments to run `stmt` with `params`."""
         keys = () if params is None else tuple(params)
-        if id(stmt) in self._kept:
-            return self._statement((id(stmt), keys), stmt, keys, None).bind(params or {})
+        kept = self._kept.get(id(stmt))
+        if kept is not None:
+            found = kept[1].get(keys)
+            if found is None:
+                found = kept[1][keys] = PgStatement.of(self._compile(stmt, keys, None))
+            return found.bind(params or {})
         cache_key: Any = stmt._generate_cache_key()  # type: ignore[attr-defined]
         if cache_key is None:  # not cacheable: compile for this call only
             return PgStatement.of(self._compile(stmt, keys, None)).bind(params or {})
