@@ -12,9 +12,7 @@ from dataclasses import dataclass, field as dc_field
 from charpente.design.expr import Expr
 
 __all__ = [
-    "NUMBER_KINDS",
     "SYSTEM_FIELDS",
-    "TEXT_KINDS",
     "Check",
     "CountSource",
     "Default",
@@ -47,10 +45,6 @@ class Kind(enum.StrEnum):
     UUID = "uuid"
     REF = "ref"
     COUNT = "count"  # a counter kept exact by the engine: `count: likes.post`
-
-
-TEXT_KINDS = frozenset({Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.ENUM})
-NUMBER_KINDS = frozenset({Kind.INT, Kind.FLOAT, Kind.DECIMAL, Kind.COUNT})
 
 
 class OnDelete(enum.StrEnum):

@@ -101,10 +101,6 @@ class Hooks:
 
         return register
 
-    def has(self, moment: str, event: str, resource: str) -> bool:
-        """Whether any hook is registered for this moment, event and resource."""
-        return (moment, event, resource) in self._hooks
-
     async def run_before_create(self, ctx: HookContext, values: Record) -> Record:
         """Run the before_create hooks in order; the values they leave (exceptions propagate)."""
         for hook in self._hooks.get(("before", "create", ctx.resource), ()):
