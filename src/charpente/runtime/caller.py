@@ -1,0 +1,28 @@
+"""Who is asking: the caller of a request, as access rules see it (`auth` in the design).
+
+An anonymous caller has no id and no role. `system` callers are the engine itself (CLI
+commands, hooks reading on the engine's behalf): access rules do not apply to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ANONYMOUS", "SYSTEM", "Caller"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """`auth.id` and `auth.role` of the access rules; `id` None means not signed in."""
+
+    id: str | None = None
+    role: str | None = None
+    system: bool = False
+
+    @property
+    def signed_in(self) -> bool:
+        return self.id is not None
+
+
+ANONYMOUS = Caller()
+SYSTEM = Caller(system=True)
