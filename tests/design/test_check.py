@@ -214,7 +214,7 @@ def test_every_problem_of_a_design_is_reported_at_once_in_order():
         "      n: {count: likes.post}\n"  # 10
         "    indexes: [[nope]]\n"  # 11
         "    checks: [body ==]\n"  # 12
-        "  accounts:\n"
+        "  users:\n"
         "    fields: {handle: {type: string, min: 1}}\n"  # 14
     )
     found = problems(text)

@@ -107,16 +107,16 @@ def test_an_unknown_top_level_key_gets_a_suggestion():
     )
 
 
-@pytest.mark.parametrize("key", ["auth", "webhooks", "flags", "events", "limits", "access"])
+@pytest.mark.parametrize("key", ["webhooks", "flags", "events"])
 def test_keys_of_later_versions_are_errors_at_the_top(key):
     assert errors(HEAD + f"      a: int\n{key}: {{}}\n") == at(
         (7, 1), f"`{key}` is not available in this version of charpente"
     )
 
 
-def test_access_rules_on_a_resource_are_refused_not_ignored():
-    assert errors(HEAD + "      a: int\n    access: {read: true}\n") == at(
-        (7, 5), "`access` is not available in this version of charpente"
+def test_events_on_a_resource_are_refused_not_ignored():
+    assert errors(HEAD + "      a: int\n    events: [created]\n") == at(
+        (7, 5), "`events` is not available in this version of charpente"
     )
 
 
@@ -631,10 +631,16 @@ def test_now_is_not_a_default_for_other_types():
     )
 
 
-def test_defaults_from_the_caller_come_with_accounts():
+def test_the_caller_is_a_default_only_of_a_ref_to_accounts():
     assert field_errors("a: {ref: posts, default: auth.id}") == at(
-        (6, 32), "defaults from the caller (auth.id) come with accounts, in a later version"
+        (6, 32), "`auth.id` is a default of a `ref: accounts` (or uuid) field"
     )
+
+
+def test_a_ref_to_accounts_defaulting_to_the_caller_is_not_client_writable():
+    author = field("a: {ref: accounts, default: auth.id}")
+    assert author.default is not None and author.default.expr is not None
+    assert not author.is_client_writable
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,7 @@ def test_auth_names_are_accepted_only_when_allowed() -> None:
         ("true", 0, "a value alone is not a condition"),
         ("score == 1 and 5", 15, "not a condition"),
         ("not title", 4, "not a condition"),
-        ("exists(users, name == 'x')", 0, "exists() is not available here yet"),
+        ("exists(users, name == 'x')", 0, "exists() is only for access rules"),
         ("length(title) > 1", 0, "each side"),
         ("nope(title)", 0, "unknown function"),
         ("(score == 1) == true", 7, "each side"),

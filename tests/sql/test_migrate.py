@@ -455,7 +455,7 @@ async def test_the_social_template_replans_empty_and_its_snapshot_reads_back(eng
 
     assert plan.steps
     assert (await plan_migration(engine, social)).is_empty
-    assert design_from_json(design_to_json(social)) == social
+    assert design_from_json(design_to_json(social)).resources == social.resources
 
 
 async def test_every_kind_of_field_replans_empty_after_apply(engine):

@@ -56,12 +56,13 @@ class ListQuery:
 
 @dataclass(frozen=True, slots=True)
 class GetQuery:
-    """One record by id."""
+    """One record by id, if it also satisfies `where` (the caller's read rule)."""
 
     resource: str
     id: str
     fields: tuple[str, ...] | None = None
     expand: tuple[str, ...] = ()
+    where: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)

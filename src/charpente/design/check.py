@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from charpente.design.access import read_access
+from charpente.design.auth import ACCOUNTS
 from charpente.design.model import Check, Design, Field, Index, IndexColumn, Kind, Resource
 from charpente.design.parse import parse_expr
 from charpente.design.resolve import resolve_expr
-from charpente.design.source import Node, Reader, did_you_mean
+from charpente.design.source import Node, Reader, did_you_mean, offset_position
 from charpente.errors import ExprError, Problem
 
 __all__ = ["check_design"]
 
 _INDEX_KEYS = ("fields", "unique")
 _CHECK_KEYS = ("check", "message")
-_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
 
 
 def check_design(design: Design, root: Node, reader: Reader) -> Design:
@@ -39,7 +40,32 @@ def check_design(design: Design, root: Node, reader: Reader) -> Design:
         name: replace(resource, checks=_checks(_Scope(design, resource, tree, reader)))
         for name, resource in design.resources.items()
     }
-    return replace(design, resources=checked)
+    design = replace(design, resources=checked)
+    guarded = {
+        name: replace(resource, access=read_access(design, resource, tree.access(name), reader))
+        for name, resource in design.resources.items()
+    }
+    design = replace(design, resources=guarded)
+    _warn_hidden_counts(design, tree, reader)
+    return design
+
+
+def _warn_hidden_counts(design: Design, tree: _Tree, reader: Reader) -> None:
+    """A counter shows how many rows point at a record, even rows the caller may not read."""
+    for resource in design.resources.values():
+        for field in resource.counters:
+            if field.count is None:
+                continue  # a malformed count, reported already
+            source = design.resources.get(field.count.resource)
+            counted = None if source is None else source.access
+            if counted is not None and counted.rules["list"].source != "true":
+                node = tree.option(resource.name, field.name, "count")
+                if node is not None:
+                    message = (
+                        f"`{field.name}` counts `{field.count.resource}` records that not "
+                        "everyone may read: the count is visible to whoever reads this record"
+                    )
+                    reader.warn(node, message)
 
 
 class _Tree:
@@ -47,14 +73,24 @@ class _Tree:
 
     def __init__(self, root: Node) -> None:
         self.resources = root.get("resources") or Node.mapping((), root.pos)
+        self.auth = root.get("auth")
+
+    def access(self, resource: str) -> Node | None:
+        """The `access` block of a resource (`auth: access:` for the built-in accounts)."""
+        if resource == ACCOUNTS:
+            return self.auth.get("access") if self.auth is not None and self.auth.is_map else None
+        return self.resource(resource).get("access")
 
     def resource(self, name: str) -> Node:
         return self.resources.get(name) or Node.mapping((), self.resources.pos)
 
     def declared_resources(self) -> list[str]:
-        return [name for name, _ in self.resources.entries()]
+        return [ACCOUNTS, *(name for name, _ in self.resources.entries())]
 
     def fields(self, resource: str) -> Node:
+        if resource == ACCOUNTS:
+            profile = self.auth.get("profile") if self.auth is not None else None
+            return profile or Node.mapping((), self.resources.pos)
         node = self.resource(resource)
         return node.get("fields") or Node.mapping((), node.pos)
 
@@ -257,31 +293,8 @@ def _check(scope: _Scope, node: Node, message: str | None) -> Check | None:
     try:
         expr = resolve_expr(parse_expr(text), scope.resource, scope.design)
     except ExprError as error:
-        line, column = _offset_position(node, error.offset)
+        line, column = offset_position(node, error.offset)
         pos = node.pos
         scope.reader.problems.append(Problem(error.message, pos.file, line, column))
         return None
     return Check(text, expr, message, node.pos)
-
-
-def _offset_position(node: Node, offset: int) -> tuple[int, int]:
-    """Line and column of character `offset` of a scalar's value, in the design file.
-
-    Exact for single-line plain and quoted scalars; the scalar's start for the others.
-    """
-    pos = node.pos
-    if node.style not in ("", "'", '"') or "\n" in node.raw:
-        return pos.line, pos.column
-    if node.style == "":
-        return pos.line, pos.column + offset
-    body, index = node.raw[1:], 0
-    for _ in range(offset):
-        if index >= len(body):
-            break
-        if node.style == "'" and body.startswith("''", index):
-            index += 2
-        elif node.style == '"' and body[index] == "\\":
-            index += 2 + _HEX_ESCAPES.get(body[index + 1 : index + 2], 0)
-        else:
-            index += 1
-    return pos.line, pos.column + 1 + index

@@ -50,6 +50,8 @@ def evaluate(
             return _compare(expr, row, auth)
         case Call(name, _, pos):
             raise ExprError(f"{name}() cannot be evaluated on a single row", pos)
+        case Literal(value) if value is None or isinstance(value, bool):
+            return value  # a constant that design.bind folded
     raise ExprError("not a condition: resolve the expression first", expr.pos)
 
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import replace
 from pathlib import PurePosixPath, PureWindowsPath
 
+from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
 from charpente.design.check import check_design
 from charpente.design.model import (
     SYSTEM_FIELDS,
@@ -21,11 +22,12 @@ from charpente.design.model import (
     Field,
     Kind,
     OnDelete,
+    Cors,
     Resource,
 )
 from charpente.design.patterns import compile_pattern, slow_pattern
 from charpente.design.source import Node, Reader, did_you_mean, literal_value
-from charpente.errors import DesignError
+from charpente.errors import DesignError, Problem
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,8 +47,13 @@ RESERVED_RESOURCES = frozenset(
 _DESIGN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_TOP_KEYS = ("charpente", "name", "api_version", "hooks", "resources")
-_RESOURCE_KEYS = ("fields", "unique", "indexes", "checks", "require_if_match", "description")
+_TOP_KEYS = ("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources")
+_RESOURCE_KEYS = (
+    *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
+    *("access", "limits"),
+)
+_CORS_KEYS = ("origins", "credentials", "max_age")
+_MAX_ORIGINS = 100
 _SYSTEM_NAMES = tuple(f.name for f in SYSTEM_FIELDS)
 _FIELD_KEYS = (
     *("type", "required", "default", "unique", "readonly", "writeonly", "immutable"),
@@ -100,7 +107,14 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
     name = _design_name(reader, top)
     api_version = reader.whole(top, "api_version", low=1, high=1000)
     hooks = _hooks(reader, top)
+    auth = read_auth(reader, top.get("auth"))
     resources = _resources(reader, top["resources"]) if "resources" in top else {}
+    if ACCOUNTS in resources:
+        message = f"`{ACCOUNTS}` is built in: add its fields under `auth: profile:`"
+        reader.error(top["resources"], message)
+    profile_node = top["auth"].get("profile") if "auth" in top else None
+    profile = _fields(reader, profile_node) if profile_node is not None else ()
+    resources = {ACCOUNTS: accounts_resource(auth, _profile(reader, profile)), **resources}
     return Design(
         name=name or "",
         api_version=api_version or 1,
@@ -108,7 +122,58 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
         hooks=hooks,
         format_version=version or FORMAT_VERSION,
         source=file,
+        auth=auth,
+        cors=_cors(reader, top.get("cors")),
     )
+
+
+def _profile(reader: Reader, fields: tuple[Field, ...]) -> tuple[Field, ...]:
+    """Profile fields, without those that would shadow the engine's own account fields."""
+    own = ("email", "role", "email_verified", "disabled", "password")
+    kept = []
+    for field in fields:
+        if field.name in own:
+            reader.problems.append(_problem_at(field, f"`{field.name}` is an account field already"))
+        else:
+            kept.append(field)
+    return tuple(kept)
+
+
+def _problem_at(field: Field, message: str) -> Problem:
+    return Problem(message, field.pos.file, field.pos.line, field.pos.column)
+
+
+def _cors(reader: Reader, node: Node | None) -> Cors:
+    if node is None:
+        return Cors()
+    options = reader.mapping(node, _CORS_KEYS, "`cors`") or {}
+    origins = _origins(reader, options.get("origins"))
+    credentials = bool(reader.flag(options, "credentials"))
+    if credentials and "*" in origins:
+        reader.error(options["credentials"], "`credentials: true` needs a list of origins, not `*`")
+        credentials = False
+    max_age = reader.whole(options, "max_age", high=86400)
+    return Cors(origins, credentials, 600 if max_age is None else max_age)
+
+
+def _origins(reader: Reader, node: Node | None) -> tuple[str, ...]:
+    if node is None:
+        return ()
+    if not node.is_list:
+        reader.error(node, "`origins` must be a list, e.g. [https://app.example.com]")
+        return ()
+    origins = []
+    for item in node.items[:_MAX_ORIGINS]:
+        text = item.text or ""
+        if text == "*" or _ORIGIN.fullmatch(text):
+            origins.append(text)
+        else:
+            message = "an origin is scheme://host[:port] (no path), or `*` for any origin"
+            reader.error(item, message)
+    return tuple(origins)
+
+
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9a-fA-F:]+\](:\d{1,5})?")
 
 
 def _format_version(reader: Reader, top: dict[str, Node]) -> int | None:
@@ -478,9 +543,13 @@ def _default(reader: Reader, field: Field, node: Node | None) -> Default | None:
         reader.error(node, "`now` is a default only for date and datetime fields")
         return None
     if plain is not None and _CALLER.fullmatch(plain):
-        message = f"defaults from the caller ({plain}) come with accounts, in a later version"
-        reader.error(node, message)
-        return None
+        if plain != "auth.id":
+            reader.error(node, f"`{plain}` cannot be a default: only `auth.id` (the caller)")
+            return None
+        if field.kind not in (Kind.REF, Kind.UUID) or field.ref not in (None, ACCOUNTS):
+            reader.error(node, "`auth.id` is a default of a `ref: accounts` (or uuid) field")
+            return None
+        return caller_default()
     try:
         value = literal_value(field, node)
         _check_value(field, value)

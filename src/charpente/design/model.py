@@ -12,8 +12,13 @@ from dataclasses import dataclass, field as dc_field
 from charpente.design.expr import Expr
 
 __all__ = [
+    "ACTIONS",
+    "ADMIN_ROLE",
     "SYSTEM_FIELDS",
+    "Access",
+    "AuthConfig",
     "Check",
+    "Cors",
     "CountSource",
     "Default",
     "Design",
@@ -23,8 +28,16 @@ __all__ = [
     "Kind",
     "OnDelete",
     "Position",
+    "Provider",
     "Resource",
+    "Rule",
 ]
+
+ACTIONS = ("list", "get", "create", "update", "delete")
+"""What access rules govern; `read` in a design sets both `list` and `get`."""
+
+ADMIN_ROLE = "admin"
+"""The role that a resource without an `access` block is reserved to."""
 
 
 class Kind(enum.StrEnum):
@@ -122,7 +135,8 @@ class Field:
     @property
     def is_client_writable(self) -> bool:
         """Whether a client may ever put this field in a body."""
-        return not (self.system or self.readonly or self.kind is Kind.COUNT)
+        from_caller = self.default is not None and self.default.expr is not None
+        return not (self.system or self.readonly or self.kind is Kind.COUNT or from_caller)
 
 
 SYSTEM_FIELDS: tuple[Field, ...] = (
@@ -161,6 +175,30 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """An access rule: its text and its tree, resolved against the resource (auth names kept)."""
+
+    source: str
+    expr: Expr
+    pos: Position = dc_field(default=NOWHERE, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may do what on a resource: a rule per action (ACTIONS), and field rules.
+
+    `fields_read` hides a field from callers for whom its rule is not true;
+    `fields_write` refuses a body that sets the field (422) when its rule is not true.
+    `declared` is False when the design gave no `access` block (admin-only defaults).
+    """
+
+    rules: Mapping[str, Rule]
+    fields_read: Mapping[str, Rule] = dc_field(default_factory=dict)
+    fields_write: Mapping[str, Rule] = dc_field(default_factory=dict)
+    declared: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """A collection of records with the same fields: `/v1/{name}`."""
 
@@ -171,6 +209,10 @@ class Resource:
     checks: tuple[Check, ...] = ()
     require_if_match: bool = False
     description: str | None = None
+    # Rules and limits are not schema: they take no part in equality (nor in migrations).
+    access: Access | None = dc_field(default=None, compare=False)  # filled by design.check
+    limits: Mapping[str, object] = dc_field(default_factory=dict, compare=False)
+    builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property
@@ -193,6 +235,45 @@ class Resource:
         return tuple(f for f in self.fields if f.kind is Kind.COUNT)
 
 
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """An OAuth2 / OIDC login provider. Client id and secret are environment variable names."""
+
+    name: str
+    kind: str  # "oidc" (Google and other OpenID Connect providers) or "github"
+    client_id_env: str
+    client_secret_env: str
+    issuer: str | None = None  # oidc: where discovery starts
+    base_url: str | None = None  # github: github.com, or a local twin
+    api_url: str | None = None  # github: api.github.com, or a local twin
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """The design's `auth` block: signup policy, roles (the first is the default), providers,
+    where OAuth logins may send people back to, and token lifetimes (seconds)."""
+
+    signup: str = "closed"  # open | invite | closed
+    roles: tuple[str, ...] = ("member", ADMIN_ROLE)
+    providers: tuple[Provider, ...] = ()
+    redirect_uris: tuple[str, ...] = ()
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 86400
+    algorithm: str = "EdDSA"  # or ES256
+
+    def provider(self, name: str) -> Provider | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """Cross-origin requests: which browser origins may call the API."""
+
+    origins: tuple[str, ...] = ()
+    credentials: bool = False
+    max_age: int = 600
+
+
 @dataclass(frozen=True)
 class Design:
     """A whole design file: its resources and the engine options it sets."""
@@ -204,6 +285,9 @@ class Design:
     format_version: int = 1
     source: str = "<design>"  # the file it came from, for messages
     warnings: tuple[str, ...] = ()
+    auth: AuthConfig = dc_field(default_factory=AuthConfig)
+    cors: Cors = dc_field(default_factory=Cors)
+    limits: Mapping[str, object] = dc_field(default_factory=dict)  # `all`, `auth` → LimitRule
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)

@@ -47,7 +47,7 @@ _FAMILIES = {
     Kind.DATETIME: "datetime",
     Kind.JSON: "json",
 }
-_AUTH_KINDS = {"id": Kind.UUID, "role": Kind.STRING}
+_AUTH_KINDS = {"id": Kind.UUID, "role": Kind.ENUM}
 _INT64 = (-(2**63), 2**63 - 1)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(
@@ -75,14 +75,22 @@ def family_of(kind: Kind) -> str:
 
 
 def resolve_expr(
-    expr: Expr, resource: Resource, design: Design, *, allow_auth: bool = False
+    expr: Expr,
+    resource: Resource,
+    design: Design,
+    *,
+    allow_auth: bool = False,
+    allow_exists: bool = False,
 ) -> Expr:
     """Check every name and comparison of `expr` against `resource`; return it with typed literals.
 
-    Raises ExprError at the offending node's `pos`. `auth.id` and `auth.role` are accepted
-    (and left as names) only when `allow_auth` is set.
+    Raises ExprError at the offending node's `pos`. With `allow_auth` (access rules),
+    `auth.id`, `auth.role` and `auth` alone (signed in, read as `auth.id != null`) are
+    accepted and left as names. With `allow_exists`, `exists(resource, condition)` is too:
+    inside it a name is a field of that resource, else of the outer one, and the resolved
+    tree names outer fields in full (`posts.author`) so that no name is ambiguous.
     """
-    return _Resolver(resource, design, allow_auth).condition(expr)
+    return _Resolver(resource, design, allow_auth, allow_exists).condition(expr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,8 @@ class _Resolver:
     resource: Resource
     design: Design
     allow_auth: bool
+    allow_exists: bool
+    outer: Resource | None = None  # inside exists(): the resource of the rule
 
     def condition(self, expr: Expr) -> Expr:
         match expr:
@@ -103,6 +113,8 @@ class _Resolver:
                 return self.compare(expr)
             case Call():
                 return self.call(expr)
+            case Name(("auth",), pos) if self.allow_auth:
+                return Compare("!=", Name(("auth", "id"), pos), Literal(None, pos), pos)
         what = "a field" if isinstance(expr, Name) else "a value"
         raise ExprError(
             f"{what} alone is not a condition: compare it, e.g. with == or !=", expr.pos
@@ -111,12 +123,26 @@ class _Resolver:
     def call(self, call: Call) -> Expr:
         if call.name != "exists":
             raise ExprError(f"unknown function {call.name!r}", call.pos)
-        raise ExprError("exists() is not available here yet", call.pos)
+        if not self.allow_exists:
+            raise ExprError("exists() is only for access rules", call.pos)
+        if self.outer is not None:
+            raise ExprError("exists() cannot be nested in another exists()", call.pos)
+        if len(call.args) != 2 or not isinstance(call.args[0], Name):
+            raise ExprError("write exists(resource, condition)", call.pos)
+        target = call.args[0]
+        inner = self.design.resource(target.dotted)
+        if inner is None:
+            known = difflib.get_close_matches(target.dotted, list(self.design.resources), n=1)
+            hint = f"; did you mean {known[0]!r}?" if known else ""
+            raise ExprError(f"unknown resource {target.dotted!r}{hint}", target.pos)
+        scope = _Resolver(inner, self.design, self.allow_auth, False, self.resource)
+        return Call("exists", (Name((inner.name,), target.pos), scope.condition(call.args[1])))
 
     def compare(self, node: Compare) -> Expr:
         for side in (node.left, node.right):
             if not isinstance(side, Name | Literal | ListOf):
                 raise ExprError("each side of a comparison must be a field or a value", side.pos)
+        node = Compare(node.op, self.qualified(node.left), self.qualified(node.right), node.pos)
         if node.op in ("in", "not in"):
             return self.membership(node)
         for side in (node.left, node.right):
@@ -170,9 +196,22 @@ class _Resolver:
         _check_op(node, operand)
         return Literal(_coerce(operand, literal, node.op), literal.pos)
 
+    def qualified(self, side: Expr) -> Expr:
+        """`auth` alone as `auth.id`; inside exists(), a name of the outer resource in full."""
+        if self.allow_auth and isinstance(side, Name) and side.path == ("auth",):
+            return Name(("auth", "id"), side.pos)
+        if self.outer is None or not isinstance(side, Name) or side.path[0] == "auth":
+            return side
+        if len(side.path) == 1 and self.resource.field(side.path[0]) is None:
+            if self.outer.field(side.path[0]) is not None:
+                return Name((self.outer.name, side.path[0]), side.pos)
+        return side
+
     def operand(self, name: Name) -> _Operand:
         if name.path[0] == "auth" and len(name.path) > 1:
             return self.auth(name)
+        if self.outer is not None and len(name.path) == 2 and name.path[0] == self.outer.name:
+            return _Resolver(self.outer, self.design, False, False).operand(Name(name.path[1:]))
         if len(name.path) > 1:
             raise ExprError(
                 f"{name.dotted!r} is not a field: dotted names are for auth.id and auth.role",
@@ -191,6 +230,8 @@ class _Resolver:
         kind = _AUTH_KINDS.get(name.path[1]) if len(name.path) == 2 else None
         if kind is None:
             raise ExprError(f"unknown {name.dotted!r}: use auth.id or auth.role", name.pos)
+        if kind is Kind.ENUM:
+            return _Operand(kind, "auth.role", self.design.auth.roles)
         return _Operand(kind, f"{name.dotted} ({kind})")
 
     def unknown(self, name: str) -> str:

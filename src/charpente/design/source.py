@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 from charpente.design.model import Field, Kind, Position
 from charpente.errors import Problem
 
-__all__ = ["LATER_KEYS", "Node", "NodeKind", "Reader", "Scalar", "did_you_mean", "literal_value"]
+__all__ = ["LATER_KEYS", "Node", "NodeKind", "Reader", "Scalar", "did_you_mean", "literal_value", "offset_position"]
 
 # Keys of later versions of the format: an ignored access rule would be a security hole.
-LATER_KEYS = frozenset({"auth", "access", "limits", "events", "webhooks", "flags"})
+LATER_KEYS = frozenset({"events", "webhooks", "flags"})
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
@@ -342,3 +342,29 @@ _CONVERTERS = {
     Kind.UUID: _uuid,
     Kind.REF: _uuid,
 }
+
+
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+
+
+def offset_position(node: Node, offset: int) -> tuple[int, int]:
+    """Line and column of character `offset` of a scalar's value, in the design file.
+
+    Exact for single-line plain and quoted scalars; the scalar's start for the others.
+    """
+    pos = node.pos
+    if node.style not in ("", "'", '"') or "\n" in node.raw:
+        return pos.line, pos.column
+    if node.style == "":
+        return pos.line, pos.column + offset
+    body, index = node.raw[1:], 0
+    for _ in range(offset):
+        if index >= len(body):
+            break
+        if node.style == "'" and body.startswith("''", index):
+            index += 2
+        elif node.style == '"' and body[index] == "\\":
+            index += 2 + _HEX_ESCAPES.get(body[index + 1 : index + 2], 0)
+        else:
+            index += 1
+    return pos.line, pos.column + 1 + index

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from charpente.design.expr import Expr
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
 
 __all__ = [
@@ -35,8 +36,14 @@ class IdempotentResponse:
 class Transaction(Protocol):
     """Writes that commit or roll back together (one database transaction)."""
 
-    async def get(self, resource: str, id: str, *, for_update: bool = False) -> Record | None:
-        """Read one record inside the transaction (locking it on engines that can)."""
+    async def get(
+        self, resource: str, id: str, *, for_update: bool = False, where: Expr | None = None
+    ) -> Record | None:
+        """Read one record inside the transaction (locking it on engines that can), if it
+        satisfies `where` (a resolved condition, auth names bound)."""
+
+    async def matches(self, resource: str, id: str, where: Expr) -> bool:
+        """Whether the record `id`, as this transaction sees it, satisfies `where`."""
 
     async def insert(self, plan: Insert) -> Record:
         """Insert and return the stored record. Raises Conflict naming the unique field(s)."""
@@ -76,9 +83,13 @@ class Database(Protocol):
         """One record by id, or None."""
 
     async def select_by_ids(
-        self, resource: str, ids: Sequence[str], fields: tuple[str, ...] | None = None
+        self,
+        resource: str,
+        ids: Sequence[str],
+        fields: tuple[str, ...] | None = None,
+        where: Expr | None = None,
     ) -> list[Record]:
-        """Records with these ids, in any order, in one query (batched `expand`)."""
+        """Records with these ids that satisfy `where`, in any order, in one query."""
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A transaction: commits when the block ends, rolls back when it raises."""

@@ -11,22 +11,38 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Record, Update
+from charpente.compile.policy import (
+    DENIED,
+    FieldView,
+    Filter,
+    field_view,
+    row_filter,
+    with_filter,
+    writable,
+)
 from charpente.compile.request import encode_cursor, parse_get_params, parse_list_params
 from charpente.compile.values import check_row, validate_create, validate_patch
+from charpente.design.bind import uses_exists
+from charpente.design.evaluate import evaluate
+from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
 from charpente.design.model import Design, Field, Kind, Resource
 from charpente.errors import (
+    ApiError,
     BadRequest,
     FieldError,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     PreconditionRequired,
+    Unauthorized,
     Unavailable,
     ValidationFailed,
 )
+from charpente.runtime.caller import ANONYMOUS, Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
 from charpente.runtime.hooks import HookContext, Hooks
@@ -138,32 +154,63 @@ class Service:
 
     # --- reads -------------------------------------------------------------------------
 
-    async def list(self, resource: str, params: Sequence[tuple[str, str]] = ()) -> ListResult:
+    async def list(
+        self,
+        resource: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        caller: Caller = ANONYMOUS,
+    ) -> ListResult:
         """A page of `resource` from query parameters (filter, sort, limit, cursor, fields,
-        expand, count); BadRequest or ValidationFailed when they are not valid."""
+        expand, count) among the rows the caller may read; BadRequest or ValidationFailed
+        when they are not valid, Unauthorized/Forbidden when the caller may read none."""
         spec = self._spec(resource)
+        auth = _auth(caller)
+        rule = row_filter(spec.resource, "list", auth)
+        if rule is DENIED:
+            raise _refused(caller, resource, hide=False)
+        view = field_view(spec.resource, auth)
         query = parse_list_params(spec.resource, self.design, params)
-        page = await self.database.select_page(_fetching(query, query.fields, query.expand))
+        if view.restricts:
+            _refuse_hidden_names(view, query)
+        fetch = _fetching(query, query.fields, query.expand, view)
+        page = await self.database.select_page(
+            dataclasses.replace(fetch, where=with_filter(query.where, rule))
+        )
         cursor = None
         if page.has_more and page.rows:
             cursor = encode_cursor(query, page.rows[-1], spec.resource)
         shown = _shown(spec, query.fields, query.expand)
-        rows = [{name: row.get(name) for name in shown} for row in page.rows]
-        await self._expand(spec, rows, query.expand)
+        rows = [_visible(view, row, shown, auth) for row in page.rows]
+        await self._expand(spec, rows, query.expand, caller)
         return ListResult(rows, query.limit, cursor, page.total)
 
-    async def get(self, resource: str, id: str, params: Sequence[tuple[str, str]] = ()) -> Item:
-        """One record by id (with `fields` and `expand` from params); NotFound when missing."""
+    async def get(
+        self,
+        resource: str,
+        id: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        caller: Caller = ANONYMOUS,
+    ) -> Item:
+        """One record by id (with `fields` and `expand` from params); NotFound when missing
+        or when the caller may not read it."""
         spec = self._spec(resource)
+        auth = _auth(caller)
+        rule = row_filter(spec.resource, "get", auth)
+        if rule is DENIED:
+            raise _refused(caller, resource, hide=True)
+        view = field_view(spec.resource, auth)
         fields, expand = parse_get_params(spec.resource, params) if params else (None, ())
-        fetch = None if fields is None else (*fields, *expand, "version")
-        found = await self.database.select_one(GetQuery(resource, _path_id(id), fetch, expand))
+        fetch = None if fields is None else (*fields, *expand, "version", *_per_row_names(view))
+        query = GetQuery(resource, _path_id(id), fetch, expand, rule)
+        found = await self.database.select_one(query)
         if found is None:
             raise NotFound(detail=f"no {resource} with this id")
-        record = {name: found.get(name) for name in _shown(spec, fields, expand)}
+        record = _visible(view, found, _shown(spec, fields, expand), auth)
         if not expand:
             return Item(record, _version(found))
-        await self._expand(spec, [record], expand)
+        await self._expand(spec, [record], expand, caller)
         return Item(record, _version(found), _expanded_hash(record, expand))
 
     async def check_ready(self) -> None:
@@ -183,26 +230,36 @@ class Service:
         *,
         request_id: str | None = None,
         idempotency: IdempotencyKey | None = None,
+        caller: Caller = ANONYMOUS,
     ) -> Created:
-        """Validate `body`, run before_create hooks and checks, insert, count, commit.
+        """Validate `body`, run before_create hooks and checks, check the create rule,
+        insert, count, commit.
 
-        With an idempotency key, a retry with the same body replays the stored answer and
-        one with another body is a 422.
+        With an idempotency key (scoped to the caller), a retry with the same body replays
+        the stored answer and one with another body is a 422.
         """
         spec = self._spec(resource)
+        auth = _auth(caller)
+        rule = row_filter(spec.resource, "create", auth)
+        if rule is DENIED:
+            raise _refused(caller, resource, hide=False)
         fingerprint = _fingerprint(idempotency, body)
         now = self.clock.now()
-        values = self._with_caller_defaults(spec, validate_create(spec.resource, body, now))
+        values = validate_create(spec.resource, body, now)
+        _check_field_writes(spec, values.keys() & _keys(body), values, auth)
+        values = self._with_caller_defaults(spec, values, caller)
         async with self.database.transaction() as tx:
             if idempotency is not None:
-                stored = await tx.claim_idempotency_key(_scoped(idempotency), fingerprint)
+                key = _scoped(idempotency, caller)
+                stored = await tx.claim_idempotency_key(key, fingerprint)
                 if stored is not None:
                     return Created(replay=_replayable(stored, fingerprint))
-            record = await self._insert(spec, tx, values, now, request_id)
+            record = await self._insert(spec, tx, values, now, request_id, (rule, caller))
             if idempotency is not None:
-                await _save_response(tx, idempotency, fingerprint, record)
+                await _save_response(tx, idempotency, fingerprint, record, caller)
         await self.hooks.run_after("create", self._after_context(resource, request_id), record)
-        return Created(item=Item(record, _version(record)))
+        view = field_view(spec.resource, auth)
+        return Created(item=Item(_visible(view, record, spec.readable, auth), _version(record)))
 
     async def update(
         self,
@@ -212,20 +269,33 @@ class Service:
         *,
         if_match: Precondition | None = None,
         request_id: str | None = None,
+        caller: Caller = ANONYMOUS,
     ) -> Item:
-        """Apply a JSON Merge Patch under If-Match; a patch that changes nothing writes nothing."""
+        """Apply a JSON Merge Patch under If-Match; a patch that changes nothing writes nothing.
+
+        The update rule must hold before the change and after it (a caller cannot give a
+        record away); a record the caller may not read is a 404.
+        """
         spec = self._spec(resource)
+        auth = _auth(caller)
         _require_if_match(spec, if_match)
         async with self.database.transaction() as tx:
-            current = await _current(tx, resource, _path_id(id), if_match)
+            current = await self._current(tx, spec, _path_id(id), if_match, caller)
+            rule = row_filter(spec.resource, "update", auth)
+            if not await _holds(tx, spec, rule, current, auth):
+                raise _refused(caller, resource, hide=False)
             changes = validate_patch(spec.resource, patch, current)
+            _check_field_writes(spec, changes.keys(), {**current, **changes}, auth)
             ctx = HookContext(resource, request_id, tx.get)
             changes = await self.hooks.run_before_update(ctx, current, changes)
+            view = field_view(spec.resource, auth)
             if not changes:
-                return Item(self._shape(spec, current), _version(current))
+                return Item(_visible(view, current, spec.readable, auth), _version(current))
             stored = await self._apply_update(spec, tx, current, changes)
+            if not await _holds(tx, spec, rule, stored, auth):
+                raise _refused(caller, resource, hide=False)
         await self.hooks.run_after("update", self._after_context(resource, request_id), stored)
-        return Item(self._shape(spec, stored), _version(stored))
+        return Item(_visible(view, stored, spec.readable, auth), _version(stored))
 
     async def delete(
         self,
@@ -234,12 +304,17 @@ class Service:
         *,
         if_match: Precondition | None = None,
         request_id: str | None = None,
+        caller: Caller = ANONYMOUS,
     ) -> None:
-        """Delete under If-Match, keeping counters that count this record exact."""
+        """Delete under If-Match and the delete rule, keeping counters exact."""
         spec = self._spec(resource)
+        auth = _auth(caller)
         _require_if_match(spec, if_match)
         async with self.database.transaction() as tx:
-            current = await _current(tx, resource, _path_id(id), if_match)
+            current = await self._current(tx, spec, _path_id(id), if_match, caller)
+            rule = row_filter(spec.resource, "delete", auth)
+            if not await _holds(tx, spec, rule, current, auth):
+                raise _refused(caller, resource, hide=False)
             await self.hooks.run_before_delete(HookContext(resource, request_id, tx.get), current)
             plan = Delete(resource, str(current["id"]), expected_version=_version(current))
             if spec.cascades_to_counted:
@@ -262,14 +337,33 @@ class Service:
     def _shape(self, spec: _Spec, row: Record) -> Record:
         return {name: row.get(name) for name in spec.readable}
 
-    def _with_caller_defaults(self, spec: _Spec, values: dict[str, object]) -> dict[str, object]:
-        """Fields whose default is computed from the caller: there is no caller yet, so they
-        stay null, and a required one must be given in the body."""
-        missing = [f for f in spec.caller_defaults if values.get(f.name) is None]
-        errors = [FieldError(f.name, "required", "is required") for f in missing if f.required]
-        if errors:
-            raise ValidationFailed(detail=f"{len(errors)} field(s) are invalid", errors=errors)
-        return {**values, **{f.name: None for f in missing}}
+    def _with_caller_defaults(
+        self, spec: _Spec, values: dict[str, object], caller: Caller
+    ) -> dict[str, object]:
+        """Fields whose default is the caller (`default: auth.id`) get the caller's id."""
+        if not spec.caller_defaults:
+            return values
+        return {**values, **{f.name: caller.id for f in spec.caller_defaults}}
+
+    async def _current(
+        self,
+        tx: Transaction,
+        spec: _Spec,
+        id: str,
+        if_match: Precondition | None,
+        caller: Caller,
+    ) -> Record:
+        """The record being written, locked, if the caller may read it; then If-Match."""
+        resource = spec.resource.name
+        read = row_filter(spec.resource, "get", _auth(caller))
+        if read is DENIED:
+            raise _refused(caller, resource, hide=True)
+        current = await tx.get(resource, id, for_update=True, where=read)
+        if current is None:
+            raise NotFound(detail=f"no {resource} with this id")
+        if if_match is not None and not if_match.allows(_version(current)):
+            raise PreconditionFailed(detail=f"the record is now at version {_version(current)}")
+        return current
 
     async def _insert(
         self,
@@ -278,13 +372,20 @@ class Service:
         values: dict[str, object],
         now: object,
         request_id: str | None,
+        guard: tuple[Filter, Caller] = (None, ANONYMOUS),
     ) -> Record:
         ctx = HookContext(spec.resource.name, request_id, tx.get)
         values = await self.hooks.run_before_create(ctx, values)
         row: dict[str, object] = {"id": new_id(), **values}
         row.update(created_at=now, updated_at=now, version=1)
         _check(spec, row)
+        rule, caller = guard
+        if rule is not None and not uses_exists(rule) and not _holds_here(rule, row, caller):
+            raise _refused(caller, spec.resource.name, hide=False)
         stored = await tx.insert(Insert(spec.resource.name, row))
+        if rule is not None and uses_exists(rule):
+            if not await tx.matches(spec.resource.name, str(stored["id"]), rule):
+                raise _refused(caller, spec.resource.name, hide=False)
         for counted in spec.counted:
             await _count(tx, counted, stored.get(counted.field), +1)
         return self._shape(spec, stored)
@@ -306,14 +407,26 @@ class Service:
         return stored
 
     async def _expand(
-        self, spec: _Spec, rows: builtins.list[Record], expand: Sequence[str]
+        self,
+        spec: _Spec,
+        rows: builtins.list[Record],
+        expand: Sequence[str],
+        caller: Caller,
     ) -> None:
-        """Inline referenced records: one query per expanded field for the whole page."""
+        """Inline referenced records the caller may read (null for the others): one query
+        per expanded field for the whole page."""
+        auth = _auth(caller)
         for name in expand:
             target = self._specs[spec.refs[name]]
+            rule = row_filter(target.resource, "get", auth)
             ids = list({str(row[name]) for row in rows if row.get(name) is not None})
-            found = await self.database.select_by_ids(target.resource.name, ids, target.readable)
-            by_id = {str(r["id"]): self._shape(target, r) for r in found} if ids else {}
+            if rule is DENIED:
+                ids = []
+            view = field_view(target.resource, auth)
+            found = await self.database.select_by_ids(
+                target.resource.name, ids, target.readable, rule
+            )
+            by_id = {str(r["id"]): _visible(view, r, target.readable, auth) for r in found}
             for row in rows:
                 value = row.get(name)
                 row[name] = None if value is None else by_id.get(str(value))
@@ -336,11 +449,111 @@ def _spec(design: Design, resource: Resource) -> _Spec:
     return _Spec(resource, readable, refs, counted, cascades, caller)
 
 
-def _fetching(query: ListQuery, fields: tuple[str, ...] | None, expand: Sequence[str]) -> ListQuery:
-    """The query to run: expanded refs are fetched even when `fields` leaves them out."""
-    if fields is None or all(e in fields for e in expand):
+def _fetching(
+    query: ListQuery, fields: tuple[str, ...] | None, expand: Sequence[str], view: FieldView
+) -> ListQuery:
+    """The query to run: expanded refs, and what field rules read, are fetched even when
+    `fields` leaves them out."""
+    if fields is None:
         return query
-    return dataclasses.replace(query, fields=(*fields, *(e for e in expand if e not in fields)))
+    extra = [n for n in (*expand, *_per_row_names(view)) if n not in fields]
+    if not extra:
+        return query
+    return dataclasses.replace(query, fields=(*fields, *dict.fromkeys(extra)))
+
+
+def _auth(caller: Caller) -> dict[str, object] | None:
+    """The caller as access rules read it; None for the engine itself (no rule applies)."""
+    return None if caller.system else {"id": caller.id, "role": caller.role}
+
+
+def _refused(caller: Caller, resource: str, *, hide: bool) -> ApiError:
+    """401 for a caller without an account; else 404 where a 403 would reveal a record."""
+    if not caller.signed_in and not caller.system:
+        return Unauthorized(
+            detail="sign in to do this", headers={"WWW-Authenticate": 'Bearer realm="api"'}
+        )
+    if hide:
+        return NotFound(detail=f"no {resource} with this id")
+    return Forbidden(detail=f"you may not do this on {resource}")
+
+
+async def _holds(
+    tx: Transaction, spec: _Spec, rule: Filter, row: Record, auth: dict[str, object] | None
+) -> bool:
+    """Whether `rule` (bound to the caller) holds for `row`, in Python or, with exists(),
+    by asking the database about the row as this transaction sees it."""
+    if rule is None:
+        return True
+    if rule is DENIED:
+        return False
+    if uses_exists(rule):
+        return await tx.matches(spec.resource.name, str(row["id"]), rule)
+    return evaluate(rule, row, auth) is True
+
+
+def _holds_here(rule: Expr, row: Record, caller: Caller) -> bool:
+    return rule is not DENIED and evaluate(rule, row, _auth(caller)) is True
+
+
+def _check_field_writes(
+    spec: _Spec, names: Iterable[str], row: Mapping[str, object], auth: dict[str, object] | None
+) -> None:
+    """422 naming each field the body sets that the caller may not write."""
+    access = spec.resource.access
+    if auth is None or access is None or not access.fields_write:
+        return
+    refused = writable(access.fields_write, set(names), row, auth)
+    if refused:
+        errors = [FieldError(name, "forbidden", "you may not set this field") for name in refused]
+        raise ValidationFailed(detail="the body sets fields you may not set", errors=errors)
+
+
+def _keys(body: object) -> set[str]:
+    return set(body) if isinstance(body, dict) else set()
+
+
+def _visible(
+    view: FieldView, row: Mapping[str, object], shown: Sequence[str], auth: dict[str, object] | None
+) -> Record:
+    """`row` as the caller sees it: the `shown` fields, less those its field rules hide."""
+    if not view.restricts or auth is None:
+        return {name: row.get(name) for name in shown}
+    hide = view.shown(row, auth)
+    return {name: row.get(name) for name in shown if name not in hide}
+
+
+def _per_row_names(view: FieldView) -> tuple[str, ...]:
+    """Fields that per-row field rules read, so that they are fetched."""
+    names: dict[str, None] = {}
+    for cond in view.per_row.values():
+        names.update(dict.fromkeys(_names_of(cond)))
+    return tuple(names)
+
+
+def _names_of(expr: Expr) -> Iterator[str]:
+    match expr:
+        case And(left, right) | Or(left, right):
+            yield from _names_of(left)
+            yield from _names_of(right)
+        case Not(operand):
+            yield from _names_of(operand)
+        case Compare(_, left, right):
+            for side in (left, right):
+                if isinstance(side, Name) and len(side.path) == 1:
+                    yield side.path[0]
+        case Call(_, args):
+            for arg in args[1:]:
+                yield from _names_of(arg)
+
+
+def _refuse_hidden_names(view: FieldView, query: ListQuery) -> None:
+    """A filter or sort on a field the caller may not see on every row would reveal it."""
+    names = set(_names_of(query.where)) if query.where is not None else set()
+    names.update(key.field for key in query.sort)
+    hidden = sorted(n for n in names if not view.visible(n))
+    if hidden:
+        raise BadRequest(detail=f"you may not filter or sort on: {', '.join(hidden)}")
 
 
 def _shown(spec: _Spec, fields: Sequence[str] | None, expand: Sequence[str]) -> tuple[str, ...]:
@@ -378,18 +591,6 @@ def _require_if_match(spec: _Spec, if_match: Precondition | None) -> None:
         raise PreconditionRequired(detail=f"{spec.resource.name} needs If-Match on writes")
 
 
-async def _current(
-    tx: Transaction, resource: str, id: str, if_match: Precondition | None
-) -> Record:
-    """The record being written, locked, after checking If-Match against it."""
-    current = await tx.get(resource, id, for_update=True)
-    if current is None:
-        raise NotFound(detail=f"no {resource} with this id")
-    if if_match is not None and not if_match.allows(_version(current)):
-        raise PreconditionFailed(detail=f"the record is now at version {_version(current)}")
-    return current
-
-
 def _check(spec: _Spec, row: Record) -> None:
     """Raise ValidationFailed when the full row breaks a declared check."""
     if spec.resource.checks:
@@ -424,14 +625,14 @@ def _replayable(stored: IdempotentResponse, fingerprint: str) -> IdempotentRespo
 
 
 async def _save_response(
-    tx: Transaction, idempotency: IdempotencyKey, fingerprint: str, record: Record
+    tx: Transaction, idempotency: IdempotencyKey, fingerprint: str, record: Record, caller: Caller
 ) -> None:
     body, location = idempotency.render(record)
     stored = IdempotentResponse(fingerprint, 201, body, location)
-    await tx.save_idempotent_response(_scoped(idempotency), stored)
+    await tx.save_idempotent_response(_scoped(idempotency, caller), stored)
 
 
-def _scoped(idempotency: IdempotencyKey) -> str:
-    """The key as stored: scoped by method and collection path, so clients' keys for
-    different collections never collide."""
-    return f"POST {idempotency.path}\n{idempotency.key}"
+def _scoped(idempotency: IdempotencyKey, caller: Caller) -> str:
+    """The key as stored: scoped by caller, method and collection path, so one client's
+    keys never collide with another's, nor with its own for another collection."""
+    return f"POST {idempotency.path}\n{caller.id or '-'}\n{idempotency.key}"

@@ -37,6 +37,7 @@ from charpente.compile.plan import (
     Record,
     Update,
 )
+from charpente.design.expr import Expr
 from charpente.design.model import Design, Resource
 from charpente.errors import Unavailable
 from charpente.runtime.ports import IdempotentResponse
@@ -49,7 +50,7 @@ from charpente.sql.engine import (
 )
 from charpente.sql.executor import Executor, SaExecutor
 from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
-from charpente.sql.pages import PageStatements
+from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
 from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
 from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
 
@@ -116,6 +117,7 @@ class SqlDatabase:
         metadata = build_metadata(design)
         tables = {name: metadata.tables[name] for name in design.resources}
         for_update = not is_sqlite(engine)  # SQLite holds the write lock already
+        self._locks = for_update
         statements = {
             name: _statements(tables[name], resource, for_update)
             for name, resource in design.resources.items()
@@ -130,12 +132,10 @@ class SqlDatabase:
             size = options.pool_size
             self._pg = PgPool(options.connect, size), _compiler(engine, self._catalog)
         compiler = None if self._pg is None else self._pg[1]
-        self._pages = PageStatements(
-            tables,
-            _page_columns,
-            keep=None if compiler is None else compiler.keep,
-            forget=None if compiler is None else compiler.forget,
-        )
+        keep = None if compiler is None else compiler.keep
+        forget = None if compiler is None else compiler.forget
+        self._pages = PageStatements(tables, _page_columns, keep=keep, forget=forget)
+        self._rules = RuleStatements(tables, keep=keep, forget=forget)
         # Callers wait here, first come first served, rather than in the pool's queue, which
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
@@ -163,23 +163,36 @@ class SqlDatabase:
         id = _canonical_id(query.id)
         if id is None:
             return None
-        st = self._catalog.of(query.resource)
-        stmt = st.by_id if query.fields is None else _by_id(st.table, query.fields)
+        params: dict[str, Any] = {"_id": id}
+        if query.where is not None:
+            stmt = self._rules.one(query.resource, query.fields, query.where, lock=False)
+            params.update(where_parameters(query.where))
+        else:
+            st = self._catalog.of(query.resource)
+            stmt = st.by_id if query.fields is None else _by_id(st.table, query.fields)
         async with self._reader() as ex:
-            return await ex.first(stmt, {"_id": id})
+            return await ex.first(stmt, params)
 
     async def select_by_ids(
-        self, resource: str, ids: Sequence[str], fields: tuple[str, ...] | None = None
+        self,
+        resource: str,
+        ids: Sequence[str],
+        fields: tuple[str, ...] | None = None,
+        where: Expr | None = None,
     ) -> list[Record]:
         wanted = sorted({c for c in map(_canonical_id, ids) if c is not None})
         if not wanted:
             return []
+        params: dict[str, Any] = {"_ids": wanted}
         st = self._catalog.of(resource)
         stmt = st.by_ids
-        if fields is not None:
+        if where is not None:
+            stmt = self._rules.ids(resource, fields, where)
+            params.update(where_parameters(where))
+        elif fields is not None:
             stmt = sa.select(*_columns(st.table, _wanted(fields, ()))).where(_ids_in(st.table))
         async with self._reader() as ex:
-            return await ex.rows(stmt, {"_ids": wanted})
+            return await ex.rows(stmt, params)
 
     def transaction(self) -> AbstractAsyncContextManager[SqlTransaction]:
         return self._transaction()
@@ -202,7 +215,7 @@ class SqlDatabase:
             async with self._open_transaction() as ex:
                 token = self._active.set(ex)
                 try:
-                    yield SqlTransaction(ex, self._catalog)
+                    yield SqlTransaction(ex, self._catalog, self._rules, locks=self._locks)
                 finally:
                     self._active.reset(token)
 
@@ -258,17 +271,34 @@ class SqlDatabase:
 class SqlTransaction:
     """The Transaction port on one connection inside BEGIN ... COMMIT."""
 
-    def __init__(self, ex: Executor, catalog: _Catalog) -> None:
+    def __init__(
+        self, ex: Executor, catalog: _Catalog, rules: RuleStatements, *, locks: bool
+    ) -> None:
         self._ex = ex
         self._catalog = catalog
+        self._rules = rules
+        self._locks = locks  # FOR UPDATE (SQLite's single writer needs none)
 
-    async def get(self, resource: str, id: str, *, for_update: bool = False) -> Record | None:
+    async def get(
+        self, resource: str, id: str, *, for_update: bool = False, where: Expr | None = None
+    ) -> Record | None:
         canonical = _canonical_id(id)
         if canonical is None:
             return None
+        if where is not None:
+            stmt = self._rules.one(resource, None, where, lock=for_update and self._locks)
+            return await self._ex.first(stmt, {"_id": canonical, **where_parameters(where)})
         st = self._catalog.of(resource)
         stmt = st.by_id_for_update if for_update else st.by_id
         return await self._ex.first(stmt, {"_id": canonical})
+
+    async def matches(self, resource: str, id: str, where: Expr) -> bool:
+        canonical = _canonical_id(id)
+        if canonical is None:
+            return False
+        stmt = self._rules.matches(resource, where)
+        params = {"_id": canonical, **where_parameters(where)}
+        return await self._ex.scalar(stmt, params) is not None
 
     async def insert(self, plan: Insert) -> Record:
         st = self._catalog.of(plan.resource)

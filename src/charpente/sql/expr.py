@@ -59,32 +59,107 @@ def expr_to_sql(
     *,
     names: Iterator[str] | None = None,
 ) -> sa.ColumnElement[bool]:
-    """The condition `expr` (a tree returned by resolve_expr) on the rows of `table`.
+    """The condition `expr` (a tree returned by resolve_expr, auth names bound) on `table`.
 
     Values are bound with the literal's value, or — with `names` — as named parameters
     without a value, one per value of `expr_values(expr)` in that order, so that one
     compiled statement serves every expression of the same `expr_shape`.
-    `tables` (every table by resource name) is for `exists(...)`, not compiled yet.
-    Raises ExprError for what SQL cannot express here: `auth.*` names and calls.
+    `tables` (every table by resource name) is for `exists(resource, condition)`, which
+    becomes a correlated EXISTS subquery. Constants folded by design.bind become TRUE,
+    FALSE or NULL. Raises ExprError for what SQL cannot express: unbound `auth.*` names.
     """
-    match expr:
-        case And(left, right):
-            return sa.and_(
-                expr_to_sql(left, table, tables, names=names),
-                expr_to_sql(right, table, tables, names=names),
-            )
-        case Or(left, right):
-            return sa.or_(
-                expr_to_sql(left, table, tables, names=names),
-                expr_to_sql(right, table, tables, names=names),
-            )
-        case Not(operand):
-            return sa.not_(expr_to_sql(operand, table, tables, names=names))
-        case Compare():
-            return _compare(expr, table, names)
-        case Call(name, _, pos):
-            raise ExprError(f"{name}() cannot be compiled to SQL yet", pos)
-    raise ExprError("not a condition: resolve the expression first", expr.pos)
+    return _Compiler(table, tables or {}, names).condition(expr)
+
+
+class _Compiler:
+    """Compiles one condition; `outer` is the rule's table while inside exists()."""
+
+    def __init__(
+        self,
+        table: sa.FromClause,
+        tables: Mapping[str, sa.Table],
+        names: Iterator[str] | None,
+        outer: sa.FromClause | None = None,
+    ) -> None:
+        self.table, self.tables, self.names, self.outer = table, tables, names, outer
+
+    def condition(self, expr: Expr) -> sa.ColumnElement[bool]:
+        match expr:
+            case And(left, right):
+                return sa.and_(self.condition(left), self.condition(right))
+            case Or(left, right):
+                return sa.or_(self.condition(left), self.condition(right))
+            case Not(operand):
+                return sa.not_(self.condition(operand))
+            case Compare():
+                return self.compare(expr)
+            case Call("exists", (Name((target,)), inner)):
+                return self.exists(target, inner, expr.pos)
+            case Call(name, _, pos):
+                raise ExprError(f"{name}() cannot be compiled to SQL", pos)
+            case Literal(value) if value is None or isinstance(value, bool):
+                return _CONSTANTS[value]
+        raise ExprError("not a condition: resolve the expression first", expr.pos)
+
+    def exists(self, target: str, inner: Expr, pos: int) -> sa.ColumnElement[bool]:
+        if target not in self.tables:
+            raise ExprError(f"unknown resource {target!r}", pos)
+        alias = self.tables[target].alias(f"x_{target}")
+        scope = _Compiler(alias, self.tables, self.names, self.table)
+        return sa.exists().where(scope.condition(inner))
+
+    def compare(self, node: Compare) -> sa.ColumnElement[bool]:
+        if node.op in ("in", "not in"):
+            return self.membership(node)
+        for null_side, other in ((node.right, node.left), (node.left, node.right)):
+            if isinstance(null_side, Literal) and null_side.value is None:
+                column = self.column(other)
+                return column.is_(None) if node.op == "==" else column.is_not(None)
+        typed = self.column(node.left if isinstance(node.left, Name) else node.right)
+        left = self.operand(node.left, typed)
+        right = self.operand(node.right, typed)
+        if node.op == "~":
+            return Contains(left, right)
+        return _ORDER[node.op](left, right)
+
+    def membership(self, node: Compare) -> sa.ColumnElement[bool]:
+        assert isinstance(node.right, ListOf)
+        column = self.column(node.left)
+        values: Any = [item.value for item in node.right.items]
+        if self.names is not None:
+            values = sa.bindparam(next(self.names), expanding=True, type_=column.type)
+        return column.in_(values) if node.op == "in" else column.not_in(values)
+
+    def operand(self, expr: Expr, typed: sa.ColumnElement[Any]) -> Operand:
+        """A column, or a literal bound with the type of the column it is compared with."""
+        if isinstance(expr, Literal):
+            if self.names is not None:
+                return sa.bindparam(next(self.names), type_=typed.type)
+            return sa.bindparam(None, expr.value, type_=typed.type)
+        return self.column(expr)
+
+    def column(self, expr: Expr) -> sa.ColumnElement[Any]:
+        if not isinstance(expr, Name):
+            raise ExprError("expected a field", expr.pos)
+        table, path = self.table, expr.path
+        if len(path) == 2 and self.outer is not None and path[0] == _name(self.outer):
+            table, path = self.outer, path[1:]
+        if len(path) > 1:
+            raise ExprError(f"{expr.dotted} cannot be compiled to SQL here", expr.pos)
+        if path[0] not in table.c:
+            raise ExprError(f"unknown field {path[0]!r}", expr.pos)
+        return table.c[path[0]]
+
+
+_CONSTANTS: dict[bool | None, sa.ColumnElement[bool]] = {
+    True: sa.true(),
+    False: sa.false(),
+    None: sa.cast(sa.null(), sa.Boolean()),  # unknown: excludes the row, like SQL's NULL
+}
+
+
+def _name(clause: sa.FromClause) -> str:
+    return str(getattr(clause, "name", ""))
 
 
 def expr_shape(expr: Expr) -> Hashable:
@@ -97,7 +172,8 @@ def expr_shape(expr: Expr) -> Hashable:
         case Compare(op, left, right):
             return ("compare", op, expr_shape(left), expr_shape(right))
         case Literal(value):
-            return ("literal", value is None)  # null compiles to IS NULL, not a parameter
+            # null compiles to IS NULL, a folded true/false to a constant: not parameters
+            return ("literal", value if value is None or isinstance(value, bool) else 0)
         case ListOf():
             return ("list",)
         case Name(path):
@@ -122,51 +198,6 @@ def expr_values(expr: Expr) -> list[object]:
             if any(isinstance(side, Literal) and side.value is None for side in sides):
                 return []
             return [side.value for side in sides if isinstance(side, Literal)]
+        case Call(_, args):
+            return [value for arg in args for value in expr_values(arg)]
     return []
-
-
-def _compare(node: Compare, table: sa.Table, names: Iterator[str] | None) -> sa.ColumnElement[bool]:
-    if node.op in ("in", "not in"):
-        return _membership(node, table, names)
-    for null_side, other in ((node.right, node.left), (node.left, node.right)):
-        if isinstance(null_side, Literal) and null_side.value is None:
-            column = _column(other, table)
-            return column.is_(None) if node.op == "==" else column.is_not(None)
-    typed = _column(node.left if isinstance(node.left, Name) else node.right, table)
-    left = _operand(node.left, table, typed, names)
-    right = _operand(node.right, table, typed, names)
-    if node.op == "~":
-        return Contains(left, right)
-    return _ORDER[node.op](left, right)
-
-
-def _membership(
-    node: Compare, table: sa.Table, names: Iterator[str] | None
-) -> sa.ColumnElement[bool]:
-    assert isinstance(node.right, ListOf)
-    column = _column(node.left, table)
-    values: Any = [item.value for item in node.right.items]
-    if names is not None:
-        values = sa.bindparam(next(names), expanding=True, type_=column.type)
-    return column.in_(values) if node.op == "in" else column.not_in(values)
-
-
-def _operand(
-    expr: Expr, table: sa.Table, typed: sa.ColumnElement[Any], names: Iterator[str] | None
-) -> Operand:
-    """A column, or a literal bound with the type of the column it is compared with."""
-    if isinstance(expr, Literal):
-        if names is not None:
-            return sa.bindparam(next(names), type_=typed.type)
-        return sa.bindparam(None, expr.value, type_=typed.type)
-    return _column(expr, table)
-
-
-def _column(expr: Expr, table: sa.Table) -> sa.ColumnElement[Any]:
-    if not isinstance(expr, Name):
-        raise ExprError("expected a field", expr.pos)
-    if len(expr.path) > 1:
-        raise ExprError(f"{expr.dotted} cannot be compiled to SQL yet", expr.pos)
-    if expr.path[0] not in table.c:
-        raise ExprError(f"unknown field {expr.path[0]!r}", expr.pos)
-    return table.c[expr.path[0]]

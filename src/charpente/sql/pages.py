@@ -14,10 +14,17 @@ from typing import Any
 import sqlalchemy as sa
 
 from charpente.compile.plan import ListQuery, SortKey
-from charpente.design.expr import Value
+from charpente.design.expr import Expr, Value
 from charpente.sql.expr import expr_shape, expr_to_sql, expr_values
 
-__all__ = ["PageStatement", "PageStatements", "keyset_condition", "order_term"]
+__all__ = [
+    "PageStatement",
+    "PageStatements",
+    "RuleStatements",
+    "keyset_condition",
+    "order_term",
+    "where_parameters",
+]
 
 _MAX_SHAPES = 1000  # statements kept; beyond that the cache starts over
 
@@ -85,6 +92,88 @@ class PageStatements:
             self._keep(rows)
             self._keep(count)
         return PageStatement(rows, count)
+
+
+class RuleStatements:
+    """Reads by id under a rule (`where`), built and compiled once per shape, like pages:
+    `one` (a record, locked or not), `ids` (a batch, for expand), `matches` (SELECT 1)."""
+
+    def __init__(
+        self,
+        tables: Mapping[str, sa.Table],
+        keep: Callable[[sa.Executable], None] | None = None,
+        forget: Callable[[sa.Executable], None] | None = None,
+    ) -> None:
+        self._tables = tables
+        self._keep = keep
+        self._forget = forget
+        self._by_shape: dict[Hashable, sa.Select[Any]] = {}
+
+    def one(
+        self, resource: str, columns: tuple[str, ...] | None, where: Expr, *, lock: bool
+    ) -> sa.Select[Any]:
+        """SELECT columns WHERE id = :_id AND where [FOR UPDATE]."""
+        key = ("one", resource, columns, lock, expr_shape(where))
+        return self._get(key, lambda: self._one(resource, columns, where, lock))
+
+    def ids(self, resource: str, columns: tuple[str, ...] | None, where: Expr) -> sa.Select[Any]:
+        """SELECT columns WHERE id IN :_ids AND where."""
+        key = ("ids", resource, columns, expr_shape(where))
+        return self._get(key, lambda: self._ids(resource, columns, where))
+
+    def matches(self, resource: str, where: Expr) -> sa.Select[Any]:
+        """SELECT 1 WHERE id = :_id AND where."""
+        key = ("matches", resource, expr_shape(where))
+        return self._get(key, lambda: self._matches(resource, where))
+
+    def _get(self, key: Hashable, build: Callable[[], sa.Select[Any]]) -> sa.Select[Any]:
+        found = self._by_shape.get(key)
+        if found is None:
+            if len(self._by_shape) >= _MAX_SHAPES:
+                if self._forget is not None:
+                    for statement in self._by_shape.values():
+                        self._forget(statement)
+                self._by_shape.clear()
+            found = self._by_shape[key] = build()
+            if self._keep is not None:
+                self._keep(found)
+        return found
+
+    def _condition(self, table: sa.Table, where: Expr) -> sa.ColumnElement[bool]:
+        names = (f"w{i}" for i in range(1_000_000))
+        return expr_to_sql(where, table, self._tables, names=names)
+
+    def _one(
+        self, resource: str, columns: tuple[str, ...] | None, where: Expr, lock: bool
+    ) -> sa.Select[Any]:
+        table = self._tables[resource]
+        stmt = sa.select(*_pick(table, columns)).where(
+            table.c.id == sa.bindparam("_id"), self._condition(table, where)
+        )
+        return stmt.with_for_update(of=table) if lock else stmt
+
+    def _ids(self, resource: str, columns: tuple[str, ...] | None, where: Expr) -> sa.Select[Any]:
+        table = self._tables[resource]
+        ids = table.c.id.in_(sa.bindparam("_ids", expanding=True))
+        return sa.select(*_pick(table, columns)).where(ids, self._condition(table, where))
+
+    def _matches(self, resource: str, where: Expr) -> sa.Select[Any]:
+        table = self._tables[resource]
+        return sa.select(sa.literal(1)).where(
+            table.c.id == sa.bindparam("_id"), self._condition(table, where)
+        )
+
+
+def where_parameters(where: Expr) -> dict[str, Any]:
+    """The named parameters of a condition compiled by RuleStatements."""
+    return {f"w{i}": v for i, v in enumerate(expr_values(where))}
+
+
+def _pick(table: sa.Table, columns: tuple[str, ...] | None) -> list[sa.Column[Any]]:
+    if columns is None:
+        return list(table.c)
+    wanted = {*columns, "id", "version"}
+    return [c for c in table.c if c.name in wanted]
 
 
 def _shape(query: ListQuery) -> Hashable:
