@@ -28,6 +28,7 @@ api_version: 1
 {hooks}
 resources:
   posts:
+    access: {{read: true, create: true, update: true, delete: true}}
     fields:
       body: {{type: text, required: true}}
 """

@@ -14,6 +14,8 @@ from pathlib import Path
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from charpente.errors import ConfigError
+from charpente.http.clientip import parse_trusted_proxies
+from charpente.runtime.secrets import Sealer
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -54,6 +56,10 @@ class Settings:
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
     access_log: bool = False
+    redis_url: str | None = field(default=None, repr=False)
+    trusted_proxies: str = ""  # addresses and networks, comma-separated
+    secret_keys: str | None = field(default=None, repr=False)  # "kid:base64,..." (AES-256)
+    issuer: str | None = None  # the `iss` of access tokens (default charpente:<design name>)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -71,6 +77,10 @@ class Settings:
             ),
             log_level=_log_level(environ.get("CHARPENTE_LOG_LEVEL")),
             access_log=_boolean(environ, "CHARPENTE_ACCESS_LOG", default=False),
+            redis_url=_redis_url(environ.get("CHARPENTE_REDIS_URL")),
+            trusted_proxies=_proxies(environ.get("CHARPENTE_TRUSTED_PROXIES")),
+            secret_keys=_secret_keys(environ.get("CHARPENTE_SECRET_KEYS")),
+            issuer=environ.get("CHARPENTE_ISSUER") or None,
         )
 
     @property
@@ -85,7 +95,10 @@ class Settings:
             f"Settings(database_url={redacted_url(self.database_url)!r}, "
             f"database_schema={self.database_schema!r}, design={self.design_label!r}, "
             f"pool_size={self.pool_size}, max_body_bytes={self.max_body_bytes}, "
-            f"log_level={self.log_level!r}, access_log={self.access_log})"
+            f"log_level={self.log_level!r}, access_log={self.access_log}, "
+            f"redis={'set' if self.redis_url else 'none'}, "
+            f"trusted_proxies={self.trusted_proxies!r}, "
+            f"secret_keys={'set' if self.secret_keys else 'none'})"
         )
 
 
@@ -101,6 +114,13 @@ def to_environ(settings: Settings) -> dict[str, str]:
     }
     if settings.database_schema is not None:
         environ["CHARPENTE_DATABASE_SCHEMA"] = settings.database_schema
+    optional = {
+        "CHARPENTE_REDIS_URL": settings.redis_url,
+        "CHARPENTE_TRUSTED_PROXIES": settings.trusted_proxies or None,
+        "CHARPENTE_SECRET_KEYS": settings.secret_keys,
+        "CHARPENTE_ISSUER": settings.issuer,
+    }
+    environ.update({k: v for k, v in optional.items() if v is not None})
     return environ
 
 
@@ -220,3 +240,33 @@ def _log_level(value: str | None) -> str:
             f"CHARPENTE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {value!r}"
         )
     return level
+
+
+def _redis_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("CHARPENTE_REDIS_URL must start with redis://, rediss:// or unix://")
+    return value
+
+
+def _proxies(value: str | None) -> str:
+    """The trusted proxies, checked now so that a typo stops the start, not a request."""
+    if not value:
+        return ""
+    try:
+        parse_trusted_proxies(value)
+    except ValueError as error:
+        raise ConfigError(f"CHARPENTE_TRUSTED_PROXIES: {error}") from None
+    return value
+
+
+def _secret_keys(value: str | None) -> str | None:
+    """The AES-256 keys that seal signing keys and encrypted fields; never echoed."""
+    if not value:
+        return None
+    try:
+        Sealer.from_env_value(value)
+    except ValueError as error:
+        raise ConfigError(f"CHARPENTE_SECRET_KEYS: {error}") from None
+    return value

@@ -21,10 +21,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from charpente.design.model import Design
 from charpente.errors import ConfigError
 from charpente.http.app import build_app
+from charpente.http.clientip import parse_trusted_proxies
 from charpente.loader import load_design, load_design_text
+from charpente.runtime.auth import Accounts
 from charpente.runtime.hooks import Hooks, load_hooks
+from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
+from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
 from charpente.settings import Settings, settings_from_process
+from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
 from charpente.sql.migrate import (
@@ -82,11 +87,54 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
     service = Service(design, database, hooks=hooks)
+    accounts = build_accounts(settings, design, service, database)
+    limiter, close_limiter = _limiter(settings)
     app = build_app(
-        service, design, max_body_bytes=settings.max_body_bytes, on_shutdown=[database.close]
+        service,
+        design,
+        accounts=accounts,
+        limiter=limiter,
+        trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
+        max_body_bytes=settings.max_body_bytes,
+        on_startup=[accounts.start],
+        on_shutdown=[accounts.stop, close_limiter, database.close],
     )
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     return app
+
+
+def build_accounts(
+    settings: Settings, design: Design, service: Service, database: SqlDatabase
+) -> Accounts:
+    """Accounts and tokens over the database's own auth tables."""
+    sealer = None if settings.secret_keys is None else Sealer.from_env_value(settings.secret_keys)
+    if sealer is None:
+        logger.info("CHARPENTE_SECRET_KEYS is not set: signing keys are stored unsealed")
+    return Accounts(
+        design,
+        service,
+        SqlAuthStore(database),
+        clock=service.clock,
+        sealer=sealer,
+        issuer=settings.issuer,
+    )
+
+
+def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Coroutine[Any, Any, None]]]:
+    """Rate limits shared through Redis when it is configured (per process if it fails)."""
+    memory = MemoryLimiter()
+
+    async def nothing() -> None:
+        return None
+
+    if settings.redis_url is None:
+        return memory, nothing
+    try:
+        from charpente.cache.redis import redis_limiter_from_url
+    except ImportError:
+        raise ConfigError("CHARPENTE_REDIS_URL is set: install charpente[redis]") from None
+    primary = redis_limiter_from_url(settings.redis_url)
+    return FallbackLimiter(primary, memory), primary.close
 
 
 def load_configured_design(settings: Settings) -> Design:

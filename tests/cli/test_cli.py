@@ -18,9 +18,11 @@ name: blog
 api_version: 1
 resources:
   authors:
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       handle: {type: string, required: true, unique: true}
   posts:
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       author: {ref: authors, required: true}
       body: {type: text, required: true, max_length: 2000}

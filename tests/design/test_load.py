@@ -639,7 +639,8 @@ def test_the_caller_is_a_default_only_of_a_ref_to_accounts():
 
 def test_a_ref_to_accounts_defaulting_to_the_caller_is_not_client_writable():
     author = field("a: {ref: accounts, default: auth.id}")
-    assert author.default is not None and author.default.expr is not None
+    assert author.default is not None
+    assert author.default.expr is not None
     assert not author.is_client_writable
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-START_TIMEOUT = 6.0
+START_TIMEOUT = 20.0
 STOP_TIMEOUT = 3.0
 
 

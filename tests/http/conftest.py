@@ -21,8 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from charpente.design.model import Design
 from charpente.http.app import build_app
 from charpente.loader import load_design_text
+from charpente.runtime.auth import Accounts
 from charpente.runtime.hooks import Hooks
+from charpente.runtime.passwords import PasswordHasher
+from charpente.runtime.ratelimit import Limiter
 from charpente.runtime.service import Service
+from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
 from charpente.sql.schema import build_metadata
@@ -30,16 +34,22 @@ from charpente.sql.schema import build_metadata
 # Tests import the scenario helpers beside this file (`import api_scenarios`).
 sys.path.insert(0, str(Path(__file__).parent))
 
+PASSWORD = "correct horse battery staple"
+# Tests hash with cheap parameters; the engine's defaults (OWASP's) are tested in runtime/.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_kib=1024)
+
 BLOG = """
 charpente: 1
 name: blog
 api_version: 1
 resources:
   users:
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       handle: {type: string, required: true, unique: true, max_length: 30}
       secret: {type: string, writeonly: true}
   posts:
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       author: {ref: users, required: true}
       editor: {ref: users, on_delete: set_null}
@@ -49,12 +59,14 @@ resources:
       like_count: {count: likes.post}
     checks: [score >= 0]
   likes:
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       post: {ref: posts, required: true, on_delete: cascade}
       user: {ref: users, required: true}
     unique: [[post, user]]
   notes:
     require_if_match: true
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       text: {type: string, required: true, max_length: 50}
 """
@@ -69,7 +81,21 @@ class Api:
     service: Service
     design: Design
     dialect: str
+    accounts: Accounts
     statements: list[str] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)  # account ids by email
+
+    async def sign_in(
+        self, email: str, role: str = "", password: str = PASSWORD, **profile: Any
+    ) -> dict[str, str]:
+        """Make an account (with `profile` fields) and sign it in: Authorization headers."""
+        role = role or self.design.auth.roles[0]
+        record = await self.accounts.create_account(email, role, password, profile)
+        pair = await self.accounts.token(
+            {"grant_type": "password", "username": email, "password": password}
+        )
+        self.ids[email] = str(record["id"])
+        return {"Authorization": f"Bearer {pair.access_token}"}
 
     async def create(self, resource: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a record that must be created; its JSON."""
@@ -111,6 +137,7 @@ async def _factory(target: Any) -> AsyncIterator[MakeApi]:
         *,
         hooks: Hooks | None = None,
         max_body_bytes: int = 1_048_576,
+        limiter: Limiter | None = None,
         url: str | None = None,
         base_url: str = "http://test",
     ) -> Api:
@@ -119,11 +146,18 @@ async def _factory(target: Any) -> AsyncIterator[MakeApi]:
         if url is None:
             async with engine.begin() as conn:
                 await conn.run_sync(build_metadata(design).create_all)
-        service = Service(design, SqlDatabase(engine, design), hooks=hooks)
-        app = build_app(service, design, max_body_bytes=max_body_bytes)
+        database = SqlDatabase(engine, design)
+        service = Service(design, database, hooks=hooks)
+        accounts = Accounts(
+            design, service, SqlAuthStore(database), clock=service.clock, hasher=FAST_HASHER
+        )
+        await accounts.start()
+        app = build_app(
+            service, design, accounts=accounts, limiter=limiter, max_body_bytes=max_body_bytes
+        )
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         client = httpx.AsyncClient(transport=transport, base_url=base_url)
-        api = Api(client, engine, service, design, target.dialect)
+        api = Api(client, engine, service, design, target.dialect, accounts)
         sa.event.listen(engine.sync_engine, "before_cursor_execute", _recorder(api.statements))
         built.append(api)
         return api
@@ -132,6 +166,7 @@ async def _factory(target: Any) -> AsyncIterator[MakeApi]:
         yield make
     finally:
         for api in built:
+            await api.accounts.stop()
             await api.client.aclose()
             await api.engine.dispose()
 

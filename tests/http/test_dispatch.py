@@ -6,6 +6,7 @@ stack it falls back to; status, headers (in order) and body must be identical.
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -60,13 +61,21 @@ SAME_ANSWER = [
 
 
 def starlette_only(app: CharpenteApp) -> ASGIApp:
-    """The stack the dispatcher falls back to, called as Starlette would call it."""
+    """The stack the dispatcher falls back to, behind the same edge middleware (request id,
+    authentication), called as Starlette would call it."""
     stack = app.build_middleware_stack()
-    assert isinstance(stack, RestDispatcher)
+    layers = []
+    while not isinstance(stack, RestDispatcher):
+        layers.append(copy.copy(stack))
+        stack = stack.app  # type: ignore[attr-defined]
+    inner: ASGIApp = stack.fallback
+    for layer in reversed(layers):
+        layer.app = inner  # type: ignore[attr-defined]
+        inner = layer
 
     async def reference(scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = app
-        await stack.fallback(scope, receive, send)
+        await inner(scope, receive, send)
 
     return reference
 

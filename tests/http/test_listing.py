@@ -185,7 +185,9 @@ class _DanglingDatabase:
     async def select_one(self, query: GetQuery) -> Record | None:
         return None
 
-    async def select_by_ids(self, resource: str, ids: Any, fields: Any = None) -> list[Record]:
+    async def select_by_ids(
+        self, resource: str, ids: Any, fields: Any = None, where: Any = None
+    ) -> list[Record]:
         self.batches.append((resource, len(ids)))
         return []
 
@@ -193,8 +195,9 @@ class _DanglingDatabase:
 @pytest.mark.anyio
 async def test_a_ref_to_a_deleted_record_expands_to_null_in_one_batch() -> None:
     design = load_design_text(
-        "charpente: 1\nname: t\nresources:\n  users: {fields: {name: string}}\n"
-        "  posts: {fields: {author: {ref: users}}}\n"
+        "charpente: 1\nname: t\nresources:\n"
+        "  users: {fields: {name: string}, access: {read: true}}\n"
+        "  posts: {fields: {author: {ref: users}}, access: {read: true}}\n"
     )
     database = _DanglingDatabase(design)
     service = Service(design, database)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ name: notes
 api_version: 1
 resources:
   notes:
+    access: {read: true, create: true, update: true, delete: true}
     fields:
       text: {type: string, required: true, max_length: 50}
 """

@@ -78,7 +78,10 @@ def field_view(resource: Resource, auth: Mapping[str, object] | None) -> FieldVi
 
 
 def writable(
-    rules: Mapping[str, Rule], names: set[str], row: Mapping[str, object], auth: Mapping[str, object]
+    rules: Mapping[str, Rule],
+    names: set[str],
+    row: Mapping[str, object],
+    auth: Mapping[str, object],
 ) -> list[str]:
     """Of `names` (fields a body sets), those whose write rule does not hold for this caller."""
     refused = []

@@ -158,7 +158,9 @@ def _env(reader: Reader, options: dict[str, Node], key: str, owner: Node) -> str
         return None
     match = _ENV.fullmatch(node.text or "")
     if match is None:
-        message = f"`{key}` names an environment variable (`env:NAME`): secrets never go in a design"
+        message = (
+            f"`{key}` names an environment variable (`env:NAME`): secrets never go in a design"
+        )
         reader.error(node, message)
         return None
     return match[1]

@@ -113,7 +113,8 @@ def _compare(node: Compare, auth: Mapping[str, object]) -> Expr:
     if any(side is None for side in bound):
         return UNKNOWN  # the caller's value is null: the comparison is unknown for every row
     left, right = bound
-    assert left is not None and right is not None
+    assert left is not None
+    assert right is not None
     return Compare(node.op, left, right, node.pos)
 
 

@@ -58,7 +58,7 @@ def _warn_hidden_counts(design: Design, tree: _Tree, reader: Reader) -> None:
                 continue  # a malformed count, reported already
             source = design.resources.get(field.count.resource)
             counted = None if source is None else source.access
-            if counted is not None and counted.rules["list"].source != "true":
+            if counted is not None and counted.declared and counted.rules["list"].source != "true":
                 node = tree.option(resource.name, field.name, "count")
                 if node is not None:
                     message = (

@@ -14,15 +14,16 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
 from charpente.design.check import check_design
+from charpente.design.limits import LimitRule, parse_limit
 from charpente.design.model import (
     SYSTEM_FIELDS,
+    Cors,
     CountSource,
     Default,
     Design,
     Field,
     Kind,
     OnDelete,
-    Cors,
     Resource,
 )
 from charpente.design.patterns import compile_pattern, slow_pattern
@@ -124,7 +125,33 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
         source=file,
         auth=auth,
         cors=_cors(reader, top.get("cors")),
+        limits=_limits(reader, top.get("limits"), DESIGN_LIMIT_KEYS, "`limits`"),
     )
+
+
+DESIGN_LIMIT_KEYS = ("all", "auth")
+RESOURCE_LIMIT_KEYS = ("read", "write", "list", "get", "create", "update", "delete")
+
+
+def _limits(
+    reader: Reader, node: Node | None, keys: tuple[str, ...], what: str
+) -> dict[str, LimitRule]:
+    """Rate limits by scope: `30/minute per account` (see design.limits)."""
+    if node is None:
+        return {}
+    rules = {}
+    for key, value in (reader.mapping(node, keys, what) or {}).items():
+        text = value.text
+        if text is None:
+            reader.error(
+                value, f"a limit is written like `30/minute per ip`, not {value.describe()}"
+            )
+            continue
+        try:
+            rules[key] = parse_limit(text)
+        except ValueError as error:
+            reader.error(value, str(error))
+    return rules
 
 
 def _profile(reader: Reader, fields: tuple[Field, ...]) -> tuple[Field, ...]:
@@ -133,7 +160,9 @@ def _profile(reader: Reader, fields: tuple[Field, ...]) -> tuple[Field, ...]:
     kept = []
     for field in fields:
         if field.name in own:
-            reader.problems.append(_problem_at(field, f"`{field.name}` is an account field already"))
+            reader.problems.append(
+                _problem_at(field, f"`{field.name}` is an account field already")
+            )
         else:
             kept.append(field)
     return tuple(kept)
@@ -249,9 +278,11 @@ def _resource(reader: Reader, key: Node, node: Node) -> Resource | None:
     if "fields" not in options:
         reader.error(key, f"resource `{name}` needs `fields`")
     fields = _fields(reader, options["fields"]) if "fields" in options else ()
+    limits = _limits(reader, options.get("limits"), RESOURCE_LIMIT_KEYS, f"`limits` of `{name}`")
     return Resource(
         name=name,
         fields=fields,
+        limits=limits,
         require_if_match=bool(reader.flag(options, "require_if_match")),
         description=reader.string(options, "description", limit=500),
         pos=key.pos,

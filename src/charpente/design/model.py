@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field as dc_field
 
 from charpente.design.expr import Expr
+from charpente.design.limits import LimitRule
 
 __all__ = [
     "ACTIONS",
@@ -211,7 +212,7 @@ class Resource:
     description: str | None = None
     # Rules and limits are not schema: they take no part in equality (nor in migrations).
     access: Access | None = dc_field(default=None, compare=False)  # filled by design.check
-    limits: Mapping[str, object] = dc_field(default_factory=dict, compare=False)
+    limits: Mapping[str, LimitRule] = dc_field(default_factory=dict, compare=False)
     builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
@@ -287,7 +288,7 @@ class Design:
     warnings: tuple[str, ...] = ()
     auth: AuthConfig = dc_field(default_factory=AuthConfig)
     cors: Cors = dc_field(default_factory=Cors)
-    limits: Mapping[str, object] = dc_field(default_factory=dict)  # `all`, `auth` → LimitRule
+    limits: Mapping[str, LimitRule] = dc_field(default_factory=dict)  # `all`, `auth`
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)

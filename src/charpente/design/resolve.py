@@ -202,9 +202,9 @@ class _Resolver:
             return Name(("auth", "id"), side.pos)
         if self.outer is None or not isinstance(side, Name) or side.path[0] == "auth":
             return side
-        if len(side.path) == 1 and self.resource.field(side.path[0]) is None:
-            if self.outer.field(side.path[0]) is not None:
-                return Name((self.outer.name, side.path[0]), side.pos)
+        name = side.path[0]
+        if len(side.path) == 1 and self.resource.field(name) is None and self.outer.field(name):
+            return Name((self.outer.name, name), side.pos)
         return side
 
     def operand(self, name: Name) -> _Operand:

@@ -20,7 +20,16 @@ from urllib.parse import urlsplit
 from charpente.design.model import Field, Kind, Position
 from charpente.errors import Problem
 
-__all__ = ["LATER_KEYS", "Node", "NodeKind", "Reader", "Scalar", "did_you_mean", "literal_value", "offset_position"]
+__all__ = [
+    "LATER_KEYS",
+    "Node",
+    "NodeKind",
+    "Reader",
+    "Scalar",
+    "did_you_mean",
+    "literal_value",
+    "offset_position",
+]
 
 # Keys of later versions of the format: an ignored access rule would be a security hole.
 LATER_KEYS = frozenset({"events", "webhooks", "flags"})

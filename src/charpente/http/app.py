@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
@@ -20,12 +21,22 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from charpente.compile.limits import route_limits
 from charpente.design.model import Design
+from charpente.http.auth import AuthenticationMiddleware, auth_routes
+from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
-from charpente.http.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from charpente.http.middleware import (
+    BodyLimitMiddleware,
+    EdgeIdentityMiddleware,
+    RequestContextMiddleware,
+)
 from charpente.http.problems import EXCEPTION_HANDLERS
+from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
+from charpente.runtime.auth import Accounts
 from charpente.runtime.hooks import Hooks
+from charpente.runtime.ratelimit import Limiter
 from charpente.runtime.service import Service
 
 __all__ = ["CharpenteApp", "build_app"]
@@ -70,10 +81,13 @@ class CharpenteApp(Starlette):
         return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
 
 
-def build_app(
+def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     service: Service,
     design: Design,
     *,
+    accounts: Accounts | None = None,
+    limiter: Limiter | None = None,
+    trusted_proxies: tuple[IPNetwork, ...] = (),
     max_body_bytes: int = 1_048_576,
     extra_routes: Sequence[BaseRoute] = (),
     on_startup: Sequence[Callback] = (),
@@ -83,13 +97,18 @@ def build_app(
     """The whole HTTP API of `design` over `service`.
 
     Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
-    `/openapi.json`, `/docs`, then the hooks module's routes and `extra_routes`.
+    `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
+    `/.well-known/jwks.json`, then the hooks module's routes and `extra_routes`.
+    In front (outermost first): CORS (when the design lists origins), the request id,
+    authentication (with `accounts`), rate limits (with `limiter`), the REST fast path.
     `app.state.service` and `app.state.design` are there for custom endpoints.
     """
     rest = rest_table(service, design)
+    prefix = f"/v{design.api_version}"
     routes = [
         *_health_routes(service),
         *_docs_routes(design),
+        *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,
@@ -103,7 +122,40 @@ def build_app(
     )
     app.state.service = service
     app.state.design = design
+    app.state.accounts = accounts
+    if limiter is not None:
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=limiter,
+            policies=route_limits(design),
+            trusted_proxies=trusted_proxies,
+        )
+    if accounts is not None:
+        app.add_middleware(
+            AuthenticationMiddleware, accounts=accounts, trusted_proxies=trusted_proxies
+        )
+    app.add_middleware(EdgeIdentityMiddleware)
+    if design.cors.origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(design.cors.origins),
+            allow_credentials=design.cors.credentials,
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_EXPOSED_HEADERS),
+            max_age=design.cors.max_age,
+        )
     return app
+
+
+CORS_REQUEST_HEADERS = (
+    *("Authorization", "Content-Type", "If-Match", "If-None-Match"),
+    *("Idempotency-Key", "X-Request-ID"),
+)
+CORS_EXPOSED_HEADERS = (
+    *("ETag", "Location", "Link", "X-Request-ID", "Retry-After"),
+    *("RateLimit", "RateLimit-Policy", "Idempotent-Replayed"),
+)
 
 
 def hook_routes(hooks: Hooks) -> list[BaseRoute]:

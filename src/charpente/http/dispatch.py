@@ -35,7 +35,16 @@ from charpente.http.problems import (
     log_unexpected,
     problem_response,
 )
-from charpente.http.rest import REST_HEADERS, Endpoint, Reply, RestCall, RestTable, first_headers
+from charpente.http.rest import (
+    CALLER_KEY,
+    REST_HEADERS,
+    Endpoint,
+    Reply,
+    RestCall,
+    RestTable,
+    first_headers,
+)
+from charpente.runtime.caller import ANONYMOUS
 from charpente.runtime.ids import new_id
 
 __all__ = ["RestDispatcher"]
@@ -97,7 +106,8 @@ class RestDispatcher:
         """One request, start to end: what RequestContextMiddleware does, inlined."""
         started_at = time.perf_counter()
         headers = first_headers(scope["headers"], _EDGE_HEADERS)
-        request_id = sane_request_id(headers.get(b"x-request-id")) or new_id()
+        request_id = scope.get(REQUEST_ID_KEY) or sane_request_id(headers.get(b"x-request-id"))
+        request_id = request_id or new_id()
         scope[REQUEST_ID_KEY] = request_id
         extra = response_headers(request_id, scope.get("scheme") == "https")
         status, started = 500, False
@@ -136,7 +146,13 @@ class RestDispatcher:
         limit = self.max_body_bytes if declared is None else None
         body = _BodyReader(receive, limit)
         call = RestCall(
-            scope["path"], scope["query_string"], headers, item_id, request_id, body.read
+            scope["path"],
+            scope["query_string"],
+            headers,
+            item_id,
+            request_id,
+            body.read,
+            scope.get(CALLER_KEY, ANONYMOUS),
         )
         try:
             return await endpoint(call)

@@ -23,6 +23,7 @@ from charpente.http.problems import (
     internal_error_response,
     log_unexpected,
     problem_response,
+    request_id_of,
 )
 from charpente.runtime.ids import new_id
 
@@ -61,6 +62,30 @@ _EDGE_NAMES = frozenset(
 _encode = msgspec.json.Encoder().encode
 
 
+class EdgeIdentityMiddleware:
+    """Gives a request its id before anything else runs, so that what answers early
+    (authentication, rate limits) answers with the id and the security headers too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_id()
+        scope[REQUEST_ID_KEY] = request_id
+        extra = response_headers(request_id, scope.get("scheme") == "https")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = with_edge_headers(message.get("headers", ()), extra)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class RequestContextMiddleware:
     """Gives each request an id, adds the security headers, logs one line, catches bugs."""
 
@@ -72,7 +97,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        request_id = sane_request_id(_first(scope, b"x-request-id")) or new_id()
+        request_id = request_id_of(scope) or sane_request_id(_first(scope, b"x-request-id"))
+        request_id = request_id or new_id()
         scope[REQUEST_ID_KEY] = request_id
         extra = response_headers(request_id, scope.get("scheme") == "https")
         state = {"status": 500, "started": False}

@@ -23,6 +23,7 @@ from charpente.compile.plan import Record
 from charpente.design.model import Design
 from charpente.errors import BadRequest, MethodNotAllowed, NotAcceptable, UnsupportedMediaType
 from charpente.http.problems import request_id_of
+from charpente.runtime.caller import ANONYMOUS, Caller
 from charpente.runtime.service import IdempotencyKey, Precondition, Service
 
 __all__ = [
@@ -49,6 +50,7 @@ MAX_QUERY_BYTES = 8192
 MAX_QUERY_PARAMS = 64
 MAX_JSON_DEPTH = 64
 
+CALLER_KEY = "charpente.caller"  # where authentication puts the Caller in the scope
 REST_HEADERS = frozenset(
     {b"accept", b"content-type", b"if-match", b"if-none-match", b"idempotency-key"}
 )
@@ -82,6 +84,7 @@ class RestCall:
     item_id: str
     request_id: str | None
     body: Callable[[], Awaitable[bytes]]
+    caller: Caller = ANONYMOUS
 
     def header(self, name: bytes) -> str | None:
         """A header's value as text (Latin-1, as HTTP defines), or None when not sent."""
@@ -160,7 +163,7 @@ class _ResourceEndpoints:
     async def list(self, call: RestCall) -> Reply:
         _check_accept(call)
         params = query_pairs(call.query)
-        result = await self.service.list(self.name, params)
+        result = await self.service.list(self.name, params, caller=call.caller)
         page: dict[str, object] = {"limit": result.limit, "next_cursor": result.next_cursor}
         if result.total is not None:
             page["total"] = result.total
@@ -173,7 +176,7 @@ class _ResourceEndpoints:
     async def get(self, call: RestCall) -> Reply:
         _check_accept(call)
         params = query_pairs(call.query)
-        item = await self.service.get(self.name, call.item_id, params)
+        item = await self.service.get(self.name, call.item_id, params, caller=call.caller)
         etag = f'"{item.etag}"'
         etag_header = [(b"etag", etag.encode("latin-1"))]
         if_none_match = call.header(b"if-none-match")
@@ -188,7 +191,11 @@ class _ResourceEndpoints:
         key = call.header(b"idempotency-key")
         idempotency = None if key is None else IdempotencyKey(key, self.base, self._rendered)
         created = await self.service.create(
-            self.name, body, request_id=call.request_id, idempotency=idempotency
+            self.name,
+            body,
+            request_id=call.request_id,
+            idempotency=idempotency,
+            caller=call.caller,
         )
         if created.replay is not None:
             replay = created.replay
@@ -214,6 +221,7 @@ class _ResourceEndpoints:
             patch,
             if_match=_if_match(call),
             request_id=call.request_id,
+            caller=call.caller,
         )
         etag = f'"{item.version}"'.encode("latin-1")
         return _json_reply(encode_json(item.record), 200, [(b"etag", etag)])
@@ -222,7 +230,11 @@ class _ResourceEndpoints:
         _check_accept(call)
         _refuse_query(call)
         await self.service.delete(
-            self.name, call.item_id, if_match=_if_match(call), request_id=call.request_id
+            self.name,
+            call.item_id,
+            if_match=_if_match(call),
+            request_id=call.request_id,
+            caller=call.caller,
         )
         return Reply(204, [])
 
@@ -272,6 +284,7 @@ def _call_of(request: Request) -> RestCall:
         item_id=request.path_params.get("id", ""),
         request_id=request_id_of(scope),
         body=request.body,
+        caller=scope.get(CALLER_KEY, ANONYMOUS),
     )
 
 

@@ -12,13 +12,15 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from charpente.design.expr import Expr
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
+from charpente.design.expr import Expr
 
 __all__ = [
+    "AuthStore",
     "Clock",
     "Database",
     "IdempotentResponse",
+    "Refreshed",
     "Transaction",
 ]
 
@@ -105,3 +107,95 @@ class Clock(Protocol):
     """The current time, as an aware UTC datetime (a port so that tests can set it)."""
 
     def now(self) -> datetime.datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """What presenting a refresh token did: `status` is "rotated" (a new token replaced it),
+    "reused" (it was used before: its family is now revoked) or "invalid"."""
+
+    status: str
+    account: str | None = None
+    family: str | None = None
+
+
+class AuthStore(Protocol):
+    """The engine's own account tables (passwords, tokens, codes, invites, identities,
+    signing keys, the authentication log). `tx` runs a call inside a write's transaction."""
+
+    async def login(self, email: str) -> tuple[Record, str | None] | None:
+        """The account with this (lowercase) email and its password hash, or None."""
+
+    async def set_password(
+        self, account: str, hash: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> None:
+        """Store (or replace) an account's password hash."""
+
+    async def add_refresh(
+        self,
+        hash: str,
+        family: str,
+        account: str,
+        now: datetime.datetime,
+        expires_at: datetime.datetime,
+    ) -> None:
+        """A new refresh token (its hash) in `family`."""  # fmt: skip
+
+    async def rotate_refresh(self, hash: str, new_hash: str, now: datetime.datetime) -> Refreshed:
+        """Use a refresh token once: replace it by `new_hash` in its family (same expiry),
+        or revoke the family when it was used already."""
+
+    async def revoke_refresh(self, hash: str, now: datetime.datetime) -> str | None:
+        """Revoke the family of a refresh token; its account id, or None if unknown."""
+
+    async def revoke_account(self, account: str, now: datetime.datetime) -> int:
+        """Revoke every refresh token family of an account; how many tokens it ended."""
+
+    async def add_code(self, hash: str, account: str, expires_at: datetime.datetime) -> None:
+        """A one-time login code (its hash) for an account."""
+
+    async def take_code(self, hash: str, now: datetime.datetime) -> str | None:
+        """Use a one-time code: its account id if it is valid and unused, else None."""
+
+    async def add_invite(
+        self, hash: str, email: str | None, role: str, expires_at: datetime.datetime
+    ) -> None:
+        """An invitation (its hash), for one email or for anyone who holds it."""
+
+    async def take_invite(
+        self, hash: str, email: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> str | None:
+        """Use an invitation for `email`: the role it grants, or None."""
+
+    async def identity(self, provider: str, subject: str) -> str | None:
+        """The account linked to a provider's user, or None."""
+
+    async def link(
+        self,
+        provider: str,
+        subject: str,
+        account: str,
+        email: str,
+        now: datetime.datetime,
+        tx: Transaction | None = None,
+    ) -> None:
+        """Link a provider's user to an account."""  # fmt: skip
+
+    async def signing_keys(self) -> list[str]:
+        """Every stored signing key record (JSON text)."""
+
+    async def save_signing_key(self, kid: str, record: str, now: datetime.datetime) -> None:
+        """Add a signing key record, or replace the one with this kid."""
+
+    async def log(
+        self,
+        event: str,
+        account: str | None,
+        ip: str | None,
+        detail: str | None,
+        now: datetime.datetime,
+    ) -> None:
+        """Append to the authentication log."""  # fmt: skip
+
+    async def log_entries(self, limit: int = 100) -> list[Record]:
+        """The newest entries of the authentication log."""

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Record, Update
@@ -57,6 +57,11 @@ __all__ = [
     "Precondition",
     "Service",
 ]
+
+Also = Callable[[Transaction, Record], Awaitable[None]]
+"""More work in a create's transaction, once the record is inserted."""
+UpdateListener = Callable[[str, Record, Record, Caller], Awaitable[None]]
+"""Called after an update commits: resource, record before, record after, caller."""
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}", re.ASCII)
@@ -151,6 +156,8 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self.hooks = hooks or Hooks()
         self._specs = {name: _spec(design, r) for name, r in design.resources.items()}
+        # The engine's own reactions to updates (accounts: a disabled one loses its tokens).
+        self.on_update: builtins.list[UpdateListener] = []
 
     # --- reads -------------------------------------------------------------------------
 
@@ -231,6 +238,7 @@ class Service:
         request_id: str | None = None,
         idempotency: IdempotencyKey | None = None,
         caller: Caller = ANONYMOUS,
+        also: Also | None = None,
     ) -> Created:
         """Validate `body`, run before_create hooks and checks, check the create rule,
         insert, count, commit.
@@ -255,6 +263,8 @@ class Service:
                 if stored is not None:
                     return Created(replay=_replayable(stored, fingerprint))
             record = await self._insert(spec, tx, values, now, request_id, (rule, caller))
+            if also is not None:
+                await also(tx, record)
             if idempotency is not None:
                 await _save_response(tx, idempotency, fingerprint, record, caller)
         await self.hooks.run_after("create", self._after_context(resource, request_id), record)
@@ -295,6 +305,8 @@ class Service:
             if not await _holds(tx, spec, rule, stored, auth):
                 raise _refused(caller, resource, hide=False)
         await self.hooks.run_after("update", self._after_context(resource, request_id), stored)
+        for listener in self.on_update:
+            await listener(resource, current, stored, caller)
         return Item(_visible(view, stored, spec.readable, auth), _version(stored))
 
     async def delete(
@@ -384,7 +396,8 @@ class Service:
             raise _refused(caller, spec.resource.name, hide=False)
         stored = await tx.insert(Insert(spec.resource.name, row))
         if rule is not None and uses_exists(rule):
-            if not await tx.matches(spec.resource.name, str(stored["id"]), rule):
+            allowed = await tx.matches(spec.resource.name, str(stored["id"]), rule)
+            if not allowed:
                 raise _refused(caller, spec.resource.name, hide=False)
         for counted in spec.counted:
             await _count(tx, counted, stored.get(counted.field), +1)

@@ -116,6 +116,7 @@ class SqlDatabase:
         self._engine = engine
         metadata = build_metadata(design)
         tables = {name: metadata.tables[name] for name in design.resources}
+        self._all_tables: Mapping[str, sa.Table] = dict(metadata.tables)
         for_update = not is_sqlite(engine)  # SQLite holds the write lock already
         self._locks = for_update
         statements = {
@@ -207,6 +208,37 @@ class SqlDatabase:
         await self._engine.dispose()
 
     @asynccontextmanager
+    async def writer(self) -> AsyncIterator[Executor]:
+        """An executor inside one transaction (for the engine's own tables, like auth's)."""
+        if self._active.get() is not None:
+            raise RuntimeError("a transaction is already open in this task")
+        with _unavailable_on_busy():
+            async with self._open_transaction() as ex:
+                token = self._active.set(ex)
+                try:
+                    yield ex
+                finally:
+                    self._active.reset(token)
+
+    def reader(self) -> AbstractAsyncContextManager[Executor]:
+        """An executor for reads outside any transaction (inside this task's, that one)."""
+        return self._reader()
+
+    def keep(self, stmt: sa.Executable) -> None:
+        """Mark a statement as built once for the process (compiled once on PostgreSQL)."""
+        if self._pg is not None:
+            self._pg[1].keep(stmt)
+
+    @property
+    def locks(self) -> bool:
+        """Whether writes lock rows (FOR UPDATE); SQLite's single writer needs none."""
+        return self._locks
+
+    @property
+    def metadata_tables(self) -> Mapping[str, sa.Table]:
+        return self._all_tables
+
+    @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
         if self._active.get() is not None:
             # The gate (and SQLite's writer lock) is not reentrant: waiting would never end.
@@ -278,6 +310,11 @@ class SqlTransaction:
         self._catalog = catalog
         self._rules = rules
         self._locks = locks  # FOR UPDATE (SQLite's single writer needs none)
+
+    @property
+    def executor(self) -> Executor:
+        """This transaction's executor (for the engine's own tables in the same write)."""
+        return self._ex
 
     async def get(
         self, resource: str, id: str, *, for_update: bool = False, where: Expr | None = None

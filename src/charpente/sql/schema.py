@@ -13,12 +13,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from charpente.design.auth import ACCOUNTS
 from charpente.design.model import Design, Field, Index, IndexColumn, Kind, OnDelete, Resource
 
 __all__ = [
     "IDEMPOTENCY_TABLE",
     "MAX_NAME_LENGTH",
     "UtcDateTime",
+    "auth_tables",
     "build_metadata",
     "column_type",
     "index_name",
@@ -101,6 +103,8 @@ def build_metadata(design: Design) -> sa.MetaData:
     for resource in design.resources.values():
         _resource_table(metadata, resource)
     _idempotency_table(metadata)
+    if ACCOUNTS in design.resources:
+        auth_tables(metadata)
     return metadata
 
 
@@ -157,6 +161,79 @@ def _column(field: Field) -> sa.Column[Any]:
         nullable=not (field.required or field.system or field.kind is Kind.COUNT),
         unique=field.unique or None,
         server_default=server_default,
+    )
+
+
+def auth_tables(metadata: sa.MetaData) -> None:
+    """The engine's own account tables: passwords, refresh tokens, one-time login codes,
+    invitations, linked OAuth identities, signing keys and the authentication log."""
+    account = sa.Uuid(as_uuid=False)
+
+    def owner() -> sa.Column[Any]:
+        fk = sa.ForeignKey(f"{ACCOUNTS}.id", ondelete="CASCADE")
+        return sa.Column("account", account, fk, nullable=False, index=True)
+
+    sa.Table(
+        "charpente_passwords",
+        metadata,
+        sa.Column("account", account, sa.ForeignKey(f"{ACCOUNTS}.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("hash", sa.Text(), nullable=False),
+        sa.Column("changed_at", UtcDateTime(), nullable=False),
+    )  # fmt: skip
+    sa.Table(
+        "charpente_refresh_tokens",
+        metadata,
+        sa.Column("hash", sa.Text(), primary_key=True),
+        sa.Column("family", sa.Text(), nullable=False, index=True),
+        owner(),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("used_at", UtcDateTime(), nullable=True),
+        sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    )
+    sa.Table(
+        "charpente_login_codes",
+        metadata,
+        sa.Column("hash", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("used_at", UtcDateTime(), nullable=True),
+    )
+    sa.Table(
+        "charpente_invites",
+        metadata,
+        sa.Column("hash", sa.Text(), primary_key=True),
+        sa.Column("email", sa.Text(), nullable=True),
+        sa.Column("role", sa.Text(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("used_at", UtcDateTime(), nullable=True),
+    )
+    sa.Table(
+        "charpente_identities",
+        metadata,
+        sa.Column("provider", sa.Text(), primary_key=True),
+        sa.Column("subject", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("email", sa.Text(), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+    )
+    sa.Table(
+        "charpente_signing_keys",
+        metadata,
+        sa.Column("kid", sa.Text(), primary_key=True),
+        sa.Column("record", sa.Text(), nullable=False),  # JSON; the private key sealed if set up
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+    )
+    sa.Table(
+        "charpente_auth_log",
+        metadata,
+        sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),
+        sa.Column("at", UtcDateTime(), nullable=False, index=True),
+        sa.Column("event", sa.Text(), nullable=False),
+        sa.Column("account", account, nullable=True, index=True),  # no FK: outlives it
+        sa.Column("ip", sa.Text(), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
     )
 
 

@@ -9,7 +9,7 @@ import uvicorn
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignOption
-from charpente.cli.commands.output import fail, reports_errors, say, warn
+from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
 from charpente.settings import Settings, export_to_process, redacted_url
 from charpente.wiring import (
@@ -19,13 +19,9 @@ from charpente.wiring import (
     load_configured_hooks,
 )
 
-__all__ = ["FACTORY", "OPEN_API_WARNING", "serve"]
+__all__ = ["FACTORY", "serve"]
 
 FACTORY = "charpente.wiring:app_from_env"
-OPEN_API_WARNING = (
-    "warning: this version of charpente has no access rules: anyone who can reach "
-    "this address can read and change every record."
-)
 
 
 @reports_errors
@@ -86,4 +82,3 @@ def _announce(settings: Settings, design: Design, host: str, port: int) -> None:
     say(f"  docs:     {base}/docs   spec: {base}/openapi.json")
     say(f"  design:   {settings.design_label}")
     say(f"  database: {redacted_url(settings.database_url)}")
-    warn(OPEN_API_WARNING)

@@ -1,0 +1,209 @@
+"""`/v1/auth/*`, `/.well-known/jwks.json`, and the middleware that authenticates requests.
+
+Translating only: the rules live in runtime.auth. The token endpoint speaks OAuth 2.0
+(RFC 6749): form-encoded requests (JSON is accepted too), `{"error": ...}` answers (§5.2),
+and `Cache-Control: no-store` on every answer that carries a token.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from charpente.errors import BadRequest, Unauthorized, UnsupportedMediaType
+from charpente.http.clientip import IPNetwork, client_ip
+from charpente.http.problems import problem_response, request_id_of
+from charpente.http.rest import CALLER_KEY, JSON, encode_json
+from charpente.runtime.auth import Accounts, OAuthGrantError
+from charpente.runtime.caller import ANONYMOUS, Caller
+
+__all__ = ["AuthenticationMiddleware", "auth_routes", "client_ip_of"]
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_FORM = "application/x-www-form-urlencoded"
+_MAX_FORM_BYTES = 16_384
+_MAX_FIELD = 4096
+CLIENT_IP_KEY = "charpente.client_ip"
+
+
+def client_ip_of(scope: Scope) -> str | None:
+    """The client address the edge settled on (trusted proxies applied), else the peer."""
+    found = scope.get(CLIENT_IP_KEY)
+    if isinstance(found, str):
+        return found
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+class AuthenticationMiddleware:
+    """Puts the request's Caller in the scope (`charpente.caller`) from its bearer token;
+    answers 401 itself when a token is sent and does not verify."""
+
+    def __init__(
+        self, app: ASGIApp, accounts: Accounts, trusted_proxies: tuple[IPNetwork, ...] = ()
+    ) -> None:
+        self.app = app
+        self.accounts = accounts
+        self.trusted_proxies = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = _header(scope, b"authorization")
+        if self.trusted_proxies:
+            scope[CLIENT_IP_KEY] = client_ip(scope, self.trusted_proxies)
+        try:
+            scope[CALLER_KEY] = self.accounts.authenticate(header)
+        except Unauthorized as error:
+            response = problem_response(error, scope["path"], request_id_of(scope))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
+    """The account and token endpoints under `prefix` (`/v1`), and the JWKS document."""
+    endpoints = _AuthEndpoints(accounts)
+    return [
+        Route(f"{prefix}/auth/signup", endpoints.signup, methods=["POST"]),
+        Route(f"{prefix}/auth/token", endpoints.token, methods=["POST"]),
+        Route(f"{prefix}/auth/revoke", endpoints.revoke, methods=["POST"]),
+        Route(f"{prefix}/auth/me", endpoints.me, methods=["GET"]),
+        Route(f"{prefix}/auth/password", endpoints.password, methods=["POST"]),
+        Route(f"{prefix}/auth/invites", endpoints.invites, methods=["POST"]),
+        Route("/.well-known/jwks.json", endpoints.jwks, methods=["GET"]),
+    ]
+
+
+class _AuthEndpoints:
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    async def signup(self, request: Request) -> Response:
+        body = await _json_body(request)
+        item = await self.accounts.signup(body, ip=client_ip_of(request.scope))
+        location = f"{request.url.path.rsplit('/auth/', 1)[0]}/accounts/{item.record['id']}"
+        headers = {"Location": location, "ETag": f'"{item.etag}"'}
+        return Response(encode_json(item.record), 201, headers, JSON)
+
+    async def token(self, request: Request) -> Response:
+        try:
+            form = await _form(request)
+            pair = await self.accounts.token(form, ip=client_ip_of(request.scope))
+        except OAuthGrantError as error:
+            return _oauth_error(error)
+        return Response(encode_json(pair.as_json()), 200, _NO_STORE, JSON)
+
+    async def revoke(self, request: Request) -> Response:
+        try:
+            form = await _form(request)
+            await self.accounts.revoke(form.get("token"), ip=client_ip_of(request.scope))
+        except OAuthGrantError as error:
+            return _oauth_error(error)
+        return Response(b"", 200, _NO_STORE)
+
+    async def me(self, request: Request) -> Response:
+        caller = _caller(request)
+        if caller.id is None:
+            raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
+        item = await self.accounts.service.get("accounts", caller.id, caller=caller)
+        headers = {"ETag": f'"{item.etag}"', "Cache-Control": "no-store"}
+        return Response(encode_json(item.record), 200, headers, JSON)
+
+    async def password(self, request: Request) -> Response:
+        body = await _json_body(request)
+        fields = body if isinstance(body, dict) else {}
+        await self.accounts.change_password(
+            _caller(request),
+            fields.get("current_password"),
+            fields.get("new_password"),
+            ip=client_ip_of(request.scope),
+        )
+        return Response(status_code=204)
+
+    async def invites(self, request: Request) -> Response:
+        caller = _caller(request)
+        if caller.id is None:
+            raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
+        body = await _json_body(request)
+        fields = body if isinstance(body, dict) else {}
+        email, role = fields.get("email"), fields.get("role")
+        if not isinstance(email, str | None) or not isinstance(role, str | None):
+            raise BadRequest(detail="email and role are strings")
+        code, expires = await self.accounts.invite(email, role, by=caller)
+        payload = {"code": code, "expires_at": expires.isoformat().replace("+00:00", "Z")}
+        return Response(encode_json(payload), 201, _NO_STORE, JSON)
+
+    async def jwks(self, request: Request) -> Response:
+        headers = {"Cache-Control": "public, max-age=300"}
+        return Response(encode_json(self.accounts.public_keys()), 200, headers, JSON)
+
+
+def _caller(request: Request) -> Caller:
+    found = request.scope.get(CALLER_KEY, ANONYMOUS)
+    return found if isinstance(found, Caller) else ANONYMOUS
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _json_body(request: Request) -> object:
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if media != JSON:
+        raise UnsupportedMediaType(detail=f"send {JSON}")
+    raw = await request.body()
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise BadRequest(detail="the body is not valid JSON") from None
+
+
+async def _form(request: Request) -> Mapping[str, str]:
+    """The token endpoint's parameters: a form (RFC 6749) or a JSON object of strings."""
+    media = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if len(raw) > _MAX_FORM_BYTES:
+        raise OAuthGrantError("invalid_request", "the request is too large")
+    if media == _FORM:
+        try:
+            pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError):
+            raise OAuthGrantError("invalid_request", "the form is not well encoded") from None
+        return _unique(pairs)
+    if media == JSON:
+        try:
+            data: Any = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise OAuthGrantError("invalid_request", "the body is not valid JSON") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise OAuthGrantError("invalid_request", "send an object of string values")
+        return _unique(list(data.items()))
+    raise OAuthGrantError("invalid_request", f"send {_FORM}")
+
+
+def _unique(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if name in found:  # RFC 6749 §3.2: parameters must not repeat
+            raise OAuthGrantError("invalid_request", f"{name} is given twice")
+        if len(value) > _MAX_FIELD:
+            raise OAuthGrantError("invalid_request", f"{name} is too long")
+        found[name] = value
+    return found
+
+
+def _oauth_error(error: OAuthGrantError) -> Response:
+    body = {"error": error.error, "error_description": error.description}
+    return Response(encode_json(body), error.status_code, _NO_STORE, JSON)

@@ -1,0 +1,258 @@
+"""The AuthStore port over the engine's account tables (see sql.schema.auth_tables).
+
+Every statement is built once. Refresh-token rotation reads the token's row with FOR
+UPDATE (PostgreSQL) or under SQLite's single writer, so two requests presenting the same
+token cannot both rotate it: the second sees it used and revokes the family.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from charpente.compile.plan import Record
+from charpente.design.auth import ACCOUNTS
+from charpente.runtime.ids import new_id
+from charpente.runtime.ports import Refreshed, Transaction
+from charpente.sql.database import SqlDatabase, SqlTransaction
+from charpente.sql.executor import Executor
+
+__all__ = ["SqlAuthStore"]
+
+
+def _p(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name)
+
+
+class SqlAuthStore:
+    """The AuthStore port on a SqlDatabase's connections."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self._db = database
+        t = database.metadata_tables
+        accounts, passwords = t[ACCOUNTS], t["charpente_passwords"]
+        tokens, codes = t["charpente_refresh_tokens"], t["charpente_login_codes"]
+        invites, identities = t["charpente_invites"], t["charpente_identities"]
+        keys, log = t["charpente_signing_keys"], t["charpente_auth_log"]
+        self._t = t
+        lock = database.locks
+        token_row = sa.select(tokens).where(tokens.c.hash == _p("hash"))
+        code_row = sa.select(codes).where(codes.c.hash == _p("hash"))
+        invite_row = sa.select(invites).where(invites.c.hash == _p("hash"))
+        self._s = {
+            "login": sa.select(accounts, passwords.c.hash.label("_password"))
+            .select_from(accounts.outerjoin(passwords, passwords.c.account == accounts.c.id))
+            .where(accounts.c.email == _p("email")),
+            "password_del": sa.delete(passwords).where(passwords.c.account == _p("account")),
+            "password_add": sa.insert(passwords),
+            "token_add": sa.insert(tokens),
+            "token_row": token_row.with_for_update() if lock else token_row,
+            "token_used": sa.update(tokens)
+            .where(tokens.c.hash == _p("_hash"))
+            .values(used_at=_p("_now")),
+            "family_revoke": sa.update(tokens)
+            .where(tokens.c.family == _p("_family"), tokens.c.revoked_at.is_(None))
+            .values(revoked_at=_p("_now")),
+            "account_revoke": sa.update(tokens)
+            .where(tokens.c.account == _p("_account"), tokens.c.revoked_at.is_(None))
+            .values(revoked_at=_p("_now")),
+            "code_add": sa.insert(codes),
+            "code_row": code_row.with_for_update() if lock else code_row,
+            "code_used": sa.update(codes)
+            .where(codes.c.hash == _p("hash"))
+            .values(used_at=_p("now")),
+            "invite_add": sa.insert(invites),
+            "invite_row": invite_row.with_for_update() if lock else invite_row,
+            "invite_used": sa.update(invites)
+            .where(invites.c.hash == _p("_hash"))
+            .values(used_at=_p("_now")),
+            "identity": sa.select(identities.c.account).where(
+                identities.c.provider == _p("provider"), identities.c.subject == _p("subject")
+            ),
+            "link": sa.insert(identities),
+            "keys": sa.select(keys.c.record).order_by(keys.c.created_at, keys.c.kid),
+            "key_del": sa.delete(keys).where(keys.c.kid == _p("kid")),
+            "key_add": sa.insert(keys),
+            "log": sa.insert(log),
+            "log_entries": sa.select(log)
+            .order_by(log.c.at.desc(), log.c.id.desc())
+            .limit(_p("limit")),
+        }
+        for stmt in self._s.values():
+            database.keep(stmt)
+
+    # --- passwords -----------------------------------------------------------------------
+
+    async def login(self, email: str) -> tuple[Record, str | None] | None:
+        async with self._db.reader() as ex:
+            row = await ex.first(self._s["login"], {"email": email})
+        if row is None:
+            return None
+        password = row.pop("_password")
+        return row, None if password is None else str(password)
+
+    async def set_password(
+        self, account: str, hash: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> None:
+        async with self._writer(tx) as ex:
+            await ex.run(self._s["password_del"], {"account": account})
+            await ex.run(
+                self._s["password_add"], {"account": account, "hash": hash, "changed_at": now}
+            )
+
+    # --- refresh tokens ------------------------------------------------------------------
+
+    async def add_refresh(
+        self,
+        hash: str,
+        family: str,
+        account: str,
+        now: datetime.datetime,
+        expires_at: datetime.datetime,
+    ) -> None:
+        async with self._writer(None) as ex:
+            await ex.run(self._s["token_add"], _token(hash, family, account, now, expires_at))
+
+    async def rotate_refresh(self, hash: str, new_hash: str, now: datetime.datetime) -> Refreshed:
+        async with self._writer(None) as ex:
+            row = await ex.first(self._s["token_row"], {"hash": hash})
+            if row is None:
+                return Refreshed("invalid")
+            family, account = str(row["family"]), str(row["account"])
+            if row["used_at"] is not None or row["revoked_at"] is not None:
+                await ex.run(self._s["family_revoke"], {"_family": family, "_now": now})
+                return Refreshed("reused", account, family)
+            expires_at = row["expires_at"]
+            assert isinstance(expires_at, datetime.datetime)
+            if expires_at <= now:
+                return Refreshed("invalid", account, family)
+            await ex.run(self._s["token_used"], {"_hash": hash, "_now": now})
+            await ex.run(self._s["token_add"], _token(new_hash, family, account, now, expires_at))
+        return Refreshed("rotated", account, family)
+
+    async def revoke_refresh(self, hash: str, now: datetime.datetime) -> str | None:
+        async with self._writer(None) as ex:
+            row = await ex.first(self._s["token_row"], {"hash": hash})
+            if row is None:
+                return None
+            await ex.run(self._s["family_revoke"], {"_family": row["family"], "_now": now})
+            return str(row["account"])
+
+    async def revoke_account(self, account: str, now: datetime.datetime) -> int:
+        async with self._writer(None) as ex:
+            tokens = self._t["charpente_refresh_tokens"]
+            live = sa.select(sa.func.count()).where(
+                tokens.c.account == account, tokens.c.revoked_at.is_(None)
+            )
+            count = int(await ex.scalar(live))
+            await ex.run(self._s["account_revoke"], {"_account": account, "_now": now})
+            return count
+
+    # --- one-time codes and invitations --------------------------------------------------
+
+    async def add_code(self, hash: str, account: str, expires_at: datetime.datetime) -> None:
+        async with self._writer(None) as ex:
+            params = {"hash": hash, "account": account, "expires_at": expires_at, "used_at": None}
+            await ex.run(self._s["code_add"], params)
+
+    async def take_code(self, hash: str, now: datetime.datetime) -> str | None:
+        async with self._writer(None) as ex:
+            row = await ex.first(self._s["code_row"], {"hash": hash})
+            if row is None or row["used_at"] is not None:
+                return None
+            await ex.run(self._s["code_used"], {"_hash": hash, "_now": now})
+            expires_at = row["expires_at"]
+            assert isinstance(expires_at, datetime.datetime)
+            return str(row["account"]) if expires_at > now else None
+
+    async def add_invite(
+        self, hash: str, email: str | None, role: str, expires_at: datetime.datetime
+    ) -> None:
+        async with self._writer(None) as ex:
+            params = {"hash": hash, "email": email, "role": role, "expires_at": expires_at}
+            await ex.run(self._s["invite_add"], {**params, "used_at": None})
+
+    async def take_invite(
+        self, hash: str, email: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> str | None:
+        async with self._writer(tx) as ex:
+            row = await ex.first(self._s["invite_row"], {"hash": hash})
+            if row is None or row["used_at"] is not None:
+                return None
+            expires_at = row["expires_at"]
+            assert isinstance(expires_at, datetime.datetime)
+            if expires_at <= now or row["email"] not in (None, email):
+                return None
+            await ex.run(self._s["invite_used"], {"_hash": hash, "_now": now})
+            return str(row["role"])
+
+    # --- identities, keys, log -----------------------------------------------------------
+
+    async def identity(self, provider: str, subject: str) -> str | None:
+        async with self._db.reader() as ex:
+            row = await ex.first(self._s["identity"], {"provider": provider, "subject": subject})
+        return None if row is None else str(row["account"])
+
+    async def link(
+        self,
+        provider: str,
+        subject: str,
+        account: str,
+        email: str,
+        now: datetime.datetime,
+        tx: Transaction | None = None,
+    ) -> None:
+        async with self._writer(tx) as ex:
+            params = {"provider": provider, "subject": subject, "account": account}
+            await ex.run(self._s["link"], {**params, "email": email, "created_at": now})
+
+    async def signing_keys(self) -> list[str]:
+        async with self._db.reader() as ex:
+            return [str(row["record"]) for row in await ex.rows(self._s["keys"])]
+
+    async def save_signing_key(self, kid: str, record: str, now: datetime.datetime) -> None:
+        async with self._writer(None) as ex:
+            await ex.run(self._s["key_del"], {"kid": kid})
+            await ex.run(self._s["key_add"], {"kid": kid, "record": record, "created_at": now})
+
+    async def log(
+        self,
+        event: str,
+        account: str | None,
+        ip: str | None,
+        detail: str | None,
+        now: datetime.datetime,
+    ) -> None:
+        async with self._writer(None) as ex:
+            params = {"id": new_id(), "at": now, "event": event, "account": account}
+            await ex.run(self._s["log"], {**params, "ip": ip, "detail": detail})
+
+    async def log_entries(self, limit: int = 100) -> list[Record]:
+        async with self._db.reader() as ex:
+            return await ex.rows(self._s["log_entries"], {"limit": limit})
+
+    @asynccontextmanager
+    async def _writer(self, tx: Transaction | None) -> AsyncIterator[Executor]:
+        if isinstance(tx, SqlTransaction):
+            yield tx.executor
+            return
+        async with self._db.writer() as ex:
+            yield ex
+
+
+def _token(
+    hash: str, family: str, account: str, now: datetime.datetime, expires_at: datetime.datetime
+) -> dict[str, object]:
+    return {
+        "hash": hash,
+        "family": family,
+        "account": account,
+        "created_at": now,
+        "expires_at": expires_at,
+        "used_at": None,
+        "revoked_at": None,
+    }
