@@ -60,6 +60,7 @@ class Settings:
     trusted_proxies: str = ""  # addresses and networks, comma-separated
     secret_keys: str | None = field(default=None, repr=False)  # "kid:base64,..." (AES-256)
     issuer: str | None = None  # the `iss` of access tokens (default charpente:<design name>)
+    public_url: str | None = None  # where clients reach the API (OAuth callback URLs)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -81,6 +82,7 @@ class Settings:
             trusted_proxies=_proxies(environ.get("CHARPENTE_TRUSTED_PROXIES")),
             secret_keys=_secret_keys(environ.get("CHARPENTE_SECRET_KEYS")),
             issuer=environ.get("CHARPENTE_ISSUER") or None,
+            public_url=_public_url(environ.get("CHARPENTE_PUBLIC_URL")),
         )
 
     @property
@@ -119,9 +121,16 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_TRUSTED_PROXIES": settings.trusted_proxies or None,
         "CHARPENTE_SECRET_KEYS": settings.secret_keys,
         "CHARPENTE_ISSUER": settings.issuer,
+        "CHARPENTE_PUBLIC_URL": settings.public_url,
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
     return environ
+
+
+def environment_secret(name: str) -> str | None:
+    """A variable the design names for a secret (`client_secret: env:NAME`); never logged."""
+    value = os.environ.get(name)
+    return value or None
 
 
 def settings_from_process() -> Settings:
@@ -270,3 +279,12 @@ def _secret_keys(value: str | None) -> str | None:
     except ValueError as error:
         raise ConfigError(f"CHARPENTE_SECRET_KEYS: {error}") from None
     return value
+
+
+def _public_url(value: str | None) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.path not in ("", "/"):
+        raise ConfigError("CHARPENTE_PUBLIC_URL must be like https://api.example.com (no path)")
+    return value.rstrip("/")

@@ -22,13 +22,15 @@ from charpente.design.model import Design
 from charpente.errors import ConfigError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
+from charpente.http.oauth import oauth_routes
 from charpente.loader import load_design, load_design_text
 from charpente.runtime.auth import Accounts
 from charpente.runtime.hooks import Hooks, load_hooks
+from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
-from charpente.settings import Settings, settings_from_process
+from charpente.settings import Settings, environment_secret, settings_from_process
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
@@ -89,6 +91,8 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     service = Service(design, database, hooks=hooks)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings)
+    oauth = OAuthClient(login_providers(design))
+    prefix = f"/v{design.api_version}"
     app = build_app(
         service,
         design,
@@ -96,8 +100,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
         limiter=limiter,
         trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
         max_body_bytes=settings.max_body_bytes,
+        extra_routes=oauth_routes(accounts, oauth, design, prefix, settings.public_url),
         on_startup=[accounts.start],
-        on_shutdown=[accounts.stop, close_limiter, database.close],
+        on_shutdown=[accounts.stop, oauth.aclose, close_limiter, database.close],
     )
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     return app
@@ -118,6 +123,40 @@ def build_accounts(
         sealer=sealer,
         issuer=settings.issuer,
     )
+
+
+def login_providers(design: Design) -> list[Provider]:
+    """The design's OAuth providers with their client ids and secrets from the environment.
+    Raises ConfigError naming the variable that is missing."""
+    providers = []
+    for declared in design.auth.providers:
+        values = {}
+        for env in (declared.client_id_env, declared.client_secret_env):
+            value = environment_secret(env)
+            if value is None:
+                raise ConfigError(f"login provider {declared.name!r} needs the variable {env}")
+            values[env] = value
+        urls: dict[str, Any] = {}
+        if declared.issuer is not None:
+            urls["issuer"] = declared.issuer
+        if declared.base_url is not None:
+            urls["authorize_url"] = f"{declared.base_url}/login/oauth/authorize"
+            urls["token_url"] = f"{declared.base_url}/login/oauth/access_token"
+        if declared.api_url is not None:
+            urls["api_url"] = declared.api_url
+        try:
+            providers.append(
+                Provider(
+                    declared.name,
+                    declared.kind,  # type: ignore[arg-type]  # checked by design.auth
+                    values[declared.client_id_env],
+                    values[declared.client_secret_env],
+                    **urls,
+                )
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    return providers
 
 
 def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Coroutine[Any, Any, None]]]:

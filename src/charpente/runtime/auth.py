@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from charpente.compile.plan import Record
 from charpente.design.auth import ACCOUNTS
 from charpente.design.model import ADMIN_ROLE, Design
@@ -164,6 +167,21 @@ class Accounts:
         await self._save_key(fresh)
         await self.reload_keys()
         return fresh
+
+    def cookie_sealer(self) -> Sealer:
+        """What seals short-lived browser state (the OAuth login cookie): the configured
+        secret keys, else keys derived (HKDF) from the signing keys, which every process
+        of the backend shares through the database."""
+        if self.sealer is not None:
+            return self.sealer
+        keys = self.ring.published(self.clock.now())
+        if not keys:
+            raise Unavailable(
+                detail="signing keys are not loaded yet", headers={"Retry-After": "2"}
+            )
+        derived = {_kid(key.kid): _derive(key) for key in keys}
+        # The key signing now: every process has known it for a while (new ones wait 60 s).
+        return Sealer(derived, _kid(self.ring.signing_key(self.clock.now()).kid))
 
     def public_keys(self) -> dict[str, list[dict[str, str]]]:
         """The JWKS document: every key not yet retired (old tokens still verify)."""
@@ -544,6 +562,17 @@ def _refuse_admin_fields(fields: Mapping[str, Any]) -> None:
 
 def _replace_key(key: SigningKey, **changes: Any) -> SigningKey:
     return dataclasses.replace(key, **changes)
+
+
+def _kid(kid: str) -> str:
+    return kid[:32].replace("=", "")
+
+
+def _derive(key: SigningKey) -> bytes:
+    """A 256-bit key for browser state, derived from a signing key's private part."""
+    secret = str(key.private_jwk.get("d", "")).encode()
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"charpente browser state")
+    return hkdf.derive(secret)
 
 
 def _iso(value: object) -> str:
