@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,22 +13,41 @@ from charpente.templates import template_text
 
 SOCIAL = template_text("social")
 
-# resource → (create body, patch, the field the patch changes or None for a no-op patch)
-CRUD: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {
-    "accounts": ({"handle": "grace", "email": "grace@example.com"}, {"bio": "hi"}, "bio"),
-    "posts": ({"author": "{ada}", "body": "hello"}, {"visibility": "private"}, "visibility"),
-    "follows": ({"follower": "{ada}", "followee": "{bob}"}, {}, None),
-    "likes": ({"post": "{post}", "account": "{bob}"}, {}, None),
-    "comments": ({"post": "{post}", "author": "{bob}", "body": "nice"}, {"body": "nicer"}, "body"),
-    "shares": ({"post": "{post}", "account": "{bob}"}, {"comment": "look"}, "comment"),
+
+@dataclass(frozen=True)
+class Crud:
+    """How one social resource goes through its life, and who does each step."""
+
+    owner: str  # who creates, patches and deletes the record
+    body: dict[str, Any]  # `{post}` names the seeded post
+    patch: dict[str, Any]
+    changed: str | None  # the field the patch changes
+    patch_status: int = 200  # a resource without an update rule refuses members
+
+
+CRUD: dict[str, Crud] = {
+    "accounts": Crud(
+        "root", {"handle": "grace", "email": "grace@example.com"}, {"bio": "hi"}, "bio"
+    ),
+    "posts": Crud("ada", {"body": "hello"}, {"visibility": "private"}, "visibility"),
+    "follows": Crud("bob", {"followee": "{ada}"}, {}, None, patch_status=403),
+    "likes": Crud("bob", {"post": "{post}"}, {}, None, patch_status=403),
+    "comments": Crud("bob", {"post": "{post}", "body": "nice"}, {"body": "nicer"}, "body"),
+    "shares": Crud("bob", {"post": "{post}"}, {"comment": "look"}, "comment"),
 }
 
 
-async def _social_seed(api: Any) -> dict[str, str]:
-    ada = await api.create("accounts", {"handle": "ada", "email": "ada@example.com"})
-    bob = await api.create("accounts", {"handle": "bob", "email": "bob@example.com"})
-    post = await api.create("posts", {"author": ada["id"], "body": "first"})
-    return {"ada": ada["id"], "bob": bob["id"], "post": post["id"]}
+async def _social_seed(api: Any) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """ada (with a public post), bob and root (an admin): their headers, and the ids."""
+    headers = {
+        "ada": await api.sign_in("ada@example.com", handle="ada"),
+        "bob": await api.sign_in("bob@example.com", handle="bob"),
+        "root": await api.sign_in("root@example.com", "admin", handle="root"),
+    }
+    post = await api.client.post("/v1/posts", json={"body": "first"}, headers=headers["ada"])
+    assert post.status_code == 201, post.text
+    ids = {name: api.ids[f"{name}@example.com"] for name in headers}
+    return headers, {**ids, "post": post.json()["id"]}
 
 
 def _fill(body: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
@@ -42,11 +62,11 @@ async def test_a_social_record_goes_through_create_read_list_patch_delete(
     make_api, resource: str
 ) -> None:
     api = await make_api(SOCIAL)
-    ids = await _social_seed(api)
-    body, patch, changed = CRUD[resource]
-    client = api.client
+    headers, ids = await _social_seed(api)
+    crud = CRUD[resource]
+    client, owner = api.client, headers[crud.owner]
 
-    created = await client.post(f"/v1/{resource}", json=_fill(body, ids))
+    created = await client.post(f"/v1/{resource}", json=_fill(crud.body, ids), headers=owner)
     assert created.status_code == 201, created.text
     record = created.json()
     assert created.headers["location"] == f"/v1/{resource}/{record['id']}"
@@ -54,56 +74,66 @@ async def test_a_social_record_goes_through_create_read_list_patch_delete(
     assert uuid.UUID(record["id"]).version == 7
     assert record["version"] == 1
     assert record["created_at"].endswith("Z")
+    for name in ("author", "follower", "account"):  # `default: auth.id`: the caller
+        if name in record:
+            assert record[name] == ids[crud.owner]
 
-    fetched = await client.get(created.headers["location"])
+    fetched = await client.get(created.headers["location"], headers=owner)
     assert fetched.status_code == 200
     assert fetched.json() == record
+    assert fetched.headers["etag"] == '"1"'
 
-    listed = await client.get(f"/v1/{resource}?limit=100")
+    listed = await client.get(f"/v1/{resource}?limit=100", headers=owner)
     assert record["id"] in [r["id"] for r in listed.json()["data"]]
 
-    patched = await client.patch(
-        f"/v1/{resource}/{record['id']}", json=patch, headers={"If-Match": '"1"'}
-    )
-    assert patched.status_code == 200, patched.text
-    expected_version = 1 if changed is None else 2
-    assert patched.json()["version"] == expected_version
-    assert patched.headers["etag"] == f'"{expected_version}"'
-    if changed is not None:
-        assert patched.json()[changed] == patch[changed]
+    url = f"/v1/{resource}/{record['id']}"
+    patched = await client.patch(url, json=crud.patch, headers={**owner, "If-Match": '"1"'})
+    assert patched.status_code == crud.patch_status, patched.text
+    version = 1
+    if crud.patch_status == 200:
+        version = 1 if crud.changed is None else 2
+        assert patched.json()["version"] == version
+        assert patched.headers["etag"] == f'"{version}"'
+        if crud.changed is not None:
+            assert patched.json()[crud.changed] == crud.patch[crud.changed]
 
-    deleted = await client.delete(
-        f"/v1/{resource}/{record['id']}", headers={"If-Match": f'"{expected_version}"'}
-    )
+    stale = await client.delete(url, headers={**owner, "If-Match": f'"{version + 7}"'})
+    assert stale.status_code == 412
+    deleted = await client.delete(url, headers={**owner, "If-Match": f'"{version}"'})
     assert deleted.status_code == 204
     assert deleted.content == b""
-    assert (await client.get(f"/v1/{resource}/{record['id']}")).status_code == 404
+    assert (await client.get(url, headers=owner)).status_code == 404
 
 
 @pytest.mark.anyio
 async def test_social_counters_follow_likes_and_follows(make_api) -> None:
     api = await make_api(SOCIAL)
-    ids = await _social_seed(api)
-    like = await api.create("likes", {"post": ids["post"], "account": ids["bob"]})
-    await api.create("follows", {"follower": ids["bob"], "followee": ids["ada"]})
+    headers, ids = await _social_seed(api)
+    bob = headers["bob"]
+    like = await api.client.post("/v1/likes", json={"post": ids["post"]}, headers=bob)
+    assert like.status_code == 201, like.text
+    follow = await api.client.post("/v1/follows", json={"followee": ids["ada"]}, headers=bob)
+    assert follow.status_code == 201, follow.text
     post = (await api.client.get(f"/v1/posts/{ids['post']}")).json()
-    ada = (await api.client.get(f"/v1/accounts/{ids['ada']}")).json()
-    bob = (await api.client.get(f"/v1/accounts/{ids['bob']}")).json()
-    assert (post["like_count"], ada["follower_count"], bob["following_count"]) == (1, 1, 1)
+    ada = (await api.client.get(f"/v1/accounts/{ids['ada']}", headers=bob)).json()
+    me = (await api.client.get(f"/v1/accounts/{ids['bob']}", headers=bob)).json()
+    assert (post["like_count"], ada["follower_count"], me["following_count"]) == (1, 1, 1)
     assert ada["post_count"] == 1
-    await api.client.delete(f"/v1/likes/{like['id']}")
+    gone = await api.client.delete(f"/v1/likes/{like.json()['id']}", headers=bob)
+    assert gone.status_code == 204
     assert (await api.client.get(f"/v1/posts/{ids['post']}")).json()["like_count"] == 0
 
 
 @pytest.mark.anyio
 async def test_a_following_oneself_breaks_the_declared_check(make_api) -> None:
     api = await make_api(SOCIAL)
-    ids = await _social_seed(api)
+    headers, ids = await _social_seed(api)
     response = await api.client.post(
-        "/v1/follows", json={"follower": ids["ada"], "followee": ids["ada"]}
+        "/v1/follows", json={"followee": ids["ada"]}, headers=headers["ada"]
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["code"] == "check"
+    assert await api.count_rows("follows") == 0
 
 
 # --- hostile inputs (blog design) ---------------------------------------------------------
