@@ -171,11 +171,14 @@ def test_every_error_status_of_an_operation_is_a_problem_response() -> None:
     }
     assert statuses[("/v2/posts", "post")] == {
         "400",
+        "401",
+        "403",
         "406",
         "409",
         "413",
         "415",
         "422",
+        "429",
         "500",
         "503",
     }

@@ -9,6 +9,8 @@ import datetime
 import decimal
 from collections.abc import Iterable
 
+from charpente.compile.openapi_auth import SECURITY, auth_paths, security_schemes
+from charpente.design.auth import ACCOUNTS
 from charpente.design.model import Design, Field, Kind, Resource
 
 __all__ = ["DEFAULT_MAX_LENGTH", "openapi_document", "schema_name"]
@@ -33,6 +35,8 @@ _STRING_KINDS = frozenset(
 
 _ERROR_NAMES = {
     400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "NotFound",
     406: "NotAcceptable",
     409: "Conflict",
@@ -41,11 +45,14 @@ _ERROR_NAMES = {
     415: "UnsupportedMediaType",
     422: "ValidationFailed",
     428: "PreconditionRequired",
+    429: "TooManyRequests",
     500: "InternalError",
     503: "Unavailable",
 }
 _ERROR_TEXT = {
     400: "Malformed JSON, a bad filter or sort, or an unknown query parameter.",
+    401: "No credentials where the access rule needs an account, or a token that is not valid.",
+    403: "The caller may see the record (or collection) but may not do this.",
     404: "No such record, or not visible to the caller.",
     406: "No acceptable representation for the Accept header.",
     409: "A unique constraint would be violated, or a reference still points here.",
@@ -54,16 +61,17 @@ _ERROR_TEXT = {
     415: "The Content-Type is not supported.",
     422: "The request is not valid: every bad field is listed in `errors`.",
     428: "This resource requires If-Match on writes.",
+    429: "A rate limit is reached; retry after `Retry-After` seconds.",
     500: "A bug: a generic body with the request id, never a stack trace.",
     503: "A dependency is down; retry after `Retry-After` seconds.",
 }
-_ALWAYS = (400, 406, 500, 503)
+_ALWAYS = (400, 401, 406, 429, 500, 503)
 _OPERATION_ERRORS = {
-    "list": (*_ALWAYS, 422),
-    "create": (*_ALWAYS, 409, 413, 415, 422),
+    "list": (*_ALWAYS, 403, 422),
+    "create": (*_ALWAYS, 403, 409, 413, 415, 422),
     "get": (*_ALWAYS, 404),
-    "update": (*_ALWAYS, 404, 409, 412, 413, 415, 422),
-    "delete": (*_ALWAYS, 404, 409, 412),
+    "update": (*_ALWAYS, 403, 404, 409, 412, 413, 415, 422),
+    "delete": (*_ALWAYS, 403, 404, 409, 412),
 }
 
 Json = dict[str, object]
@@ -79,6 +87,8 @@ def openapi_document(design: Design) -> dict[str, object]:
         paths.update(_resource_paths(design, resource, name))
         schemas.update(_resource_schemas(design, resource, name, names))
     paths.update(_health_paths())
+    if ACCOUNTS in names:
+        paths.update(auth_paths(design, names[ACCOUNTS]))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -89,7 +99,9 @@ def openapi_document(design: Design) -> dict[str, object]:
         "servers": [{"url": "/"}],
         "tags": _tags(design),
         "paths": paths,
+        "security": SECURITY,
         "components": {
+            "securitySchemes": security_schemes(design),
             "schemas": schemas,
             "responses": _error_responses(),
             "headers": _headers(),
@@ -483,8 +495,13 @@ def _error_responses() -> Json:
     responses: Json = {}
     for status, name in _ERROR_NAMES.items():
         headers = {"X-Request-ID": _ref("headers", "X-Request-ID")}
-        if status == 503:
+        if status in (429, 503):
             headers["Retry-After"] = _ref("headers", "Retry-After")
+        if status == 401:
+            headers["WWW-Authenticate"] = {
+                "description": "`Bearer`, with `error=\"invalid_token\"` for a bad token.",
+                "schema": {"type": "string"},
+            }
         responses[name] = {
             "description": _ERROR_TEXT[status],
             "headers": headers,

@@ -1,0 +1,185 @@
+"""The OpenAPI description of accounts and tokens: `/v{n}/auth/*`, the JWKS, security schemes.
+
+Pure; compile.openapi adds it to the design's document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from charpente.design.model import Design
+
+__all__ = ["SECURITY", "auth_paths", "security_schemes"]
+
+Json = dict[str, object]
+
+SECURITY: list[Json] = [{}, {"bearer": []}]
+"""Operations accept anonymous callers and bearer tokens alike; the access rules decide."""
+
+_TOKEN_FORM: Json = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"enum": ["password", "refresh_token", "authorization_code"]},
+        "username": {"type": "string", "format": "email", "description": "password grant"},
+        "password": {"type": "string", "format": "password", "description": "password grant"},
+        "refresh_token": {"type": "string", "description": "refresh_token grant"},
+        "code": {"type": "string", "description": "authorization_code grant (after OAuth login)"},
+    },
+}
+_TOKENS: Json = {
+    "type": "object",
+    "required": ["access_token", "token_type", "expires_in", "refresh_token"],
+    "properties": {
+        "access_token": {"type": "string", "description": "A JWT (EdDSA or ES256)."},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer"},
+        "refresh_token": {"type": "string", "description": "Opaque; rotated on every use."},
+    },
+}
+_OAUTH_ERROR: Json = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+
+
+def security_schemes(design: Design) -> Json:
+    """A bearer JWT scheme, and the OAuth2 password flow (Swagger UI's Authorize button)."""
+    token_url = f"/v{design.api_version}/auth/token"
+    flows = {"password": {"tokenUrl": token_url, "refreshUrl": token_url, "scopes": {}}}
+    return {
+        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+        "password": {"type": "oauth2", "flows": flows},
+    }
+
+
+def auth_paths(design: Design, account_schema: str) -> Json:
+    """The account and token endpoints, and the JWKS document."""
+    prefix = f"/v{design.api_version}/auth"
+    account = {"application/json": {"schema": {"$ref": f"#/components/schemas/{account_schema}"}}}
+    form = {"application/x-www-form-urlencoded": {"schema": _TOKEN_FORM}}
+    grant_error = {
+        "description": "RFC 6749 §5.2 error (`invalid_grant`, `invalid_request`, ...).",
+        "content": {"application/json": {"schema": _OAUTH_ERROR}},
+    }
+    paths: Json = {
+        f"{prefix}/signup": _post(
+            "signUp",
+            "Create an account with an email and a password (per the design's signup policy)",
+            {"application/json": {"schema": {"type": "object", "required": ["email", "password"]}}},
+            {"201": {"description": "The new account.", "content": account}},
+            (403, 409, 422, 429),
+        ),
+        f"{prefix}/token": _post(
+            "getToken",
+            "OAuth 2.0 token endpoint: password, refresh_token and authorization_code grants",
+            form,
+            {
+                "200": {
+                    "description": "Tokens.",
+                    "content": {"application/json": {"schema": _TOKENS}},
+                },
+                "400": grant_error,
+            },
+            (429,),
+        ),
+        f"{prefix}/revoke": _post(
+            "revokeToken",
+            "Revoke a refresh token and its whole family (RFC 7009)",
+            {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+            {"200": {"description": "Revoked (or unknown)."}, "400": grant_error},
+            (429,),
+        ),
+        f"{prefix}/password": _post(
+            "changePassword",
+            "Change the caller's password; every refresh token of the account ends",
+            {"application/json": {"schema": {"type": "object"}}},
+            {"204": {"description": "Changed."}},
+            (401, 422, 429),
+        ),
+        f"{prefix}/invites": _post(
+            "createInvite",
+            "An invitation code for signup (admins)",
+            {"application/json": {"schema": {"type": "object"}}},
+            {"201": {"description": "The code, shown once, and its expiry."}},
+            (401, 403, 422),
+        ),
+        f"{prefix}/me": {
+            "get": {
+                "operationId": "getMe",
+                "summary": "The caller's account",
+                "tags": ["auth"],
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": {"description": "The account.", "content": account},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                },
+            }
+        },
+        "/.well-known/jwks.json": {
+            "get": {
+                "operationId": "getJwks",
+                "summary": "The public keys that verify access tokens",
+                "tags": ["auth"],
+                "responses": {"200": {"description": "A JSON Web Key Set."}},
+            }
+        },
+    }
+    if design.auth.providers:
+        paths.update(_oauth_paths(prefix))
+    return paths
+
+
+def _post(
+    op_id: str,
+    summary: str,
+    content: Mapping[str, object],
+    responses: Json,
+    errors: tuple[int, ...],
+) -> Json:
+    names = {401: "Unauthorized", 403: "Forbidden", 409: "Conflict", 422: "ValidationFailed",
+             429: "TooManyRequests"}  # fmt: skip
+    for status in errors:
+        responses.setdefault(str(status), {"$ref": f"#/components/responses/{names[status]}"})
+    return {
+        "post": {
+            "operationId": op_id,
+            "summary": summary,
+            "tags": ["auth"],
+            "requestBody": {"required": True, "content": content},
+            "responses": responses,
+        }
+    }
+
+
+def _oauth_paths(prefix: str) -> Json:
+    provider = {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}}
+    redirect = {
+        "name": "redirect_uri",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "format": "uri"},
+        "description": "Where to send the person back: one of the design's `redirect_uris`.",
+    }
+    found = {"302": {"description": "To the provider, or back to the application."}}
+    return {
+        f"{prefix}/oauth/{{provider}}/start": {
+            "get": {
+                "operationId": "startOAuthLogin",
+                "summary": "Sign in with a provider: a redirect with state, PKCE and nonce",
+                "tags": ["auth"],
+                "parameters": [provider, redirect],
+                "responses": found,
+            }
+        },
+        f"{prefix}/oauth/{{provider}}/callback": {
+            "get": {
+                "operationId": "finishOAuthLogin",
+                "summary": "The provider's redirect: back to the application with a one-time code",
+                "tags": ["auth"],
+                "parameters": [provider],
+                "responses": found,
+            }
+        },
+    }
