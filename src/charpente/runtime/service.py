@@ -63,6 +63,8 @@ Also = Callable[[Transaction, Record], Awaitable[None]]
 UpdateListener = Callable[[str, Record, Record, Caller], Awaitable[None]]
 """Called after an update commits: resource, record before, record after, caller."""
 
+_MAX_FILTERS = 10_000  # bound rules kept; beyond that the cache starts over
+
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
 _IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}", re.ASCII)
 _RETRY_AFTER = {"Retry-After": "5"}
@@ -158,6 +160,7 @@ class Service:
         self._specs = {name: _spec(design, r) for name, r in design.resources.items()}
         # The engine's own reactions to updates (accounts: a disabled one loses its tokens).
         self.on_update: builtins.list[UpdateListener] = []
+        self._filters: dict[tuple[object, ...], Filter] = {}
 
     # --- reads -------------------------------------------------------------------------
 
@@ -173,7 +176,7 @@ class Service:
         when they are not valid, Unauthorized/Forbidden when the caller may read none."""
         spec = self._spec(resource)
         auth = _auth(caller)
-        rule = row_filter(spec.resource, "list", auth)
+        rule = self._filter(spec.resource, "list", caller)
         if rule is DENIED:
             raise _refused(caller, resource, hide=False)
         view = field_view(spec.resource, auth)
@@ -204,7 +207,7 @@ class Service:
         or when the caller may not read it."""
         spec = self._spec(resource)
         auth = _auth(caller)
-        rule = row_filter(spec.resource, "get", auth)
+        rule = self._filter(spec.resource, "get", caller)
         if rule is DENIED:
             raise _refused(caller, resource, hide=True)
         view = field_view(spec.resource, auth)
@@ -248,7 +251,7 @@ class Service:
         """
         spec = self._spec(resource)
         auth = _auth(caller)
-        rule = row_filter(spec.resource, "create", auth)
+        rule = self._filter(spec.resource, "create", caller)
         if rule is DENIED:
             raise _refused(caller, resource, hide=False)
         fingerprint = _fingerprint(idempotency, body)
@@ -291,7 +294,7 @@ class Service:
         _require_if_match(spec, if_match)
         async with self.database.transaction() as tx:
             current = await self._current(tx, spec, _path_id(id), if_match, caller)
-            rule = row_filter(spec.resource, "update", auth)
+            rule = self._filter(spec.resource, "update", caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             changes = validate_patch(spec.resource, patch, current)
@@ -324,7 +327,7 @@ class Service:
         _require_if_match(spec, if_match)
         async with self.database.transaction() as tx:
             current = await self._current(tx, spec, _path_id(id), if_match, caller)
-            rule = row_filter(spec.resource, "delete", auth)
+            rule = self._filter(spec.resource, "delete", caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             await self.hooks.run_before_delete(HookContext(resource, request_id, tx.get), current)
@@ -339,6 +342,17 @@ class Service:
         await self.hooks.run_after("delete", ctx, self._shape(spec, current))
 
     # --- steps -------------------------------------------------------------------------
+
+    def _filter(self, resource: Resource, action: str, caller: Caller) -> Filter:
+        """The caller's row filter for `action` (see compile.policy.row_filter), remembered:
+        binding a rule walks its tree, and a caller asks the same thing again and again."""
+        key = (resource.name, action, caller.id, caller.role, caller.system)
+        if key in self._filters:
+            return self._filters[key]
+        if len(self._filters) >= _MAX_FILTERS:
+            self._filters.clear()
+        found = self._filters[key] = row_filter(resource, action, _auth(caller))
+        return found
 
     def _spec(self, resource: str) -> _Spec:
         spec = self._specs.get(resource)
@@ -367,7 +381,7 @@ class Service:
     ) -> Record:
         """The record being written, locked, if the caller may read it; then If-Match."""
         resource = spec.resource.name
-        read = row_filter(spec.resource, "get", _auth(caller))
+        read = self._filter(spec.resource, "get", caller)
         if read is DENIED:
             raise _refused(caller, resource, hide=True)
         current = await tx.get(resource, id, for_update=True, where=read)
@@ -431,7 +445,7 @@ class Service:
         auth = _auth(caller)
         for name in expand:
             target = self._specs[spec.refs[name]]
-            rule = row_filter(target.resource, "get", auth)
+            rule = self._filter(target.resource, "get", caller)
             ids = list({str(row[name]) for row in rows if row.get(name) is not None})
             if rule is DENIED:
                 ids = []
