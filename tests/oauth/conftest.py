@@ -10,6 +10,7 @@ the user back to the callback URL, and returns the query parameters it carries.
 from __future__ import annotations
 
 import select
+import ssl
 import subprocess
 import sys
 import time
@@ -23,11 +24,15 @@ import httpx
 import pytest
 
 from charpente.runtime.oauth import OAuthClient, Provider
+from charpente.runtime.oauth.client import TIMEOUT
 
 HERE = Path(__file__).parent / "providers"
 CLIENT_ID, CLIENT_SECRET = "charpente-test", "charpente-secret"
 CALLBACK = "http://127.0.0.1:8000/v1/auth/oauth/callback"
 START_TIMEOUT = 15.0
+# Building a TLS context costs a tenth of a second here; every client in these tests
+# shares one (the providers speak plain http on loopback anyway).
+TLS = ssl.create_default_context()
 
 
 @dataclass
@@ -36,9 +41,10 @@ class RunningProvider:
 
     base: str
     process: subprocess.Popen[str]
+    http: httpx.Client
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> None:
-        response = httpx.post(f"{self.base}{path}", json=body or {}, timeout=5)
+        response = self.http.post(f"{self.base}{path}", json=body or {})
         assert response.status_code == 204, response.text
 
     def reset(self) -> None:
@@ -49,7 +55,8 @@ class OidcProvider(RunningProvider):
     """The Google-like OpenID Connect provider; its base URL is its issuer."""
 
     def provider(self, name: str = "google", **overrides: Any) -> Provider:
-        return Provider(name, "oidc", CLIENT_ID, CLIENT_SECRET, issuer=self.base, **overrides)
+        config = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "issuer": self.base}
+        return Provider(name, "oidc", **(config | overrides))
 
     def set_next_user(
         self, sub: str, email: str | None, *, email_verified: bool = True, name: str | None = None
@@ -64,7 +71,7 @@ class OidcProvider(RunningProvider):
         self.post("/test/rotate-key")
 
     def stats(self) -> dict[str, int]:
-        answer: dict[str, int] = httpx.get(f"{self.base}/test/stats", timeout=5).json()
+        answer: dict[str, int] = self.http.get(f"{self.base}/test/stats").json()
         return answer
 
 
@@ -72,12 +79,14 @@ class GithubProvider(RunningProvider):
     """The GitHub-like server; OAuth pages and the API share its base URL."""
 
     def provider(self, name: str = "github", **overrides: Any) -> Provider:
-        urls = {
+        config = {
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
             "authorize_url": f"{self.base}/login/oauth/authorize",
             "token_url": f"{self.base}/login/oauth/access_token",
             "api_url": self.base,
         }
-        return Provider(name, "github", CLIENT_ID, CLIENT_SECRET, **(urls | overrides))
+        return Provider(name, "github", **(config | overrides))
 
     def set_next_user(
         self, id: int, login: str, emails: list[dict[str, Any]], *, name: str | None = None
@@ -106,16 +115,18 @@ def _start(script: str, log: TextIO) -> tuple[subprocess.Popen[str], str]:
     return process, line.split()[1]
 
 
-def _wait_until_answering(base: str, path: str) -> None:
+def _wait_until_answering(base: str) -> None:
+    """Until the server answers HTTP at all (it binds before uvicorn listens)."""
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
+    with httpx.Client(timeout=1, verify=TLS) as http:
+        while True:
+            try:
+                http.get(f"{base}/test/ping")
                 return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -138,11 +149,13 @@ def providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Providers]:
             _stop(oidc_process)
             raise
         try:
-            _wait_until_answering(oidc_base, "/test/stats")
-            _wait_until_answering(github_base, "/user")
-            yield Providers(
-                OidcProvider(oidc_base, oidc_process), GithubProvider(github_base, github_process)
-            )
+            _wait_until_answering(oidc_base)
+            _wait_until_answering(github_base)
+            with httpx.Client(timeout=5, verify=TLS) as http:
+                yield Providers(
+                    OidcProvider(oidc_base, oidc_process, http),
+                    GithubProvider(github_base, github_process, http),
+                )
         finally:
             _stop(oidc_process)
             _stop(github_process)
@@ -176,12 +189,13 @@ class Browser:
 
 @pytest.fixture
 async def browser(anyio_backend: str) -> AsyncIterator[Browser]:
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(timeout=5, verify=TLS) as http:
         yield Browser(http)
 
 
 @pytest.fixture
 async def client(providers: Providers, anyio_backend: str) -> AsyncIterator[OAuthClient]:
     """An OAuthClient that knows both test providers, as `google` and `github`."""
-    async with OAuthClient([providers.oidc.provider(), providers.github.provider()]) as oauth:
-        yield oauth
+    configured = [providers.oidc.provider(), providers.github.provider()]
+    async with httpx.AsyncClient(timeout=TIMEOUT, verify=TLS) as http:
+        yield OAuthClient(configured, http)

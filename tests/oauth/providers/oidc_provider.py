@@ -11,8 +11,8 @@ The client is `charpente-test` / `charpente-secret`. Test-only endpoints:
 - POST /test/next-user {sub, email, email_verified, name}: who the next /authorize signs
   in (otherwise the `login_hint` query parameter's address, otherwise a default user);
 - POST /test/misbehave {"id_token": "bad_signature" | "wrong_audience" | "wrong_nonce" |
-  "wrong_issuer" | "extra_audience" | "expired"} or {"token": "huge" | "huge_stream" |
-  "error_500"}: the next token answer goes wrong that way;
+  "wrong_issuer" | "extra_audience" | "expired" | "hs256" | "alg_none"} or
+  {"token": "huge" | "huge_stream" | "error_500"}: the next token answer goes wrong so;
 - POST /test/rotate-key: sign from now on with a new key, published beside the old one;
 - GET /test/stats: how many times discovery, JWKS and /token were asked;
 - POST /test/reset: forget the next user and the pending misbehaviour.
@@ -20,7 +20,9 @@ The client is `charpente-test` / `charpente-secret`. Test-only endpoints:
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +38,7 @@ from authlib_starlette import (
     read_request,
     serve,
 )
-from joserfc.jwk import KeySet, RSAKey
+from joserfc.jwk import KeySet, OctKey, RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -50,6 +52,8 @@ ID_TOKEN_FAULTS = {
     "wrong_issuer",
     "extra_audience",
     "expired",
+    "hs256",
+    "alg_none",
 }
 TOKEN_FAULTS = {"huge", "huge_stream", "error_500"}
 
@@ -90,17 +94,21 @@ class GoogleLikeIdToken(OpenIDCode):
         self.state = state
         self.server = server
 
-    def resolve_client_private_key(self, client: Client) -> RSAKey:
+    def resolve_client_private_key(self, client: Client) -> RSAKey | OctKey:
         if self.state.id_token_fault == "bad_signature":
             rogue = new_key()  # same kid, another key: the signature cannot verify
             return RSAKey.import_key(rogue.as_dict(private=True) | {"kid": self.state.key.kid})
+        if self.state.id_token_fault == "hs256":
+            # OpenID Connect allows HMAC keyed with the client secret; charpente does not.
+            return OctKey.import_key(client.client_secret)
         return self.state.key
 
     def get_client_algorithm(self, client: Client) -> str:
-        return "RS256"
+        return "HS256" if self.state.id_token_fault == "hs256" else "RS256"
 
     def get_encode_header(self, client: Client) -> dict[str, str]:
-        return {"alg": "RS256", "kid": str(self.state.key.kid), "typ": "JWT"}
+        alg = self.get_client_algorithm(client)
+        return {"alg": alg, "kid": str(self.state.key.kid), "typ": "JWT"}
 
     def get_client_claims(self, client: Client) -> dict[str, Any]:
         fault = self.state.id_token_fault
@@ -138,8 +146,17 @@ class GoogleLikeIdToken(OpenIDCode):
 
     def process_token(self, grant: Any, response: Any) -> Any:
         token = super().process_token(grant, response)
+        if self.state.id_token_fault == "alg_none":
+            token["id_token"] = unsigned(token["id_token"], str(self.state.key.kid))
         self.state.id_token_fault = None  # one token only
         return token
+
+
+def unsigned(id_token: str, kid: str) -> str:
+    """The same claims under `alg: none`, without a signature."""
+    header = json.dumps({"alg": "none", "kid": kid}).encode()
+    encoded = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+    return f"{encoded}.{id_token.split('.')[1]}."
 
 
 def pick_user(state: State, login_hint: str | None) -> User:

@@ -50,6 +50,7 @@ _GITHUB_API_HEADERS = {
     "X-GitHub-Api-Version": "2022-11-28",
 }
 
+_CLOCK_SLACK = 60.0
 _T = TypeVar("_T")
 
 
@@ -107,12 +108,12 @@ class OAuthClient:
         """The provider's authorization URL, and the state `finish` will need.
 
         Raises KeyError for an unknown provider name (check `providers` first),
-        ValueError for a URL longer than 2048 characters, and
+        ValueError for an empty app redirect URI or a URL longer than 2048 characters, and
         OAuthError(provider_unreachable) when an OpenID provider cannot be discovered.
         """
         config = self._providers[provider]
-        if max(len(callback_url), len(app_redirect_uri)) > MAX_PARAM:
-            raise ValueError("a redirect URI is longer than 2048 characters")
+        if not 0 < len(app_redirect_uri) <= MAX_PARAM or len(callback_url) > MAX_PARAM:
+            raise ValueError("a redirect URI is empty or longer than 2048 characters")
         endpoints = await self._endpoints(config, now)
         login = LoginState(
             provider=provider,
@@ -186,7 +187,9 @@ class OAuthClient:
         return cached.value
 
     def _fresh(self, cached: _Cached[Any], now: float) -> bool:
-        return 0 <= now - cached.fetched_at < self._ttl
+        # Concurrent logins read the clock in any order: an entry a little younger than
+        # `now` is fresh, one from far ahead (the clock went back) is not.
+        return -_CLOCK_SLACK <= now - cached.fetched_at < self._ttl
 
     async def _exchange(
         self,

@@ -125,9 +125,12 @@ class LoginState:
     def from_bytes(cls, data: bytes) -> Self:
         """The state `to_bytes` wrote; raises OAuthError(state_mismatch) on anything else."""
         try:
-            provider, state, verifier, nonce, redirect_uri, created = json.loads(data)
+            fields = json.loads(data)
         except (ValueError, TypeError) as exc:
             raise OAuthError("state_mismatch", "the login state is not readable") from exc
+        if not (isinstance(fields, list) and len(fields) == 6):
+            raise OAuthError("state_mismatch", "the login state is not readable")
+        provider, state, verifier, nonce, redirect_uri, created = fields
         strings = (provider, state, verifier, redirect_uri)
         if not (
             all(_is_param(value) for value in strings)
