@@ -122,7 +122,7 @@ class RuleStatements:
         return self._get(key, lambda: self._ids(resource, columns, where))
 
     def matches(self, resource: str, where: Expr) -> sa.Select[Any]:
-        """SELECT 1 WHERE id = :_id AND where."""
+        """SELECT (SELECT 1 WHERE id = :_id AND where): always one row, 1 or null."""
         key = ("matches", resource, expr_shape(where))
         return self._get(key, lambda: self._matches(resource, where))
 
@@ -159,9 +159,11 @@ class RuleStatements:
 
     def _matches(self, resource: str, where: Expr) -> sa.Select[Any]:
         table = self._tables[resource]
-        return sa.select(sa.literal(1)).where(
+        found = sa.select(sa.literal(1)).where(
             table.c.id == sa.bindparam("_id"), self._condition(table, where)
         )
+        # One row whatever the answer: a scalar read of no row fails on some executors.
+        return sa.select(found.scalar_subquery())
 
 
 def where_parameters(where: Expr) -> dict[str, Any]:
