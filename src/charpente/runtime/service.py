@@ -287,14 +287,17 @@ class Service:
         """Apply a JSON Merge Patch under If-Match; a patch that changes nothing writes nothing.
 
         The update rule must hold before the change and after it (a caller cannot give a
-        record away); a record the caller may not read is a 404.
+        record away); a record the caller may not read is a 404, unless the rule allows the
+        caller no record at all (401 anonymous, 403 signed in).
         """
         spec = self._spec(resource)
         auth = _auth(caller)
         _require_if_match(spec, if_match)
+        rule = self._filter(spec.resource, "update", caller)
+        if rule is DENIED:  # no record allows it: 401/403 whether or not the record exists
+            raise _refused(caller, resource, hide=False)
         async with self.database.transaction() as tx:
             current = await self._current(tx, spec, _path_id(id), if_match, caller)
-            rule = self._filter(spec.resource, "update", caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             changes = validate_patch(spec.resource, patch, current)
@@ -325,9 +328,11 @@ class Service:
         spec = self._spec(resource)
         auth = _auth(caller)
         _require_if_match(spec, if_match)
+        rule = self._filter(spec.resource, "delete", caller)
+        if rule is DENIED:  # no record allows it: 401/403 whether or not the record exists
+            raise _refused(caller, resource, hide=False)
         async with self.database.transaction() as tx:
             current = await self._current(tx, spec, _path_id(id), if_match, caller)
-            rule = self._filter(spec.resource, "delete", caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             await self.hooks.run_before_delete(HookContext(resource, request_id, tx.get), current)
