@@ -19,12 +19,18 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.design.model import Design
-from charpente.errors import ConfigError
+from charpente.errors import ConfigError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.oauth import oauth_routes
 from charpente.loader import load_design, load_design_text
 from charpente.runtime.auth import Accounts
+from charpente.runtime.encryption import (
+    AesFieldCipher,
+    FieldCipher,
+    describe_fields,
+    encrypted_fields,
+)
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
@@ -40,6 +46,14 @@ from charpente.sql.migrate import (
     database_is_current,
     plan_migration,
 )
+from charpente.sql.sealed import (
+    Progress,
+    Resealed,
+    encryption_steps,
+    refuse_encryption_steps,
+    reseal_values,
+    with_encryption_steps,
+)
 from charpente.templates import template_names, template_text
 
 __all__ = [
@@ -49,12 +63,15 @@ __all__ = [
     "apply_database_migration",
     "build_application",
     "configure_logging",
+    "field_cipher",
     "is_database_current",
     "load_configured_design",
     "load_configured_hooks",
     "load_design_hooks",
+    "open_accounts",
     "open_engine",
     "plan_database_migration",
+    "reseal_encrypted_values",
 ]
 
 BEHIND_MESSAGE = (
@@ -86,9 +103,10 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     """The whole app: refuses to start when the database is behind, disposes the engine at exit."""
     design = design if design is not None else load_configured_design(settings)
     hooks = load_configured_hooks(settings, design)
+    cipher = field_cipher(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
-    service = Service(design, database, hooks=hooks)
+    service = Service(design, database, hooks=hooks, cipher=cipher)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings)
     oauth = OAuthClient(login_providers(design))
@@ -157,6 +175,52 @@ def login_providers(design: Design) -> list[Provider]:
         except ValueError as error:
             raise ConfigError(str(error)) from None
     return providers
+
+
+def field_cipher(settings: Settings, design: Design) -> FieldCipher | None:
+    """What seals the design's encrypted fields: CHARPENTE_SECRET_KEYS. Raises ConfigError,
+    in one sentence, when the design encrypts fields and no key is set."""
+    if settings.secret_keys is None:
+        sealed = encrypted_fields(design)
+        if sealed:
+            raise ConfigError(
+                f"the design encrypts {describe_fields(sealed)}: set CHARPENTE_SECRET_KEYS "
+                "to the keys that seal them (`kid:base64key`, 32 bytes each)"
+            )
+        return None
+    return AesFieldCipher(Sealer.from_env_value(settings.secret_keys))
+
+
+@asynccontextmanager
+async def open_accounts(settings: Settings, design: Design) -> AsyncIterator[Accounts]:
+    """Accounts over the configured database, signing keys loaded, for commands that run
+    without a server. Raises MigrationError when the database is behind the design."""
+    cipher = field_cipher(settings, design)
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        service = Service(design, database, cipher=cipher)
+        accounts = build_accounts(settings, design, service, database)
+        await accounts.reload_keys()
+        yield accounts
+    finally:
+        await database.close()
+
+
+async def reseal_encrypted_values(
+    settings: Settings, design: Design, *, batch: int, progress: Progress | None = None
+) -> Resealed:
+    """Seal every encrypted value stored under an older key again under the active one."""
+    cipher = field_cipher(settings, design)
+    if cipher is None:
+        return Resealed()
+    database = SqlDatabase(_engine(settings), design)
+    try:
+        return await reseal_values(database, design, cipher, batch=batch, progress=progress)
+    finally:
+        await database.close()
 
 
 def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Coroutine[Any, Any, None]]]:
@@ -230,7 +294,7 @@ async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 async def plan_database_migration(settings: Settings, design: Design) -> MigrationPlan:
     """What it takes to bring the configured database up to `design`."""
     async with open_engine(settings) as engine:
-        return await plan_migration(engine, design)
+        return await with_encryption_steps(engine, design, await plan_migration(engine, design))
 
 
 async def apply_database_migration(
@@ -238,15 +302,24 @@ async def apply_database_migration(
 ) -> MigrationPlan:
     """Bring the configured database up to `design`. Raises MigrationError."""
     async with open_engine(settings) as engine:
-        return await apply_migration(
+        refuse_encryption_steps(await encryption_steps(engine, design), only_safe=only_safe)
+        applied = await apply_migration(
             engine, design, allow_destructive=allow_destructive, only_safe=only_safe
         )
+        return await with_encryption_steps(engine, design, applied)
 
 
 async def is_database_current(settings: Settings, design: Design) -> bool:
     """Whether the configured database has every table and column `design` needs."""
     async with open_engine(settings) as engine:
-        return await database_is_current(engine, design)
+        return await _is_current(engine, design)
+
+
+async def _is_current(engine: AsyncEngine, design: Design) -> bool:
+    """No migration step left, and no field whose `encrypted` changed since the last one."""
+    if not await database_is_current(engine, design):
+        return False
+    return not await encryption_steps(engine, design)
 
 
 def configure_logging(level: str, *, access_log: bool = False) -> None:
@@ -271,7 +344,7 @@ def _engine(settings: Settings) -> AsyncEngine:
 def _startup_check(engine: AsyncEngine, design: Design) -> Callable[[], Coroutine[Any, Any, bool]]:
     async def check() -> bool:
         try:
-            if await database_is_current(engine, design):
+            if await _is_current(engine, design):
                 return True
         except Exception as exc:  # unreachable, refused, bad credentials: one line, no traceback
             logger.error("the database cannot be used: %s: %s", type(exc).__name__, exc)

@@ -15,11 +15,11 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from charpente.compile.plan import ListQuery, Record, SortKey
 from charpente.compile.values import DEFAULT_MAX_LENGTHS, parse_date, parse_datetime, parse_uuid
-from charpente.design.expr import Expr, Value
+from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or, Value
 from charpente.design.model import Design, Field, Kind, Resource
 from charpente.design.parse import parse_expr
 from charpente.design.resolve import resolve_expr
@@ -193,7 +193,34 @@ def _filter(resource: Resource, design: Design, text: str | None) -> Expr | None
         raise BadRequest(
             detail=f"filter: {message}", errors=[FieldError("filter", "syntax", message)]
         ) from None
+    sealed = sorted({name for name in _field_names(where) if _is_encrypted(resource, name)})
+    if sealed:
+        listed = ", ".join(f"`{name}`" for name in sealed)
+        message = f"encrypted fields cannot be filtered on: {listed}"
+        raise BadRequest(
+            detail=f"filter: {message}", errors=[FieldError("filter", "encrypted", message)]
+        )
     return where
+
+
+def _field_names(expr: Expr) -> Iterator[str]:
+    """The names a filter reads (a filter has no exists(), so each is one field)."""
+    match expr:
+        case Name(path):
+            yield path[0]
+        case Compare(_, left, right) | And(left, right) | Or(left, right):
+            yield from _field_names(left)
+            yield from _field_names(right)
+        case Not(operand):
+            yield from _field_names(operand)
+        case Call(_, args):
+            for arg in args:
+                yield from _field_names(arg)
+
+
+def _is_encrypted(resource: Resource, name: str) -> bool:
+    field = resource.field(name)
+    return field is not None and field.encrypted
 
 
 # --- sort ----------------------------------------------------------------------------------------
@@ -227,6 +254,8 @@ def _sort_key(resource: Resource, part: str) -> SortKey:
         raise BadRequest(detail=f"sort: `{_echo(name)}` is not a field of {resource.name}")
     if field.kind in _UNSORTABLE:
         raise BadRequest(detail=f"sort: {field.kind} fields like `{name}` cannot be sorted")
+    if field.encrypted:
+        raise BadRequest(detail=f"sort: `{name}` is encrypted and cannot be sorted")
     return SortKey(name, descending)
 
 

@@ -7,11 +7,22 @@ checks are parsed and type-checked against the finished resources.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 from charpente.design.access import read_access
 from charpente.design.auth import ACCOUNTS
-from charpente.design.model import Check, Design, Field, Index, IndexColumn, Kind, Resource
+from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
+from charpente.design.model import (
+    Check,
+    Design,
+    Field,
+    Index,
+    IndexColumn,
+    Kind,
+    Position,
+    Resource,
+)
 from charpente.design.parse import parse_expr
 from charpente.design.resolve import resolve_expr
 from charpente.design.source import Node, Reader, did_you_mean, offset_position
@@ -46,6 +57,7 @@ def check_design(design: Design, root: Node, reader: Reader) -> Design:
         for name, resource in design.resources.items()
     }
     design = replace(design, resources=guarded)
+    _refuse_encrypted_in_rules(design, reader)
     _warn_hidden_counts(design, tree, reader)
     return design
 
@@ -139,6 +151,10 @@ def _names(scope: _Scope, node: Node, what: str) -> list[str] | None:
         if text is None:
             scope.reader.error(item, f"{what} lists field names, not {item.describe()}")
         elif scope.has_field(text.removeprefix("-") if what == "an index" else text, item):
+            if _is_encrypted(scope.resource, text.removeprefix("-")):
+                message = f"`{text.removeprefix('-')}` is encrypted: it cannot be in {what}"
+                scope.reader.error(item, message + " (its stored values are sealed)")
+                continue
             names.append(text)
     return names if len(names) == len(node.items) else None
 
@@ -297,4 +313,61 @@ def _check(scope: _Scope, node: Node, message: str | None) -> Check | None:
         pos = node.pos
         scope.reader.problems.append(Problem(error.message, pos.file, line, column))
         return None
+    sealed = sorted(set(_encrypted_names(scope.design, scope.resource, expr)))
+    if sealed:
+        what = ", ".join(f"`{name}`" for name in sealed)
+        scope.reader.error(node, f"a check cannot read encrypted fields: {what}")
+        return None
     return Check(text, expr, message, node.pos)
+
+
+# --- encrypted fields ----------------------------------------------------------------------
+
+
+def _is_encrypted(resource: Resource, name: str) -> bool:
+    field = resource.field(name)
+    return field is not None and field.encrypted
+
+
+def _refuse_encrypted_in_rules(design: Design, reader: Reader) -> None:
+    """Access rules run as SQL on stored values: an encrypted field's are sealed."""
+    for resource in design.resources.values():
+        access = resource.access
+        if access is None:
+            continue
+        rules = [*access.rules.values(), *access.fields_read.values()]
+        rules += access.fields_write.values()
+        reported: set[Position] = set()
+        for rule in rules:
+            sealed = sorted(set(_encrypted_names(design, resource, rule.expr)))
+            if sealed and rule.pos not in reported:
+                reported.add(rule.pos)  # `read` sets list and get: one problem is enough
+                what = ", ".join(f"`{name}`" for name in sealed)
+                message = f"an access rule cannot read encrypted fields: {what}"
+                pos = rule.pos
+                reader.problems.append(Problem(message, pos.file, pos.line, pos.column))
+
+
+def _encrypted_names(design: Design, resource: Resource, expr: Expr) -> Iterator[str]:
+    """The encrypted fields a resolved expression reads (inside exists(), those of the
+    resource it names; qualified names are the outer resource's)."""
+    match expr:
+        case Name(path):
+            owner = resource if len(path) == 1 else design.resource(path[0])
+            if owner is not None and _is_encrypted(owner, path[-1]):
+                yield path[-1] if owner is resource else ".".join(path)
+        case Compare(_, left, right) | And(left, right) | Or(left, right):
+            yield from _encrypted_names(design, resource, left)
+            yield from _encrypted_names(design, resource, right)
+        case Not(operand):
+            yield from _encrypted_names(design, resource, operand)
+        case Call("exists", (Name(target), condition)):
+            inner = design.resource(target[0])
+            if inner is not None:
+                yield from (
+                    f"{inner.name}.{n}" if "." not in n else n
+                    for n in _encrypted_names(design, inner, condition)
+                )
+        case Call(_, args):
+            for arg in args:
+                yield from _encrypted_names(design, resource, arg)

@@ -59,7 +59,7 @@ _SYSTEM_NAMES = tuple(f.name for f in SYSTEM_FIELDS)
 _FIELD_KEYS = (
     *("type", "required", "default", "unique", "readonly", "writeonly", "immutable"),
     *("min", "max", "min_length", "max_length", "pattern", "values", "enum"),
-    *("ref", "on_delete", "count", "precision", "scale", "description"),
+    *("ref", "on_delete", "count", "precision", "scale", "description", "encrypted"),
 )
 _TYPES = tuple(k.value for k in Kind if k is not Kind.COUNT)
 _IMPLIED = {"ref": Kind.REF, "enum": Kind.ENUM, "count": Kind.COUNT}
@@ -72,6 +72,7 @@ _OPTION_KINDS = {
     **dict.fromkeys(("ref", "on_delete"), frozenset({Kind.REF})),
     **dict.fromkeys(("precision", "scale"), frozenset({Kind.DECIMAL})),
     "count": frozenset({Kind.COUNT}),
+    "encrypted": frozenset({Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.JSON}),
 }
 _VOWEL_KINDS = frozenset({Kind.INT, Kind.ENUM, Kind.EMAIL})
 _COUNTER_KEYS = ("count", "description")
@@ -348,6 +349,7 @@ def _field(reader: Reader, key: Node, node: Node) -> Field | None:
         readonly=bool(reader.flag(options, "readonly")),
         writeonly=bool(reader.flag(options, "writeonly")),
         immutable=bool(reader.flag(options, "immutable")),
+        encrypted=bool(reader.flag(options, "encrypted")),
         minimum=_bound(reader, kind, options, "min"),
         maximum=_bound(reader, kind, options, "max"),
         min_length=reader.whole(options, "min_length"),
@@ -544,6 +546,9 @@ def _check_combinations(reader: Reader, field: Field, options: dict[str, Node]) 
         reader.error(options["required"], message)
     if field.unique and field.kind is Kind.JSON:
         reader.error(options["unique"], "a json field cannot be unique")
+    if field.unique and field.encrypted:
+        message = "an encrypted field cannot be unique: its stored values never repeat"
+        reader.error(options["unique"], message)
     if field.on_delete is OnDelete.SET_NULL and field.required:
         reader.error(
             options["on_delete"], "`on_delete: set_null` needs a field that is not required"

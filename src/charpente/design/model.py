@@ -130,6 +130,7 @@ class Field:
     precision: int = 18  # decimal digits in all (decimal only)
     scale: int = 2  # decimal digits after the point (decimal only)
     system: bool = False  # id, created_at, updated_at, version: managed by the server
+    encrypted: bool = False  # stored sealed (AES-256-GCM); never filtered, sorted or indexed
     description: str | None = None  # a sentence for the API docs
     pos: Position = dc_field(default=NOWHERE, compare=False)
 

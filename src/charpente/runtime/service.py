@@ -45,6 +45,7 @@ from charpente.errors import (
 from charpente.runtime.caller import ANONYMOUS, Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
+from charpente.runtime.encryption import EncryptedFields, FieldCipher
 from charpente.runtime.hooks import HookContext, Hooks
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Database, IdempotentResponse, Transaction
@@ -152,11 +153,15 @@ class Service:
         *,
         clock: Clock | None = None,
         hooks: Hooks | None = None,
+        cipher: FieldCipher | None = None,
     ) -> None:
         self.design = design
         self.database = database
         self.clock: Clock = clock or SystemClock()
         self.hooks = hooks or Hooks()
+        # Encrypted fields are sealed on every write and opened on every read, right at
+        # the Database port: nothing above this line ever sees a sealed value.
+        self._sealed = EncryptedFields(design, cipher)
         self._specs = {name: _spec(design, r) for name, r in design.resources.items()}
         # The engine's own reactions to updates (accounts: a disabled one loses its tokens).
         self.on_update: builtins.list[UpdateListener] = []
@@ -191,7 +196,8 @@ class Service:
         if page.has_more and page.rows:
             cursor = encode_cursor(query, page.rows[-1], spec.resource)
         shown = _shown(spec, query.fields, query.expand)
-        rows = [_visible(view, row, shown, auth) for row in page.rows]
+        opened = self._sealed.open_rows(resource, page.rows)
+        rows = [_visible(view, row, shown, auth) for row in opened]
         await self._expand(spec, rows, query.expand, caller)
         return ListResult(rows, query.limit, cursor, page.total)
 
@@ -217,6 +223,7 @@ class Service:
         found = await self.database.select_one(query)
         if found is None:
             raise NotFound(detail=f"no {resource} with this id")
+        found = self._sealed.open(resource, found)
         record = _visible(view, found, _shown(spec, fields, expand), auth)
         if not expand:
             return Item(record, _version(found))
@@ -264,12 +271,16 @@ class Service:
                 key = _scoped(idempotency, caller)
                 stored = await tx.claim_idempotency_key(key, fingerprint)
                 if stored is not None:
-                    return Created(replay=_replayable(stored, fingerprint))
+                    replay = _replayable(stored, fingerprint)
+                    return Created(replay=self._sealed.open_response(resource, replay))
             record = await self._insert(spec, tx, values, now, request_id, (rule, caller))
             if also is not None:
                 await also(tx, record)
             if idempotency is not None:
-                await _save_response(tx, idempotency, fingerprint, record, caller)
+                response = self._sealed.seal_response(
+                    resource, _response(idempotency, fingerprint, record)
+                )
+                await tx.save_idempotent_response(_scoped(idempotency, caller), response)
         await self.hooks.run_after("create", self._after_context(resource, request_id), record)
         view = field_view(spec.resource, auth)
         return Created(item=Item(_visible(view, record, spec.readable, auth), _version(record)))
@@ -302,7 +313,7 @@ class Service:
                 raise _refused(caller, resource, hide=False)
             changes = validate_patch(spec.resource, patch, current)
             _check_field_writes(spec, changes.keys(), {**current, **changes}, auth)
-            ctx = HookContext(resource, request_id, tx.get)
+            ctx = HookContext(resource, request_id, self._reader(tx))
             changes = await self.hooks.run_before_update(ctx, current, changes)
             view = field_view(spec.resource, auth)
             if not changes:
@@ -335,7 +346,8 @@ class Service:
             current = await self._current(tx, spec, _path_id(id), if_match, caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
-            await self.hooks.run_before_delete(HookContext(resource, request_id, tx.get), current)
+            ctx = HookContext(resource, request_id, self._reader(tx))
+            await self.hooks.run_before_delete(ctx, current)
             plan = Delete(resource, str(current["id"]), expected_version=_version(current))
             if spec.cascades_to_counted:
                 await release_cascaded(self.design, tx, resource, plan.id)
@@ -392,6 +404,7 @@ class Service:
         current = await tx.get(resource, id, for_update=True, where=read)
         if current is None:
             raise NotFound(detail=f"no {resource} with this id")
+        current = self._sealed.open(resource, current)
         if if_match is not None and not if_match.allows(_version(current)):
             raise PreconditionFailed(detail=f"the record is now at version {_version(current)}")
         return current
@@ -405,7 +418,7 @@ class Service:
         request_id: str | None,
         guard: tuple[Filter, Caller] = (None, ANONYMOUS),
     ) -> Record:
-        ctx = HookContext(spec.resource.name, request_id, tx.get)
+        ctx = HookContext(spec.resource.name, request_id, self._reader(tx))
         values = await self.hooks.run_before_create(ctx, values)
         row: dict[str, object] = {"id": new_id(), **values}
         row.update(created_at=now, updated_at=now, version=1)
@@ -413,7 +426,9 @@ class Service:
         rule, caller = guard
         if rule is not None and not uses_exists(rule) and not _holds_here(rule, row, caller):
             raise _refused(caller, spec.resource.name, hide=False)
-        stored = await tx.insert(Insert(spec.resource.name, row))
+        name = spec.resource.name
+        stored = await tx.insert(Insert(name, self._sealed.seal(name, row)))
+        stored = self._sealed.open(name, stored)
         if rule is not None and uses_exists(rule):
             allowed = await tx.matches(spec.resource.name, str(stored["id"]), rule)
             if not allowed:
@@ -427,10 +442,12 @@ class Service:
     ) -> Record:
         _check(spec, {**current, **changes})
         changes = {**changes, "updated_at": self.clock.now()}
-        plan = Update(spec.resource.name, str(current["id"]), changes, _version(current))
+        sealed = self._sealed.seal(spec.resource.name, changes)
+        plan = Update(spec.resource.name, str(current["id"]), sealed, _version(current))
         stored = await tx.update(plan)
         if stored is None:
             raise PreconditionFailed(detail="the record changed during the request")
+        stored = self._sealed.open(spec.resource.name, stored)
         for counted in spec.counted:
             old, new = current.get(counted.field), stored.get(counted.field)
             if old != new:
@@ -458,7 +475,8 @@ class Service:
             found = await self.database.select_by_ids(
                 target.resource.name, ids, target.readable, rule
             )
-            by_id = {str(r["id"]): _visible(view, r, target.readable, auth) for r in found}
+            opened = self._sealed.open_rows(target.resource.name, found)
+            by_id = {str(r["id"]): _visible(view, r, target.readable, auth) for r in opened}
             for row in rows:
                 value = row.get(name)
                 row[name] = None if value is None else by_id.get(str(value))
@@ -469,7 +487,16 @@ class Service:
     async def _read(self, resource: str, id: str) -> Record | None:
         spec = self._spec(resource)
         found = await self.database.select_one(GetQuery(resource, id))
-        return None if found is None else self._shape(spec, found)
+        return None if found is None else self._shape(spec, self._sealed.open(resource, found))
+
+    def _reader(self, tx: Transaction) -> Callable[[str, str], Awaitable[Record | None]]:
+        """What before-hooks read with: the transaction's records, opened."""
+
+        async def get(resource: str, id: str) -> Record | None:
+            found = await tx.get(resource, id)
+            return None if found is None else self._sealed.open(resource, found)
+
+        return get
 
 
 def _spec(design: Design, resource: Resource) -> _Spec:
@@ -656,12 +683,9 @@ def _replayable(stored: IdempotentResponse, fingerprint: str) -> IdempotentRespo
     return stored
 
 
-async def _save_response(
-    tx: Transaction, idempotency: IdempotencyKey, fingerprint: str, record: Record, caller: Caller
-) -> None:
+def _response(idempotency: IdempotencyKey, fingerprint: str, record: Record) -> IdempotentResponse:
     body, location = idempotency.render(record)
-    stored = IdempotentResponse(fingerprint, 201, body, location)
-    await tx.save_idempotent_response(_scoped(idempotency, caller), stored)
+    return IdempotentResponse(fingerprint, 201, body, location)
 
 
 def _scoped(idempotency: IdempotencyKey, caller: Caller) -> str:

@@ -73,7 +73,8 @@ class UtcDateTime(sa.types.TypeDecorator[datetime.datetime]):
 def column_type(field: Field) -> sa.types.TypeEngine[Any]:
     """The SQL type that stores values of `field`'s kind on every dialect."""
     kind = field.kind
-    if kind in (Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.ENUM):
+    # An encrypted value is stored as the text of its sealed form, whatever its kind.
+    if field.encrypted or kind in (Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.ENUM):
         # Code-point order on every dialect (SQLite's default), whatever the server's locale.
         return sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
     if kind in (Kind.INT, Kind.COUNT) or field.name == "version":
