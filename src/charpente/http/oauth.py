@@ -108,17 +108,16 @@ class _OAuthEndpoints:
                 provider, identity.subject, identity.email, identity.email_verified, ip=ip
             )
         except OAuthError as error:
-            now = self.accounts.clock.now()
-            await self.accounts.store.log(
-                "oauth_failed", None, ip, f"{provider}: {error.code}", now
-            )
-            return self._denied(login, error.code)
+            return await self._denied(login, ip, error.code)
         except ApiError as error:  # signup closed, an unverified email
-            return self._denied(login, error.detail or "refused")
+            return await self._denied(login, ip, error.detail or "refused")
         code = await self.accounts.login_code(account)
         return _back(login.redirect_uri, {"code": code}, self._cookie_path)
 
-    def _denied(self, login: LoginState, reason: str) -> Response:
+    async def _denied(self, login: LoginState, ip: str | None, reason: str) -> Response:
+        """Back to the application with access_denied; every refused login is logged."""
+        detail = f"{login.provider}: {reason}"
+        await self.accounts.store.log("oauth_failed", None, ip, detail, self.accounts.clock.now())
         denied = {"error": "access_denied", "error_description": reason}
         return _back(login.redirect_uri, denied, self._cookie_path)
 

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from charpente.compile.plan import Record
+from charpente.compile.plan import Record, Update
 from charpente.design.auth import ACCOUNTS
 from charpente.design.model import ADMIN_ROLE, Design
 from charpente.errors import (
@@ -362,7 +362,8 @@ class Accounts:
         self, provider: str, subject: str, email: str, verified: bool, *, ip: str | None = None
     ) -> str:
         """The account a provider's user signs in as: the linked one, else the one with this
-        verified email (then linked), else a new one when signup is open."""
+        verified email (then linked), else a new one when signup is open. Linking or
+        creating marks the account's email verified: the provider has proven it."""
         linked = await self.store.identity(provider, subject)
         if linked is not None:
             return linked
@@ -372,13 +373,18 @@ class Accounts:
         now = self.clock.now()
         if found is not None:
             account = str(found[0]["id"])
-            await self.store.link(provider, subject, account, email, now)
+            async with self.service.database.transaction() as tx:
+                if not found[0].get("email_verified"):
+                    await _mark_verified(tx, account)
+                await self.store.link(provider, subject, account, email, now, tx)
             await self.store.log("identity_linked", account, ip, provider, now)
             return account
         if self.design.auth.signup != "open":
             raise Forbidden(detail="signup is not open: ask an admin for an account")
 
         async def finish(tx: Transaction, record: Record) -> None:
+            # email_verified is server-set (no create may name it): set in the same transaction.
+            await _mark_verified(tx, str(record["id"]))
             await self.store.link(provider, subject, str(record["id"]), email, now, tx)
 
         created = await self.service.create(ACCOUNTS, {"email": email}, caller=SYSTEM, also=finish)
@@ -537,6 +543,10 @@ class _Retry(Exception):  # noqa: N818 (a control-flow signal, not an error)
     def __init__(self, role: str) -> None:
         super().__init__(role)
         self.role = role
+
+
+async def _mark_verified(tx: Transaction, account: str) -> None:
+    await tx.update(Update(ACCOUNTS, account, {"email_verified": True}))
 
 
 def _invalid_token(description: str) -> Unauthorized:
