@@ -318,6 +318,7 @@ class Service:
             view = field_view(spec.resource, auth)
             if not changes:
                 return Item(_visible(view, current, spec.readable, auth), _version(current))
+            await self._refuse_hidden_refs(tx, spec, changes, caller)
             stored = await self._apply_update(spec, tx, current, changes)
             if not await _holds(tx, spec, rule, stored, auth):
                 raise _refused(caller, resource, hide=False)
@@ -426,6 +427,7 @@ class Service:
         rule, caller = guard
         if rule is not None and not uses_exists(rule) and not _holds_here(rule, row, caller):
             raise _refused(caller, spec.resource.name, hide=False)
+        await self._refuse_hidden_refs(tx, spec, row, caller)
         name = spec.resource.name
         stored = await tx.insert(Insert(name, self._sealed.seal(name, row)))
         stored = self._sealed.open(name, stored)
@@ -436,6 +438,24 @@ class Service:
         for counted in spec.counted:
             await _count(tx, counted, stored.get(counted.field), +1)
         return self._shape(spec, stored)
+
+    async def _refuse_hidden_refs(
+        self, tx: Transaction, spec: _Spec, values: Mapping[str, object], caller: Caller
+    ) -> None:
+        """422 for a reference to a record the caller may not read, worded as for a missing
+        record: a write never reveals that such a record exists, nor changes its counters."""
+        errors = []
+        for name, target in spec.refs.items():
+            value = values.get(name)
+            if value is None or any(f.name == name for f in spec.caller_defaults):
+                continue
+            read = self._filter(self._specs[target].resource, "get", caller)
+            if read is not None and (
+                read is DENIED or await tx.get(target, str(value), where=read) is None
+            ):
+                errors.append(FieldError(name, "not_found", f"no {target} with this id"))
+        if errors:
+            raise ValidationFailed(detail="a reference points at no record", errors=errors)
 
     async def _apply_update(
         self, spec: _Spec, tx: Transaction, current: Record, changes: dict[str, object]
