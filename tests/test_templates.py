@@ -25,10 +25,11 @@ def test_a_template_name_cannot_reach_outside_the_package():
 
 
 @pytest.mark.parametrize("name", template_names())
-def test_every_template_loads_with_no_problem_at_all(name):
+def test_every_template_loads_with_no_problem_but_counters_of_rows_not_all_may_read(name):
     design = load_design_text(template_text(name), f"{name}.yaml")
     assert design.name == name
-    assert design.warnings == ()
+    # A profile's post count includes private posts: intended, and said by a warning.
+    assert all("counts" in warning for warning in design.warnings)
 
 
 def test_the_social_template_declares_the_social_resources():
@@ -40,7 +41,8 @@ def test_social_accounts_have_unique_handles_and_exact_counters():
     accounts = load_design_text(template_text("social")).resources["accounts"]
     handle = accounts.field("handle")
     assert handle is not None
-    assert (handle.required, handle.unique, handle.pattern) == (True, True, "^[a-z0-9_]{3,30}$")
+    # Not required: people signing in with Google or GitHub choose it afterwards.
+    assert (handle.required, handle.unique, handle.pattern) == (False, True, "^[a-z0-9_]{3,30}$")
     counters = {f.name: f.count for f in accounts.counters}
     assert counters == {
         "follower_count": CountSource("follows", "followee"),

@@ -107,11 +107,11 @@ class _OAuthEndpoints:
             account = await self.accounts.account_for_identity(
                 provider, identity.subject, identity.email, identity.email_verified, ip=ip
             )
+            code = await self.accounts.login_code(account)
         except OAuthError as error:
             return await self._denied(login, ip, error.code)
         except ApiError as error:  # signup closed, an unverified email
             return await self._denied(login, ip, error.detail or "refused")
-        code = await self.accounts.login_code(account)
         return _back(login.redirect_uri, {"code": code}, self._cookie_path)
 
     async def _denied(self, login: LoginState, ip: str | None, reason: str) -> Response:

@@ -27,6 +27,7 @@ from charpente.design.auth import ACCOUNTS
 from charpente.design.model import ADMIN_ROLE, Design
 from charpente.errors import (
     ApiError,
+    Conflict,
     FieldError,
     Forbidden,
     Unauthorized,
@@ -353,7 +354,10 @@ class Accounts:
         return code, expires
 
     async def login_code(self, account: str) -> str:
-        """A one-time code (60 s) that the token endpoint exchanges (after an OAuth login)."""
+        """A one-time code (60 s) that the token endpoint exchanges (after an OAuth login).
+        Forbidden for a disabled account."""
+        if await self._active_account(account) is None:
+            raise Forbidden(detail="this account is disabled")
         code = new_opaque_token()
         await self.store.add_code(token_hash(code), account, self.clock.now() + CODE_TTL)
         return code
@@ -363,7 +367,22 @@ class Accounts:
     ) -> str:
         """The account a provider's user signs in as: the linked one, else the one with this
         verified email (then linked), else a new one when signup is open. Linking or
-        creating marks the account's email verified: the provider has proven it."""
+        creating marks the account's email verified: the provider has proven it.
+
+        An account whose email nobody had proven may have been made by someone else, waiting
+        for the owner (pre-hijacking): linking it removes its password and ends its refresh
+        tokens, so that only the proven owner holds it afterwards."""
+        try:
+            return await self._account_for_identity(provider, subject, email, verified, ip)
+        except Conflict:  # a concurrent first login of the same person won the race
+            linked = await self.store.identity(provider, subject)
+            if linked is None:
+                raise
+            return linked
+
+    async def _account_for_identity(
+        self, provider: str, subject: str, email: str, verified: bool, ip: str | None
+    ) -> str:
         linked = await self.store.identity(provider, subject)
         if linked is not None:
             return linked
@@ -372,12 +391,18 @@ class Accounts:
         found = await self.store.login(email)
         now = self.clock.now()
         if found is not None:
-            account = str(found[0]["id"])
+            account, proven = str(found[0]["id"]), bool(found[0].get("email_verified"))
             async with self.service.database.transaction() as tx:
-                if not found[0].get("email_verified"):
+                if not proven:
                     await _mark_verified(tx, account)
+                    await self.store.remove_password(account, tx)
                 await self.store.link(provider, subject, account, email, now, tx)
-            await self.store.log("identity_linked", account, ip, provider, now)
+            if not proven:
+                ended = await self.store.revoke_account(account, now)
+                detail = f"{provider}; unproven email: password removed, {ended} tokens ended"
+                await self.store.log("identity_linked", account, ip, detail, now)
+            else:
+                await self.store.log("identity_linked", account, ip, provider, now)
             return account
         if self.design.auth.signup != "open":
             raise Forbidden(detail="signup is not open: ask an admin for an account")

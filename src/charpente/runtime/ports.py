@@ -131,6 +131,9 @@ class AuthStore(Protocol):
     ) -> None:
         """Store (or replace) an account's password hash."""
 
+    async def remove_password(self, account: str, tx: Transaction | None = None) -> None:
+        """Remove an account's password (it then signs in through its providers only)."""
+
     async def add_refresh(
         self,
         hash: str,

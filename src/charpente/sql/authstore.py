@@ -16,10 +16,12 @@ import sqlalchemy as sa
 
 from charpente.compile.plan import Record
 from charpente.design.auth import ACCOUNTS
+from charpente.errors import Conflict
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Refreshed, Transaction
 from charpente.sql.database import SqlDatabase, SqlTransaction
 from charpente.sql.executor import Executor
+from charpente.sql.integrity import INTEGRITY_ERRORS
 
 __all__ = ["SqlAuthStore"]
 
@@ -63,8 +65,8 @@ class SqlAuthStore:
             "code_add": sa.insert(codes),
             "code_row": code_row.with_for_update() if lock else code_row,
             "code_used": sa.update(codes)
-            .where(codes.c.hash == _p("hash"))
-            .values(used_at=_p("now")),
+            .where(codes.c.hash == _p("_hash"))
+            .values(used_at=_p("_now")),
             "invite_add": sa.insert(invites),
             "invite_row": invite_row.with_for_update() if lock else invite_row,
             "invite_used": sa.update(invites)
@@ -208,7 +210,14 @@ class SqlAuthStore:
     ) -> None:
         async with self._writer(tx) as ex:
             params = {"provider": provider, "subject": subject, "account": account}
-            await ex.run(self._s["link"], {**params, "email": email, "created_at": now})
+            try:
+                await ex.run(self._s["link"], {**params, "email": email, "created_at": now})
+            except INTEGRITY_ERRORS:
+                raise Conflict(detail="this provider's user is linked already") from None
+
+    async def remove_password(self, account: str, tx: Transaction | None = None) -> None:
+        async with self._writer(tx) as ex:
+            await ex.run(self._s["password_del"], {"account": account})
 
     async def signing_keys(self) -> list[str]:
         async with self._db.reader() as ex:
