@@ -499,7 +499,7 @@ def _error_responses() -> Json:
             headers["Retry-After"] = _ref("headers", "Retry-After")
         if status == 401:
             headers["WWW-Authenticate"] = {
-                "description": "`Bearer`, with `error=\"invalid_token\"` for a bad token.",
+                "description": '`Bearer`, with `error="invalid_token"` for a bad token.',
                 "schema": {"type": "string"},
             }
         responses[name] = {
