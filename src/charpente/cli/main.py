@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
+from charpente.cli.commands.accounts import accounts_app, auth_app
 from charpente.cli.commands.design import check, init, openapi
+from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
 from charpente.cli.commands.serve import serve
 
@@ -29,6 +31,9 @@ app.command()(check)
 app.command()(serve)
 app.add_typer(migrate_app)
 app.command()(openapi)
+app.add_typer(accounts_app)
+app.add_typer(keys_app)
+app.add_typer(auth_app)
 
 
 def package_version() -> str:
