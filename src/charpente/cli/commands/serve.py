@@ -1,8 +1,14 @@
-"""`charpente serve`: check the design and the database, then run the API under uvicorn."""
+"""`charpente serve`: check the design and the database, then run the API under uvicorn.
+
+Over TLS (`--tls-cert`, `--tls-key`) or behind a TLS-terminating proxy (`--proxy-headers`,
+trusting X-Forwarded-* from CHARPENTE_TRUSTED_PROXIES only), requests are https and every
+response carries Strict-Transport-Security.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -15,6 +21,7 @@ from charpente.settings import Settings, export_to_process, redacted_url
 from charpente.wiring import (
     BEHIND_MESSAGE,
     apply_database_migration,
+    field_cipher,
     is_database_current,
     load_configured_hooks,
 )
@@ -23,9 +30,11 @@ __all__ = ["FACTORY", "serve"]
 
 FACTORY = "charpente.wiring:app_from_env"
 
+_PEM: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True, "show_default": False}
+
 
 @reports_errors
-def serve(
+def serve(  # noqa: PLR0913 (a command's options are its parameters)
     design: DesignOption = None,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="The TCP port.")] = 8000,
@@ -40,15 +49,38 @@ def serve(
         bool,
         typer.Option("--reload", help="Restart when a .py or .yaml file changes (development)."),
     ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="Serve HTTPS: the certificate chain (PEM).",
+            **_PEM,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option("--tls-key", help="Serve HTTPS: the private key (PEM).", **_PEM),
+    ] = None,
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            "--proxy-headers",
+            help="Behind a proxy: trust X-Forwarded-Proto and -For from "
+            "CHARPENTE_TRUSTED_PROXIES (so HSTS is sent when the proxy terminates TLS).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM."""
     loaded, settings = design_and_settings(design)
+    tls = _tls_options(tls_cert, tls_key)
+    proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
+    field_cipher(settings, loaded)  # encrypted fields need their keys: say so before starting
     if migrate:
         _migrate_safely(settings, loaded)
     if not on_database(settings, is_database_current(settings, loaded)):
         raise fail(BEHIND_MESSAGE)
-    _announce(settings, loaded, host, port)
+    _announce(settings, loaded, host, port, https=bool(tls))
     export_to_process(settings)  # the workers build the app from these (the factory)
     uvicorn.run(
         FACTORY,
@@ -63,8 +95,31 @@ def serve(
         access_log=False,
         log_level=settings.log_level,
         server_header=False,
-        proxy_headers=False,
+        **proxies,
+        **tls,
     )
+
+
+def _tls_options(cert: Path | None, key: Path | None) -> dict[str, Any]:
+    """uvicorn's TLS options: both files, or neither."""
+    if (cert is None) != (key is None):
+        raise fail("--tls-cert and --tls-key go together: give both, or neither", code=2)
+    if cert is None or key is None:
+        return {}
+    return {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
+def _proxy_options(settings: Settings, proxy_headers: bool) -> dict[str, Any]:
+    """uvicorn's proxy options: X-Forwarded-* only from the trusted proxies."""
+    if not proxy_headers:
+        return {"proxy_headers": False}
+    if not settings.trusted_proxies:
+        raise fail(
+            "--proxy-headers needs CHARPENTE_TRUSTED_PROXIES: the addresses (or networks) of "
+            "the proxies whose X-Forwarded-* headers to trust",
+            code=2,
+        )
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
 
 
 def _migrate_safely(settings: Settings, design: Design) -> None:
@@ -74,9 +129,9 @@ def _migrate_safely(settings: Settings, design: Design) -> None:
         say(f"migrated: applied {count} safe step{'s' if count != 1 else ''}")
 
 
-def _announce(settings: Settings, design: Design, host: str, port: int) -> None:
+def _announce(settings: Settings, design: Design, host: str, port: int, *, https: bool) -> None:
     shown = f"[{host}]" if ":" in host else host
-    base = f"http://{shown}:{port}"
+    base = f"{'https' if https else 'http'}://{shown}:{port}"
     count = len(design.resources)
     say(f"charpente: serving {design.name!r} ({count} resources) at {base}")
     say(f"  docs:     {base}/docs   spec: {base}/openapi.json")
