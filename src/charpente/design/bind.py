@@ -45,7 +45,7 @@ def bind_caller(expr: Expr, auth: Mapping[str, object]) -> Expr:
             return _compare(expr, auth)
         case Call("exists", (target, condition), pos):
             inner = bind_caller(condition, auth)
-            if isinstance(inner, Literal) and not _is(inner, True):
+            if not can_hold(inner):
                 return FALSE  # no row can satisfy it: EXISTS is false, never unknown
             return Call("exists", (target, inner), pos)
         case Literal():
