@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.loader import load_design_text
+from charpente.runtime.secrets import SealError
 from charpente.settings import Settings
 from charpente.sql.engine import create_engine
 from charpente.wiring import (
@@ -330,3 +331,19 @@ async def test_encrypting_a_column_that_holds_values_is_refused_with_the_way_for
         "place: add a new encrypted field, copy the values into it, then remove this one"
     )
     assert not await is_database_current(settings, design)
+
+
+@pytest.mark.anyio
+async def test_reseal_names_the_field_and_record_of_a_value_that_does_not_open(
+    settings: Settings,
+) -> None:
+    await migrate(settings)
+    async with serving(settings) as client:
+        note = (await client.post("/v1/notes", json=NOTE)).json()
+    engine = create_engine(settings.database_url, schema=settings.database_schema)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE notes SET body = 'written in clear'"))
+    await engine.dispose()
+    with pytest.raises(SealError) as caught:
+        await reseal_encrypted_values(settings, load_configured_design(settings), batch=10)
+    assert str(caught.value) == f"notes.body of {note['id']}: not a sealed value"

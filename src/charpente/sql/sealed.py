@@ -22,6 +22,7 @@ from charpente.design.diff import design_from_json
 from charpente.design.model import Design, Field, Resource
 from charpente.errors import MigrationError
 from charpente.runtime.encryption import FieldCipher, encrypted_fields
+from charpente.runtime.secrets import SealError
 from charpente.sql.database import SqlDatabase
 from charpente.sql.executor import Executor
 from charpente.sql.migrate import HISTORY_TABLE, MigrationPlan, MigrationStep, Safety
@@ -66,7 +67,7 @@ async def reseal_values(
 ) -> Resealed:
     """Seal every encrypted value stored under an older key again under the active one.
 
-    Raises SealError (naming the field) when a stored value does not open with any key.
+    Raises SealError (naming the field and the record) when a stored value does not open.
     """
     if not 1 <= batch <= MAX_BATCH:
         raise ValueError(f"the batch size must be between 1 and {MAX_BATCH}")
@@ -125,9 +126,12 @@ def _stale_values(walk: _Walk, rows: list[dict[str, Any]]) -> Iterator[tuple[str
     for row in rows:
         for field in walk.fields:
             token = row[field.name]
-            if token is None or not walk.cipher.is_stale(token):
-                continue
-            text = walk.cipher.open(resource, field.name, token)
+            try:
+                if token is None or not walk.cipher.is_stale(token):
+                    continue
+                text = walk.cipher.open(resource, field.name, token)
+            except SealError as error:  # say where, never what
+                raise SealError(f"{resource}.{field.name} of {row['id']}: {error}") from None
             fresh = walk.cipher.seal(resource, field.name, text)
             yield field.name, {"_id": row["id"], "_old": token, "_new": fresh}
 
