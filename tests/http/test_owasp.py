@@ -6,6 +6,7 @@ template does not have (write-only fields, rate limits, CORS, another signing al
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime
@@ -1004,3 +1005,60 @@ resources:
     for answer in answers[5:]:
         assert answer.headers["ratelimit-policy"] == f'"{name}.read";q=5;w=60'
         assert int(answer.headers["retry-after"]) >= 1
+
+
+# --- API2 under concurrency: one-time secrets are used once -------------------------------
+
+
+async def test_a_refresh_token_raced_by_many_requests_rotates_at_most_once(
+    social: Social,
+) -> None:
+    token = (await token_pair(social.client, "bob@example.com")).json()["refresh_token"]
+    answers = await asyncio.gather(*(refresh(social.client, token) for _ in range(6)))
+    rotated = [a for a in answers if a.status_code == 200]
+    assert len(rotated) <= 1, [a.status_code for a in answers]
+    assert {a.json()["error"] for a in answers if a.status_code != 200} == {"invalid_grant"}
+    for answer in rotated:  # the reuse ended the family: the winner's token is dead too
+        assert (await refresh(social.client, answer.json()["refresh_token"])).status_code == 400
+
+
+async def test_an_invitation_is_for_its_email_and_used_once(make_api: Any) -> None:
+    design = SOCIAL.replace("signup: open", "signup: invite")
+    social = Social(await make_api(design))
+    await social.people("root")
+    made = await social.call("root", "POST", "/v1/auth/invites", json={"email": "Kim@example.com"})
+    assert made.status_code == 201
+    code = made.json()["code"]
+    assert made.headers["cache-control"] == "no-store"
+
+    def signup(email: str, handle: str, invite: str | None = code) -> Any:
+        body = {"email": email, "password": PASSWORD, "handle": handle, "invite": invite}
+        return social.client.post("/v1/auth/signup", json=body)
+
+    assert (await signup("kim@example.com", "kim", None)).status_code == 422
+    assert (await signup("lee@example.com", "lee")).status_code == 422  # someone else's
+    assert (await signup("kim@example.com", "kim", "not-a-real-code")).status_code == 422
+    answers = await asyncio.gather(*(signup("kim@example.com", f"kim{i}") for i in range(4)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 201, statuses  # one wins; the others find the email or code taken
+    assert set(statuses[1:]) <= {409, 422}, statuses
+    assert (await signup("kim@example.com", "kim9")).status_code in (409, 422)
+    found = await social.call("root", "GET", '/v1/accounts?filter=handle ~ "kim"')
+    assert [r["role"] for r in found.json()["data"]] == ["member"]
+
+
+async def test_access_tokens_end_when_their_account_is_disabled_or_changes_role(
+    social: Social,
+) -> None:
+    post = await social.post("ada", "posts", {"body": "rude"})
+    bob, mod = f"/v1/accounts/{social.ids['bob']}", f"/v1/accounts/{social.ids['mod']}"
+    assert (await social.call("root", "PATCH", bob, json={"disabled": True})).status_code == 200
+    assert (await social.call("root", "PATCH", mod, json={"role": "member"})).status_code == 200
+
+    for who in ("bob", "mod"):
+        answer = await social.call(who, "GET", "/v1/auth/me")
+        assert answer.status_code == 401, answer.text
+        assert "session ended" in answer.headers["www-authenticate"]
+    deleted = await social.call("mod", "DELETE", f"/v1/posts/{post['id']}")
+    assert deleted.status_code == 401  # no longer a moderator's
+    assert (await social.call("ada", "GET", "/v1/auth/me")).status_code == 200

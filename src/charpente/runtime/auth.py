@@ -121,6 +121,9 @@ class Accounts:
         self.ring = KeyRing(())
         self._roles = frozenset(design.auth.roles)
         self._reloader: asyncio.Task[None] | None = None
+        # Accounts disabled or given another role here, and when: their older access
+        # tokens are refused (other processes accept them until they expire).
+        self._ended: dict[str, datetime.datetime] = {}
         service.on_update.append(self._account_updated)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -206,6 +209,9 @@ class Accounts:
             raise _invalid_token(f"the access token is not valid ({error.reason})") from None
         if claims.role not in self._roles:
             raise _invalid_token("the access token names an unknown role")
+        ended = self._ended.get(claims.subject)
+        if ended is not None and claims.issued_at <= ended:
+            raise _invalid_token("the access token is not valid (its session ended)")
         return Caller(claims.subject, claims.role)
 
     # --- signup and sign-in --------------------------------------------------------------
@@ -534,7 +540,10 @@ class Accounts:
         if resource != ACCOUNTS:
             return
         now, account = self.clock.now(), str(after["id"])
-        if after.get("disabled") and not before.get("disabled"):
+        disabled = after.get("disabled") and not before.get("disabled")
+        if disabled or after.get("role") != before.get("role"):
+            self._end_access_tokens(account, now)
+        if disabled:
             ended = await self.store.revoke_account(account, now)
             await self.store.log(
                 "account_disabled", account, None, f"{ended} refresh tokens ended", now
@@ -543,6 +552,14 @@ class Accounts:
             detail = f"{before.get('role')} -> {after.get('role')} by {caller.id or 'the engine'}"
             await self.store.revoke_account(account, now)
             await self.store.log("role_changed", account, None, detail, now)
+
+    def _end_access_tokens(self, account: str, now: datetime.datetime) -> None:
+        """Refuse the account's access tokens issued until `now`, in this process; entries
+        go once every token they refuse has expired anyway."""
+        ttl = datetime.timedelta(seconds=self.design.auth.access_token_ttl)
+        for stale in [a for a, when in self._ended.items() if when + ttl + LEEWAY < now]:
+            del self._ended[stale]
+        self._ended[account] = now
 
     async def _save_key(self, key: SigningKey) -> None:
         record = key_to_record(key, self.sealer)
