@@ -1062,3 +1062,28 @@ async def test_access_tokens_end_when_their_account_is_disabled_or_changes_role(
     deleted = await social.call("mod", "DELETE", f"/v1/posts/{post['id']}")
     assert deleted.status_code == 401  # no longer a moderator's
     assert (await social.call("ada", "GET", "/v1/auth/me")).status_code == 200
+
+
+async def test_a_forbidden_write_is_403_whatever_its_if_match_says(social: Social) -> None:
+    post = await social.post("ada", "posts", {"body": "hello"})
+    url = f"/v1/posts/{post['id']}"
+    for if_match in ('"1"', '"99"', "*"):
+        headers = {"If-Match": if_match}
+        patched = await social.call("bob", "PATCH", url, json={"body": "x"}, headers=headers)
+        assert patched.status_code == 403, (if_match, patched.text)
+        assert (await social.call("bob", "DELETE", url, headers=headers)).status_code == 403
+    anonymous = await social.call(None, "DELETE", url, headers={"If-Match": '"99"'})
+    assert anonymous.status_code == 401
+    stale = await social.call("ada", "PATCH", url, json={"body": "x"}, headers={"If-Match": '"9"'})
+    assert stale.status_code == 412
+
+
+async def test_a_write_without_if_match_is_401_before_428_for_the_anonymous(make_api: Any) -> None:
+    design = SOCIAL.replace("  posts:\n", "  posts:\n    require_if_match: true\n", 1)
+    social = Social(await make_api(design))
+    await social.people("ada", "bob")
+    post = await social.post("ada", "posts", {"body": "hello"})
+    url = f"/v1/posts/{post['id']}"
+    assert (await social.call(None, "PATCH", url, json={"body": "x"})).status_code == 401
+    assert (await social.call(None, "DELETE", url)).status_code == 401
+    assert (await social.call("ada", "DELETE", url)).status_code == 428

@@ -303,14 +303,14 @@ class Service:
         """
         spec = self._spec(resource)
         auth = _auth(caller)
-        _require_if_match(spec, if_match)
         rule = self._filter(spec.resource, "update", caller)
         if rule is DENIED:  # no record allows it: 401/403 whether or not the record exists
             raise _refused(caller, resource, hide=False)
         async with self.database.transaction() as tx:
-            current = await self._current(tx, spec, _path_id(id), if_match, caller)
+            current = await self._current(tx, spec, _path_id(id), caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
+            _preconditions(spec, if_match, current)  # only once the write would be allowed
             changes = validate_patch(spec.resource, patch, current)
             _check_field_writes(spec, changes.keys(), {**current, **changes}, auth)
             ctx = HookContext(resource, request_id, self._reader(tx))
@@ -339,14 +339,14 @@ class Service:
         """Delete under If-Match and the delete rule, keeping counters exact."""
         spec = self._spec(resource)
         auth = _auth(caller)
-        _require_if_match(spec, if_match)
         rule = self._filter(spec.resource, "delete", caller)
         if rule is DENIED:  # no record allows it: 401/403 whether or not the record exists
             raise _refused(caller, resource, hide=False)
         async with self.database.transaction() as tx:
-            current = await self._current(tx, spec, _path_id(id), if_match, caller)
+            current = await self._current(tx, spec, _path_id(id), caller)
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
+            _preconditions(spec, if_match, current)  # only once the write would be allowed
             ctx = HookContext(resource, request_id, self._reader(tx))
             await self.hooks.run_before_delete(ctx, current)
             plan = Delete(resource, str(current["id"]), expected_version=_version(current))
@@ -394,10 +394,9 @@ class Service:
         tx: Transaction,
         spec: _Spec,
         id: str,
-        if_match: Precondition | None,
         caller: Caller,
     ) -> Record:
-        """The record being written, locked, if the caller may read it; then If-Match."""
+        """The record being written, locked, if the caller may read it."""
         resource = spec.resource.name
         read = self._filter(spec.resource, "get", caller)
         if read is DENIED:
@@ -405,10 +404,7 @@ class Service:
         current = await tx.get(resource, id, for_update=True, where=read)
         if current is None:
             raise NotFound(detail=f"no {resource} with this id")
-        current = self._sealed.open(resource, current)
-        if if_match is not None and not if_match.allows(_version(current)):
-            raise PreconditionFailed(detail=f"the record is now at version {_version(current)}")
-        return current
+        return self._sealed.open(resource, current)
 
     async def _insert(
         self,
@@ -665,9 +661,14 @@ def _expanded_hash(record: Record, expand: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
-def _require_if_match(spec: _Spec, if_match: Precondition | None) -> None:
+def _preconditions(spec: _Spec, if_match: Precondition | None, current: Record) -> None:
+    """428 without If-Match where the resource requires it; 412 when it names another
+    version. Checked after authorization: RFC 9110 §13.2.1 ignores preconditions of a
+    request that would fail anyway."""
     if if_match is None and spec.resource.require_if_match:
         raise PreconditionRequired(detail=f"{spec.resource.name} needs If-Match on writes")
+    if if_match is not None and not if_match.allows(_version(current)):
+        raise PreconditionFailed(detail=f"the record is now at version {_version(current)}")
 
 
 def _check(spec: _Spec, row: Record) -> None:
