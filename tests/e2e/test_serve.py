@@ -55,12 +55,17 @@ def test_serve_migrates_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         wait_for_health(base, process)
-        account = httpx.post(
-            f"{base}/v1/accounts", json={"handle": "ada", "email": "ada@example.com"}
-        )
+        secret = "correct horse battery staple"
+        body = {"handle": "ada", "email": "ada@example.com", "password": secret}
+        account = httpx.post(f"{base}/v1/auth/signup", json=body)
         assert account.status_code == 201, account.text
-        post = httpx.post(f"{base}/v1/posts", json={"author": account.json()["id"], "body": "hi"})
+        form = {"grant_type": "password", "username": "ada@example.com", "password": secret}
+        token = httpx.post(f"{base}/v1/auth/token", data=form)
+        assert token.status_code == 200, token.text
+        bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        post = httpx.post(f"{base}/v1/posts", json={"body": "hi"}, headers=bearer)
         assert post.status_code == 201, post.text
+        assert post.json()["author"] == account.json()["id"]
         read = httpx.get(f"{base}{post.headers['location']}")
         assert read.status_code == 200
         assert read.json()["body"] == "hi"

@@ -143,7 +143,7 @@ class _AuthEndpoints:
         return Response(encode_json(payload), 201, _NO_STORE, JSON)
 
     async def jwks(self, request: Request) -> Response:
-        headers = {"Cache-Control": "public, max-age=300"}
+        headers = {"Cache-Control": "public, max-age=60"}  # keys sign 120 s after they appear
         return Response(encode_json(self.accounts.public_keys()), 200, headers, JSON)
 
 

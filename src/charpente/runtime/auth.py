@@ -27,6 +27,7 @@ from charpente.design.auth import ACCOUNTS
 from charpente.design.model import ADMIN_ROLE, Design
 from charpente.errors import (
     ApiError,
+    CharpenteError,
     Conflict,
     FieldError,
     Forbidden,
@@ -61,7 +62,9 @@ CODE_TTL = datetime.timedelta(seconds=60)
 INVITE_TTL = datetime.timedelta(days=7)
 RELOAD_SECONDS = 30.0
 # A new key is published this long before it signs, so every process knows it by then.
-PROPAGATION = datetime.timedelta(seconds=2 * RELOAD_SECONDS)
+# Longer than the JWKS answer may be cached (60 s) and than two reloads, so that other
+# processes and other services know a key before it signs.
+PROPAGATION = datetime.timedelta(seconds=120)
 LEEWAY = datetime.timedelta(seconds=60)
 _BEARER = 'Bearer realm="api"'
 
@@ -133,8 +136,8 @@ class Accounts:
         fresh. With the database out of reach, the keys load in the background later."""
         try:
             await self._load_or_create_keys()
-        except Exception:  # the database is out of reach (or busy): try again shortly
-            log.warning("the database is not reachable: signing keys will load when it is")
+        except Exception as error:  # the database is out of reach (or busy): try again shortly
+            log.warning("signing keys not loaded yet (%s); retrying", type(error).__name__)
         self._reloader = asyncio.create_task(self._reload_forever())
 
     async def _load_or_create_keys(self) -> None:
@@ -150,10 +153,17 @@ class Accounts:
                 await self._reloader
 
     async def reload_keys(self) -> None:
-        keys = [
-            key_from_record(json.loads(text), self.sealer)
-            for text in await self.store.signing_keys()
-        ]
+        """The key ring from the stored keys: retired ones are left out, and a key that
+        cannot be opened (its secret key was removed) is skipped with an error in the log."""
+        now, keys = self.clock.now(), []
+        for text in await self.store.signing_keys():
+            try:
+                key = key_from_record(json.loads(text), self.sealer)
+            except (ValueError, KeyError, CharpenteError) as error:
+                log.error("a signing key cannot be read and is skipped: %s", error)
+                continue
+            if not key.is_retired(now):
+                keys.append(key)
         self.ring = KeyRing(keys)
 
     async def rotate_keys(self) -> SigningKey:

@@ -263,7 +263,7 @@ class Service:
             raise _refused(caller, resource, hide=False)
         fingerprint = _fingerprint(idempotency, body)
         now = self.clock.now()
-        values = validate_create(spec.resource, body, now)
+        values = _normalized(spec, validate_create(spec.resource, body, now))
         _check_field_writes(spec, values.keys() & _keys(body), values, auth)
         values = self._with_caller_defaults(spec, values, caller)
         async with self.database.transaction() as tx:
@@ -311,7 +311,7 @@ class Service:
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             _preconditions(spec, if_match, current)  # only once the write would be allowed
-            changes = validate_patch(spec.resource, patch, current)
+            changes = _normalized(spec, validate_patch(spec.resource, patch, current))
             _check_field_writes(spec, changes.keys(), {**current, **changes}, auth)
             ctx = HookContext(resource, request_id, self._reader(tx))
             changes = await self.hooks.run_before_update(ctx, current, changes)
@@ -535,6 +535,14 @@ def _fetching(
     if not extra:
         return query
     return dataclasses.replace(query, fields=(*fields, *dict.fromkeys(extra)))
+
+
+def _normalized(spec: _Spec, values: dict[str, object]) -> dict[str, object]:
+    """An account's email in lower case: unique and signed in with whatever its case."""
+    email = values.get("email")
+    if spec.resource.builtin and isinstance(email, str):
+        return {**values, "email": email.strip().lower()}
+    return values
 
 
 def _auth(caller: Caller) -> dict[str, object] | None:
