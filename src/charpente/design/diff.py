@@ -145,7 +145,6 @@ _FLAGS = (
     ("readonly", "became read-only", "no longer read-only"),
     ("writeonly", "became write-only", "no longer write-only"),
     ("immutable", "became immutable", "no longer immutable"),
-    ("encrypted", "became encrypted (no longer filterable or sortable)", "no longer encrypted"),
 )
 
 
