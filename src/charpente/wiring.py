@@ -108,7 +108,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     database = SqlDatabase(engine, design)
     service = Service(design, database, hooks=hooks, cipher=cipher)
     accounts = build_accounts(settings, design, service, database)
-    limiter, close_limiter = _limiter(settings)
+    limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
     prefix = f"/v{design.api_version}"
     app = build_app(
@@ -223,7 +223,9 @@ async def reseal_encrypted_values(
         await database.close()
 
 
-def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Coroutine[Any, Any, None]]]:
+def _limiter(
+    settings: Settings, design: Design
+) -> tuple[Limiter, Callable[[], Coroutine[Any, Any, None]]]:
     """Rate limits shared through Redis when it is configured (per process if it fails)."""
     memory = MemoryLimiter()
 
@@ -236,7 +238,7 @@ def _limiter(settings: Settings) -> tuple[Limiter, Callable[[], Coroutine[Any, A
         from charpente.cache.redis import redis_limiter_from_url
     except ImportError:
         raise ConfigError("CHARPENTE_REDIS_URL is set: install charpente[redis]") from None
-    primary = redis_limiter_from_url(settings.redis_url)
+    primary = redis_limiter_from_url(settings.redis_url, prefix=f"charpente:rl:{design.name}:")
     return FallbackLimiter(primary, memory), primary.close
 
 

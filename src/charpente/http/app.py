@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from charpente.compile.limits import route_limits
 from charpente.design.model import Design
-from charpente.http.auth import AuthenticationMiddleware, auth_routes
+from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware, auth_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
 from charpente.http.middleware import (
@@ -100,7 +100,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, then the hooks module's routes and `extra_routes`.
     In front (outermost first): CORS (when the design lists origins), the request id,
-    authentication (with `accounts`), rate limits (with `limiter`), the REST fast path.
+    authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
+    token (after rate limits, so that bad tokens count too), the REST fast path.
     `app.state.service` and `app.state.design` are there for custom endpoints.
     """
     rest = rest_table(service, design)
@@ -123,6 +124,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     app.state.service = service
     app.state.design = design
     app.state.accounts = accounts
+    if accounts is not None:
+        app.add_middleware(AuthRefusalMiddleware)
     if limiter is not None:
         app.add_middleware(
             RateLimitMiddleware,

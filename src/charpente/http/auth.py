@@ -24,13 +24,14 @@ from charpente.http.rest import CALLER_KEY, JSON, encode_json
 from charpente.runtime.auth import Accounts, OAuthGrantError
 from charpente.runtime.caller import ANONYMOUS, Caller
 
-__all__ = ["AuthenticationMiddleware", "auth_routes", "client_ip_of"]
+__all__ = ["AuthRefusalMiddleware", "AuthenticationMiddleware", "auth_routes", "client_ip_of"]
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
 _MAX_FORM_BYTES = 16_384
 _MAX_FIELD = 4096
 CLIENT_IP_KEY = "charpente.client_ip"
+AUTH_ERROR_KEY = "charpente.auth_error"
 
 
 def client_ip_of(scope: Scope) -> str | None:
@@ -63,6 +64,22 @@ class AuthenticationMiddleware:
         try:
             scope[CALLER_KEY] = self.accounts.authenticate(header)
         except Unauthorized as error:
+            # Answered by AuthRefusalMiddleware, after rate limits: a flood of bad tokens
+            # counts against the client's limits like any other request.
+            scope[CALLER_KEY] = ANONYMOUS
+            scope[AUTH_ERROR_KEY] = error
+        await self.app(scope, receive, send)
+
+
+class AuthRefusalMiddleware:
+    """Answers 401 for a request whose token did not verify (see AuthenticationMiddleware)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = scope.get(AUTH_ERROR_KEY) if scope["type"] == "http" else None
+        if isinstance(error, Unauthorized):
             response = problem_response(error, scope["path"], request_id_of(scope))
             await response(scope, receive, send)
             return

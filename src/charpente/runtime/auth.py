@@ -348,6 +348,7 @@ class Accounts:
         assert isinstance(new, str)
         now = self.clock.now()
         await self.store.set_password(caller.id, await self.hasher.hash(new), now)
+        self._end_access_tokens(caller.id, now)
         ended = await self.store.revoke_account(caller.id, now)
         await self.store.log(
             "password_changed", caller.id, ip, f"{ended} refresh tokens ended", now
@@ -582,8 +583,19 @@ class Accounts:
             await asyncio.sleep(RELOAD_SECONDS if loaded else 2.0)
             try:
                 await (self.reload_keys() if loaded else self._load_or_create_keys())
+                await self._learn_ended_sessions()
             except Exception:  # a database hiccup: keep the keys we have, try again later
                 log.warning("could not reload the signing keys; keeping the current ones")
+
+    async def _learn_ended_sessions(self) -> None:
+        """What other processes ended (a disable, a role or password change): their access
+        tokens stop working here too, within one reload period."""
+        now = self.clock.now()
+        ttl = datetime.timedelta(seconds=self.design.auth.access_token_ttl)
+        for account, when in await self.store.sessions_ended_since(now - ttl - LEEWAY):
+            known = self._ended.get(account)
+            if known is None or known < when:
+                self._end_access_tokens(account, when)
 
     def _algorithm(self) -> Any:
         return self.design.auth.algorithm

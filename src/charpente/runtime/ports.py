@@ -200,5 +200,10 @@ class AuthStore(Protocol):
     ) -> None:
         """Append to the authentication log."""  # fmt: skip
 
+    async def sessions_ended_since(
+        self, since: datetime.datetime
+    ) -> list[tuple[str, datetime.datetime]]:
+        """(account, when) of each disable, role change or password change since `since`."""
+
     async def log_entries(self, limit: int = 100) -> list[Record]:
         """The newest entries of the authentication log."""

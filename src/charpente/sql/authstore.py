@@ -23,7 +23,10 @@ from charpente.sql.database import SqlDatabase, SqlTransaction
 from charpente.sql.executor import Executor
 from charpente.sql.integrity import INTEGRITY_ERRORS
 
-__all__ = ["SqlAuthStore"]
+__all__ = ["SESSION_ENDING", "SqlAuthStore"]
+
+SESSION_ENDING = ("account_disabled", "role_changed", "password_changed")
+"""Log events after which the account's earlier access tokens stop working."""
 
 
 def _p(name: str) -> sa.BindParameter[Any]:
@@ -80,6 +83,9 @@ class SqlAuthStore:
             "key_del": sa.delete(keys).where(keys.c.kid == _p("kid")),
             "key_add": sa.insert(keys),
             "log": sa.insert(log),
+            "ended": sa.select(log.c.account, log.c.at).where(
+                log.c.at >= _p("since"), log.c.event.in_(SESSION_ENDING), log.c.account.is_not(None)
+            ),
             "log_entries": sa.select(log)
             .order_by(log.c.at.desc(), log.c.id.desc())
             .limit(_p("limit")),
@@ -239,6 +245,13 @@ class SqlAuthStore:
         async with self._writer(None) as ex:
             params = {"id": new_id(), "at": now, "event": event, "account": account}
             await ex.run(self._s["log"], {**params, "ip": ip, "detail": detail})
+
+    async def sessions_ended_since(
+        self, since: datetime.datetime
+    ) -> list[tuple[str, datetime.datetime]]:
+        async with self._db.reader() as ex:
+            rows = await ex.rows(self._s["ended"], {"since": since})
+        return [(str(row["account"]), row["at"]) for row in rows]  # type: ignore[misc]
 
     async def log_entries(self, limit: int = 100) -> list[Record]:
         async with self._db.reader() as ex:
