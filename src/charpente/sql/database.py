@@ -211,6 +211,7 @@ class SqlDatabase:
     async def writer(self) -> AsyncIterator[Executor]:
         """An executor inside one transaction (for the engine's own tables, like auth's)."""
         if self._active.get() is not None:
+            # The gate (and SQLite's writer lock) is not reentrant: waiting would never end.
             raise RuntimeError("a transaction is already open in this task")
         with _unavailable_on_busy():
             async with self._open_transaction() as ex:
@@ -240,16 +241,8 @@ class SqlDatabase:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
-        if self._active.get() is not None:
-            # The gate (and SQLite's writer lock) is not reentrant: waiting would never end.
-            raise RuntimeError("a transaction is already open in this task")
-        with _unavailable_on_busy():
-            async with self._open_transaction() as ex:
-                token = self._active.set(ex)
-                try:
-                    yield SqlTransaction(ex, self._catalog, self._rules, locks=self._locks)
-                finally:
-                    self._active.reset(token)
+        async with self.writer() as ex:
+            yield SqlTransaction(ex, self._catalog, self._rules, locks=self._locks)
 
     @asynccontextmanager
     async def _open_transaction(self) -> AsyncIterator[Executor]:
