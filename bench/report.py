@@ -1,10 +1,12 @@
 """Turn the raw wrk results of one benchmark run into a Markdown and a JSON report.
 
-    python bench/report.py --runs RUNS.jsonl --rss RSS.jsonl --out DIR [--quick] [--partial]
+    python bench/report.py --runs RUNS.jsonl --rss RSS.jsonl --out DIR [--suite main|auth]
+                           [--quick] [--partial]
 
 RUNS.jsonl: one {"system", "scenario", "run", "result": <BENCH_RESULT of bench/lua>} a line.
 RSS.jsonl: one {"system", "rss_kb", "processes"} a line. The median run (by requests/s)
 of each system x scenario is the one reported; the targets are checked against it.
+The auth suite (`bench/run --auth`) has its own targets and its own file (`...-auth.md`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 SYSTEMS = {
     "charpente": "charpente (`charpente serve`, social template)",
+    "charpente_open": "charpente, social template with `read: true` on posts (open_design.py)",
     "peer_fastapi": "peer: FastAPI + pydantic + SQLAlchemy ORM",
     "limit_py": "ceiling: raw ASGI + asyncpg + orjson",
 }
@@ -32,6 +35,10 @@ SCENARIOS = {
     "R3P1": "page 1 of the same lists (no cursor)",
     "W1": "create a post",
     "W2": "patch a post (optimistic lock)",
+    "R1A": "R1 with a bearer token",
+    "R2A": "R2 with a bearer token",
+    "R1S": "R1 during a login storm",
+    "LOGIN": "the storm: password logins, 20 clients",
 }
 RSS_LIMIT_MB = 150
 
@@ -57,7 +64,12 @@ def load_cells(path: Path) -> dict[str, dict[str, Cell]]:
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            result = dict(row["result"], busy_before=row.get("busy_before"))
+            result = dict(
+                row["result"],
+                busy_before=row.get("busy_before"),
+                others_during=row.get("others_during"),
+                run=row.get("run"),
+            )
             runs.setdefault((row["system"], row["scenario"]), []).append(result)
     cells: dict[str, dict[str, Cell]] = {}
     for (system, scenario), results in runs.items():
@@ -131,6 +143,55 @@ def targets(cells: dict[str, dict[str, Cell]], rss: dict[str, float]) -> list[di
     return out
 
 
+def auth_targets(cells: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
+    """The identity and access goals: what a token, the read rule and a login storm cost."""
+    r1, r1a = ("charpente", "R1"), ("charpente", "R1A")
+    r2, r2a, r2a_open = ("charpente", "R2"), ("charpente", "R2A"), ("charpente_open", "R2A")
+    open_rule = "R2A with the read rule ≥ 80% of R2A with `read: true` (charpente_open)"
+    return [
+        _versus(cells, r1a, r1, 0.9, "R1A ≥ 90% of R1's requests/s"),
+        _versus(cells, r2a, r2, 0.9, "R2A ≥ 90% of R2's requests/s"),
+        _versus(cells, r2a, r2a_open, 0.8, open_rule),
+        _storm_p99(cells, 3.0),
+    ]
+
+
+def _versus(
+    cells: dict[str, dict[str, Cell]],
+    ours: tuple[str, str],
+    base: tuple[str, str],
+    factor: float,
+    name: str,
+) -> dict[str, Any]:
+    """charpente's requests/s in one cell against another's: met at `factor` times it or more."""
+    a, b = _cell(cells, *ours), _cell(cells, *base)
+    if a is None or b is None:
+        return _target(name, None, "", ours[1])
+    ratio = a.median["rps"] / b.median["rps"] if b.median["rps"] else 0.0
+    clean, note = _clean(a, b)
+    measured = f"{a.median['rps']:,.0f} vs {b.median['rps']:,.0f} = {ratio:.0%}{note}"
+    return _target(name, clean and ratio >= factor, measured, ours[1])
+
+
+def _storm_p99(cells: dict[str, dict[str, Cell]], factor: float) -> dict[str, Any]:
+    """R1's p99 during the login storm against R1's p99 at rest. The storm's own errors
+    count: refused logins (429, 400) would be cheap, and the storm would not be one."""
+    name = f"R1S: R1's p99 during a login storm < {factor:g}x R1's p99 at rest"
+    storm, rest = _cell(cells, "charpente", "R1S"), _cell(cells, "charpente", "R1")
+    logins = _cell(cells, "charpente", "LOGIN")
+    if storm is None or rest is None or logins is None:
+        return _target(name, None, "", "R1S")
+    a, b = storm.median["p99_us"] / 1000, rest.median["p99_us"] / 1000
+    # The storm that ran beside R1S's median run.
+    paired = next((r for r in logins.runs if r.get("run") == storm.median.get("run")), None)
+    clean, note = _clean(storm, rest)
+    if paired is None or _errors(paired):
+        clean, note = False, " (the storm had errors or no result)"
+    rate = f", {paired['rps']:,.0f} logins/s beside it" if paired else ""
+    measured = f"{a:.1f} ms vs {b:.1f} ms = {a / b:.1f}x{rate}{note}"
+    return _target(name, clean and a < factor * b, measured, "R1S")
+
+
 def _target(name: str, met: bool | None, measured: str, scenario: str = "") -> dict[str, Any]:
     status = "not measured" if met is None else ("met" if met else "not met")
     return {"target": name, "status": status, "measured": measured, "scenario": scenario}
@@ -179,26 +240,57 @@ def _r3_p50_within(cells: dict[str, dict[str, Cell]], base: str, name: str) -> d
     return _target(name, clean and a <= 1.5 * b, f"{a:.1f} ms vs {b:.1f} ms{note}", "R3")
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+AUTH_NOTES = [
+    "- Tokens: before each token scenario the 64 members sign in for real (`POST "
+    "/v1/auth/token`, grant_type=password, `bench/tokens.py`); each request carries one of "
+    "the 64 access tokens, picked at random (EdDSA JWTs, checked on every request)",
+    "- R1/R1A read public posts; R2/R2A read a random author's 20 newest posts: anonymous, "
+    "the read rule keeps the public ones; with a token it also keeps the caller's own and, "
+    "through `exists(follows, ...)`, the followers-only posts of authors the caller follows "
+    "(each member follows 1,000 of the 10,000 authors)",
+    "- R1S: R1 while 20 more connections do password logins without pause (`lua/login.lua`: "
+    "random accounts, each login from its own X-Forwarded-For address, so the 20-a-minute "
+    "per-address limit lets them through, and every one is an argon2id check); the storm "
+    "starts 2 s before R1 and ends after it; LOGIN is the storm's own result",
+    "- limit_py (R1, R2): the raw asyncpg ceiling of the main benchmark, run here as a "
+    "yardstick of the machine, to compare these numbers with other reports",
+]
+
+
+def _header(report: dict[str, Any]) -> list[str]:
     m, c = report["machine"], report["config"]
+    what = " of identity and access" if c.get("suite") == "auth" else ""
     lines = [
-        f"# Load benchmark, {report['date']}{' (quick check)' if c['quick'] else ''}",
+        f"# Load benchmark{what}, {report['date']}{' (quick check)' if c['quick'] else ''}",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB memory, "
         f"Linux {m['kernel']}, Python {m['python']}, PostgreSQL {m['postgresql']}",
         f"- Load: `wrk -t1 -c32 -d{c['duration_s']}s --latency`, median of {c['runs']} run(s) "
         f"after a {c['warmup_s']} s warm-up; server, PostgreSQL and wrk share the machine",
         "- Servers: one process each on 127.0.0.1 (`uvicorn --loop uvloop --http httptools "
-        "--no-access-log`; charpente through `charpente serve --workers 1`)",
-        "- Data: 10,000 accounts, 100,000 posts (150-250-byte bodies), 50,000 follows; "
-        "reset between systems and before each W2 run",
+        "--no-access-log`; charpente through `charpente serve --workers 1`, trusting "
+        "127.0.0.1 as a proxy)",
+        "- Data: 10,000 accounts with passwords, 100,000 posts (150-250-byte bodies; 80% "
+        "public, 15% followers, 5% private), 114,000 follows (50,000 random, 1,000 for each "
+        "of the 64 members the benchmark signs in); reset between systems and before each "
+        "W2 run",
         "- CPU busy before runs: the share of both cores used by other processes in the second "
-        "before a run (the harness waits up to 30 s for it to drop under 15%)",
+        f"before a run (the harness waits up to {c.get('quiet_wait_s', 30)} s for it to drop "
+        "under 15%); others during: the share of both cores used during a run by processes "
+        "other than the server, its PostgreSQL backends and wrk (a run where it tops 15% is "
+        f"run again, at most {c.get('retries', 0)} times; the last attempt is kept)",
+    ]
+    return lines + (AUTH_NOTES if c.get("suite") == "auth" else [])
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        *_header(report),
         "",
         "## Results",
         "",
         "| system | scenario | requests/s | p50 ms | p99 ms | errors (all runs) | runs (req/s) "
-        "| CPU busy before runs |",
+        "| CPU busy before / others during runs |",
         "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     for system, scenarios in report["results"].items():
@@ -214,13 +306,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {s} | {mb:.0f} MB |" for s, mb in report["rss_mb"].items()]
     lines += ["", "## Targets", "", "| target | measured | status |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | **{t['status']}** |" for t in report["targets"]]
-    lines += ["", "Systems:", ""] + [f"- `{k}`: {v}" for k, v in SYSTEMS.items()]
+    shown = [k for k in SYSTEMS if k in report["results"]]
+    lines += ["", "Systems:", ""] + [f"- `{k}`: {SYSTEMS[k]}" for k in shown]
     return "\n".join(lines) + "\n"
 
 
 def _busy_text(cell: dict[str, Any]) -> str:
-    readings = [r["busy_before"] for r in cell["runs"] if r.get("busy_before") is not None]
-    return f"≤ {max(readings)}%" if readings else "?"
+    texts = []
+    for key in ("busy_before", "others_during"):
+        readings = [r[key] for r in cell["runs"] if r.get(key) is not None]
+        texts.append(f"≤ {max(readings)}%" if readings else "?")
+    return " / ".join(texts)
 
 
 def _error_text(cell: dict[str, Any]) -> str:
@@ -256,10 +352,13 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "connections": 32,
             "threads": 1,
+            "suite": args.suite,
+            "quiet_wait_s": args.quiet_wait,
+            "retries": args.retries,
         },
         "results": results,
         "rss_mb": {s: round(mb, 1) for s, mb in rss.items()},
-        "targets": targets(cells, rss),
+        "targets": auth_targets(cells) if args.suite == "auth" else targets(cells, rss),
     }
 
 
@@ -271,9 +370,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--partial", action="store_true")
+    parser.add_argument("--suite", choices=("main", "auth"), default="main")
+    parser.add_argument("--quiet-wait", type=int, default=30, help="bench/run's QUIET_WAIT")
+    parser.add_argument("--retries", type=int, default=0, help="bench/run's RETRIES")
     args = parser.parse_args()
     report = build_report(args)
     name = f"{report['date']}-{machine_slug(report['machine'])}"
+    if args.suite == "auth":
+        name += "-auth"
     if args.quick or args.partial:
         name += "-quick" if args.quick else "-partial"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,15 @@
     python bench/seed.py --force --ids DIR  # empty the tables and seed again
     python bench/seed.py --reset          # undo what a benchmark run changed
 
-10,000 accounts, 100,000 posts (150-250-byte bodies), 50,000 follows, from
-random.Random(SEED): the same rows on every machine and every run. Ids are UUIDv7
+10,000 accounts (role member, each with the password in password.txt), 100,000 posts
+(150-250-byte bodies; 80% public, 15% followers, 5% private), 50,000 random follows, and
+1,000 more follows for each of the first 64 accounts (the members the benchmark signs in),
+from random.Random(SEED): the same rows on every machine and every run. Ids are UUIDv7
 made from the row's created_at and the seeded generator, so they stay time-ordered.
 Counters (follower_count, following_count, post_count) match the rows; like, comment
 and share counts are 0 because no likes, comments or shares are seeded.
+Passwords go to charpente_passwords: one argon2id hash made by charpente's own hasher
+(same parameters as the server's, so a login never rehashes), shared by every account.
 The tables must exist already (`charpente migrate apply`); this script only fills them.
 """
 
@@ -27,11 +31,17 @@ from pathlib import Path
 
 import asyncpg
 
+from charpente.runtime.passwords import PasswordHasher
+
 DSN = "postgresql://postgres@127.0.0.1:5432/charpente_bench"
 SEED = 20240601
 N_ACCOUNTS = 10_000
 N_POSTS = 100_000
-N_FOLLOWS = 50_000
+N_RANDOM_FOLLOWS = 50_000
+N_MEMBERS = 64  # the first accounts: the benchmark signs them in for its token pool
+MEMBER_FOLLOWS = 1_000  # authors each member follows (10%): the followers rule finds some
+N_FOLLOWS = N_RANDOM_FOLLOWS + N_MEMBERS * MEMBER_FOLLOWS
+PASSWORD = "bench-sign-in-4817"  # every seeded account's password (public benchmark data)
 W2_POOL = 20_000  # posts W2 patches (the first ones generated)
 BASE = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 SEED_END = BASE + dt.timedelta(days=366)  # every seeded row is older than this
@@ -48,6 +58,9 @@ ACCOUNT_COLUMNS = [
     "id",
     "handle",
     "email",
+    "role",
+    "email_verified",
+    "disabled",
     "display_name",
     "bio",
     "follower_count",
@@ -70,7 +83,15 @@ POST_COLUMNS = [
     "version",
 ]
 FOLLOW_COLUMNS = ["id", "follower", "followee", "created_at", "updated_at", "version"]
-TABLES = {"accounts": ACCOUNT_COLUMNS, "posts": POST_COLUMNS, "follows": FOLLOW_COLUMNS}
+PASSWORD_COLUMNS = ["account", "hash", "changed_at"]
+TABLES = {
+    "accounts": ACCOUNT_COLUMNS,
+    "posts": POST_COLUMNS,
+    "follows": FOLLOW_COLUMNS,
+    "charpente_passwords": PASSWORD_COLUMNS,
+}
+# What a run leaves in the engine's own tables: sign-ins add refresh tokens and log lines.
+RUN_TABLES = ("charpente_refresh_tokens", "charpente_auth_log")
 
 
 @dataclass
@@ -78,6 +99,11 @@ class Dataset:
     accounts: list[tuple[object, ...]]
     posts: list[tuple[object, ...]]
     follows: list[tuple[object, ...]]
+
+    @property
+    def members(self) -> list[tuple[object, ...]]:
+        """The accounts the benchmark signs in (the first N_MEMBERS)."""
+        return self.accounts[:N_MEMBERS]
 
 
 def uuid7(rng: random.Random, when: dt.datetime) -> uuid.UUID:
@@ -112,13 +138,25 @@ def _posts(rng: random.Random, authors: list[uuid.UUID]) -> Iterator[tuple[objec
 
 
 def _follows(rng: random.Random, ids: list[uuid.UUID]) -> Iterator[tuple[object, ...]]:
+    """50,000 random follows, then MEMBER_FOLLOWS new ones for each member."""
     seen: set[tuple[int, int]] = set()
-    while len(seen) < N_FOLLOWS:
-        a, b = rng.randrange(N_ACCOUNTS), rng.randrange(N_ACCOUNTS)
-        if a != b and (a, b) not in seen:
-            seen.add((a, b))
-            created = BASE + dt.timedelta(seconds=rng.randint(180 * 86400, 365 * 86400))
-            yield (uuid7(rng, created), ids[a], ids[b], created, created, 1)
+    while len(seen) < N_RANDOM_FOLLOWS:
+        yield from _follow(rng, ids, seen, rng.randrange(N_ACCOUNTS))
+    for member in range(N_MEMBERS):
+        goal = len(seen) + MEMBER_FOLLOWS
+        while len(seen) < goal:
+            yield from _follow(rng, ids, seen, member)
+
+
+def _follow(
+    rng: random.Random, ids: list[uuid.UUID], seen: set[tuple[int, int]], a: int
+) -> Iterator[tuple[object, ...]]:
+    """One follow of a random account by `a`, unless it is `a` itself or already followed."""
+    b = rng.randrange(N_ACCOUNTS)
+    if a != b and (a, b) not in seen:
+        seen.add((a, b))
+        created = BASE + dt.timedelta(seconds=rng.randint(180 * 86400, 365 * 86400))
+        yield (uuid7(rng, created), ids[a], ids[b], created, created, 1)
 
 
 def generate() -> Dataset:
@@ -132,8 +170,9 @@ def generate() -> Dataset:
     n_followers = Counter(f[2] for f in follows)
     n_following = Counter(f[1] for f in follows)
     accounts: list[tuple[object, ...]] = [
-        (aid, f"user{i:05d}", f"user{i:05d}@example.com", f"User {i:05d}", None,
-         n_followers[aid], n_following[aid], n_posts[aid], created, created, 1)
+        (aid, f"user{i:05d}", f"user{i:05d}@example.com", "member", True, False,
+         f"User {i:05d}", None, n_followers[aid], n_following[aid], n_posts[aid],
+         created, created, 1)
         for aid, i, created in base
     ]  # fmt: skip
     return Dataset(accounts, posts, follows)
@@ -164,25 +203,37 @@ async def _is_seeded(con: asyncpg.Connection) -> bool:
     n_accounts = await con.fetchval("SELECT count(*) FROM accounts")
     n_follows = await con.fetchval("SELECT count(*) FROM follows")
     n_posts = await con.fetchval("SELECT count(*) FROM posts WHERE created_at < $1", SEED_END)
-    return (n_accounts, n_posts, n_follows) == (N_ACCOUNTS, N_POSTS, N_FOLLOWS)
+    n_passwords = await con.fetchval("SELECT count(*) FROM charpente_passwords")
+    found = (n_accounts, n_posts, n_follows, n_passwords)
+    return found == (N_ACCOUNTS, N_POSTS, N_FOLLOWS, N_ACCOUNTS)
+
+
+async def password_rows(data: Dataset) -> list[tuple[object, ...]]:
+    """One charpente_passwords row per account, all with one hash of PASSWORD made by
+    charpente's hasher (hashing 10,000 distinct salts would take minutes, and a login
+    costs the same whatever the salt)."""
+    hashed = await PasswordHasher().hash(PASSWORD)
+    return [(a[0], hashed, a[ACCOUNT_COLUMNS.index("created_at")]) for a in data.accounts]
 
 
 async def seed(con: asyncpg.Connection, data: Dataset) -> None:
-    await con.execute("TRUNCATE accounts, posts, follows CASCADE")
+    # CASCADE empties the engine's tables that point at accounts (passwords, tokens, ...).
+    await con.execute("TRUNCATE accounts, posts, follows, charpente_auth_log CASCADE")
     for table, rows in (
         ("accounts", data.accounts),
         ("posts", data.posts),
         ("follows", data.follows),
+        ("charpente_passwords", await password_rows(data)),
     ):
         await con.copy_records_to_table(table, records=rows, columns=TABLES[table])
-    await con.execute("VACUUM ANALYZE accounts")
-    await con.execute("VACUUM ANALYZE posts")
-    await con.execute("VACUUM ANALYZE follows")
+    for table in TABLES:
+        await con.execute(f"VACUUM ANALYZE {table}")
 
 
 async def reset(con: asyncpg.Connection, data: Dataset) -> str:
     """Bring the data back to the seeded state: new posts go, edited posts and counters return."""
     deleted = await con.execute("DELETE FROM posts WHERE created_at >= $1", SEED_END)
+    await con.execute(f"TRUNCATE {', '.join(RUN_TABLES)}")
     async with con.transaction():
         await con.execute(
             "CREATE TEMP TABLE seed_posts (id uuid, body text, updated_at timestamptz)"
@@ -201,7 +252,7 @@ async def reset(con: asyncpg.Connection, data: Dataset) -> str:
             " ON COMMIT DROP"
         )
         await con.copy_records_to_table(
-            "seed_accounts", records=[(a[0], a[5], a[6], a[7], a[9]) for a in data.accounts]
+            "seed_accounts", records=[_counters(a) for a in data.accounts]
         )
         accounts = await con.execute(
             "UPDATE accounts a SET follower_count = s.follower_count,"
@@ -218,16 +269,34 @@ async def reset(con: asyncpg.Connection, data: Dataset) -> str:
     )
 
 
+def _counters(account: tuple[object, ...]) -> tuple[object, ...]:
+    """An account's id, follower_count, following_count, post_count and updated_at."""
+    names = ("id", "follower_count", "following_count", "post_count", "updated_at")
+    return tuple(account[ACCOUNT_COLUMNS.index(n)] for n in names)
+
+
 def write_ids(data: Dataset, directory: Path) -> None:
-    """The id lists the wrk scripts read: one UUID a line."""
+    """The lists the wrk scripts and tokens.py read, one item a line.
+
+    posts.txt holds the public posts only: the ones an anonymous caller may read (any
+    other is a 404 for it). member_posts.txt pairs each post of a member with the member's
+    line number in members.txt (and so in the token file): W2 patches a post with its
+    author's token, the only caller the social template lets edit it.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    lists = {
-        "posts.txt": [p[0] for p in data.posts],
+    members = {a[0]: n for n, a in enumerate(data.members, start=1)}
+    email = ACCOUNT_COLUMNS.index("email")
+    lists: dict[str, list[object]] = {
+        "posts.txt": [p[0] for p in data.posts if p[3] == "public"],
         "accounts.txt": [a[0] for a in data.accounts],
         "w2_posts.txt": [p[0] for p in data.posts[:W2_POOL]],
+        "emails.txt": [a[email] for a in data.accounts],
+        "members.txt": [a[email] for a in data.members],
+        "member_posts.txt": [f"{p[0]} {members[p[1]]}" for p in data.posts if p[1] in members],
+        "password.txt": [PASSWORD],
     }
-    for name, ids in lists.items():
-        (directory / name).write_text("".join(f"{i}\n" for i in ids))
+    for name, items in lists.items():
+        (directory / name).write_text("".join(f"{i}\n" for i in items))
 
 
 async def main(argv: list[str]) -> None:

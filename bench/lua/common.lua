@@ -19,6 +19,36 @@ function M.read_lines(path)
   return out
 end
 
+-- The optional arguments after a script's own: a token file (one access token a line:
+-- each request then carries one, picked at random) and a number (the random seed, which
+-- bench/run appends last). Returns the Authorization values (nil without a file) and the seed.
+function M.extras(args, first)
+  local bearers, seed = nil, 42
+  for i = first, #args do
+    local n = tonumber(args[i])
+    if n then
+      seed = n
+    else
+      bearers = {}
+      for _, token in ipairs(M.read_lines(args[i])) do
+        bearers[#bearers + 1] = "Bearer " .. token
+      end
+    end
+  end
+  return bearers, seed
+end
+
+-- The headers of one request: wrk.headers, a random token's Authorization (with a token
+-- file) and `extra`, in a new table (wrk.format uses a table it is given instead of
+-- wrk.headers, and writes Host and Content-Length into it).
+function M.headers(bearers, extra)
+  local out = {}
+  for k, v in pairs(wrk.headers) do out[k] = v end
+  if bearers then out["Authorization"] = bearers[math.random(1, #bearers)] end
+  for k, v in pairs(extra or {}) do out[k] = v end
+  return out
+end
+
 function M.count(status)
   if status < 200 or status > 299 then
     bench_non2xx = bench_non2xx + 1
