@@ -259,7 +259,9 @@ AUTH_NOTES = [
 
 def _header(report: dict[str, Any]) -> list[str]:
     m, c = report["machine"], report["config"]
-    what = " of identity and access" if c.get("suite") == "auth" else ""
+    auth = c.get("suite") == "auth"
+    what = " of identity and access" if auth else ""
+    reset = "reset before the runs" if auth else "reset between systems and before each W2 run"
     lines = [
         f"# Load benchmark{what}, {report['date']}{' (quick check)' if c['quick'] else ''}",
         "",
@@ -272,15 +274,14 @@ def _header(report: dict[str, Any]) -> list[str]:
         "127.0.0.1 as a proxy)",
         "- Data: 10,000 accounts with passwords, 100,000 posts (150-250-byte bodies; 80% "
         "public, 15% followers, 5% private), 114,000 follows (50,000 random, 1,000 for each "
-        "of the 64 members the benchmark signs in); reset between systems and before each "
-        "W2 run",
+        f"of the 64 members the benchmark signs in); {reset}",
         "- CPU busy before runs: the share of both cores used by other processes in the second "
         f"before a run (the harness waits up to {c.get('quiet_wait_s', 30)} s for it to drop "
         "under 15%); others during: the share of both cores used during a run by processes "
         "other than the server, its PostgreSQL backends and wrk (a run where it tops 15% is "
         f"run again, at most {c.get('retries', 0)} times; the last attempt is kept)",
     ]
-    return lines + (AUTH_NOTES if c.get("suite") == "auth" else [])
+    return lines + (AUTH_NOTES if auth else [])
 
 
 def render_markdown(report: dict[str, Any]) -> str:

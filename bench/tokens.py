@@ -41,6 +41,8 @@ def sign_in(base: str, email: str, password: str, address: str) -> str:
             return str(json.loads(response.read())["access_token"])
     except urllib.error.HTTPError as error:
         sys.exit(f"tokens: sign-in of {email} answered {error.code}: {error.read()[:300]!r}")
+    except (urllib.error.URLError, TimeoutError) as error:
+        sys.exit(f"tokens: sign-in of {email} failed: {error}")
 
 
 def main() -> None:
