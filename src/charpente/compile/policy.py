@@ -53,7 +53,7 @@ class FieldView:
         """Whether `name` is visible on every row (so it can be filtered and sorted on)."""
         return name not in self.hidden and name not in self.per_row
 
-    def shown(self, row: Mapping[str, object], auth: Mapping[str, object]) -> set[str]:
+    def hidden_in(self, row: Mapping[str, object], auth: Mapping[str, object]) -> set[str]:
         """The fields of `row` to hide from this caller."""
         hide = set(self.hidden)
         hide.update(n for n, cond in self.per_row.items() if evaluate(cond, row, auth) is not True)

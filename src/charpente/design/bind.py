@@ -17,16 +17,11 @@ from collections.abc import Mapping
 from charpente.design.evaluate import evaluate
 from charpente.design.expr import And, Call, Compare, Expr, ListOf, Literal, Name, Not, Or
 
-__all__ = ["FALSE", "TRUE", "UNKNOWN", "bind_caller", "can_hold", "is_constant", "uses_exists"]
+__all__ = ["FALSE", "TRUE", "UNKNOWN", "bind_caller", "can_hold", "uses_exists"]
 
 TRUE = Literal(True)
 FALSE = Literal(False)
 UNKNOWN = Literal(None)
-
-
-def is_constant(expr: Expr) -> bool:
-    """Whether `expr` is a folded constant (TRUE, FALSE or UNKNOWN)."""
-    return isinstance(expr, Literal)
 
 
 def bind_caller(expr: Expr, auth: Mapping[str, object]) -> Expr:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from charpente.errors import BadRequest, Unauthorized, UnsupportedMediaType
 from charpente.http.clientip import IPNetwork, client_ip
 from charpente.http.problems import problem_response, request_id_of
-from charpente.http.rest import CALLER_KEY, JSON, encode_json
+from charpente.http.rest import CALLER_KEY, JSON, encode_json, first_headers
 from charpente.runtime.auth import Accounts, OAuthGrantError
 from charpente.runtime.caller import ANONYMOUS, Caller
 
@@ -32,6 +32,7 @@ _MAX_FORM_BYTES = 16_384
 _MAX_FIELD = 4096
 CLIENT_IP_KEY = "charpente.client_ip"
 AUTH_ERROR_KEY = "charpente.auth_error"
+_AUTHORIZATION = frozenset({b"authorization"})
 
 
 def client_ip_of(scope: Scope) -> str | None:
@@ -58,11 +59,12 @@ class AuthenticationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = _header(scope, b"authorization")
+        header = first_headers(scope["headers"], _AUTHORIZATION).get(b"authorization")
         if self.trusted_proxies:
             scope[CLIENT_IP_KEY] = client_ip(scope, self.trusted_proxies)
         try:
-            scope[CALLER_KEY] = self.accounts.authenticate(header)
+            value = None if header is None else header.decode("latin-1")
+            scope[CALLER_KEY] = self.accounts.authenticate(value)
         except Unauthorized as error:
             # Answered by AuthRefusalMiddleware, after rate limits: a flood of bad tokens
             # counts against the client's limits like any other request.
@@ -167,13 +169,6 @@ class _AuthEndpoints:
 def _caller(request: Request) -> Caller:
     found = request.scope.get(CALLER_KEY, ANONYMOUS)
     return found if isinstance(found, Caller) else ANONYMOUS
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _json_body(request: Request) -> object:

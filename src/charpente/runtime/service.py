@@ -602,7 +602,7 @@ def _visible(
     """`row` as the caller sees it: the `shown` fields, less those its field rules hide."""
     if not view.restricts or auth is None:
         return {name: row.get(name) for name in shown}
-    hide = view.shown(row, auth)
+    hide = view.hidden_in(row, auth)
     return {name: row.get(name) for name in shown if name not in hide}
 
 
