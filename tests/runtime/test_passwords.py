@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import threading
 import time
 import unicodedata
 from importlib import resources
@@ -97,6 +99,21 @@ async def test_the_dummy_verify_takes_about_as_long_as_a_real_one(hasher: Passwo
         dummy.append(time.perf_counter() - started)
     ratio = statistics.median(dummy) / statistics.median(real)
     assert 1 / 3 < ratio < 3, (statistics.median(real), statistics.median(dummy))
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread nice levels here")
+async def test_hashing_threads_run_at_a_lower_priority_than_the_event_loop(
+    hasher: PasswordHasher,
+) -> None:
+    def niceness() -> tuple[int, str]:
+        tid = threading.get_native_id()
+        return os.getpriority(os.PRIO_PROCESS, tid), threading.current_thread().name
+
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread_niceness, name = await hasher._run(niceness)
+    assert name.startswith("argon2")
+    assert thread_niceness == min(19, loop_niceness + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_niceness
 
 
 async def test_twenty_concurrent_hashes_leave_the_event_loop_free() -> None:

@@ -103,6 +103,7 @@ def test_exists_compiles_to_an_exists_correlated_with_the_outer_row(dialect: sa.
     assert "x_follows.followee = posts.author" in subquery
     assert "FROM posts" not in subquery  # correlated: the outer row, not a second scan
     assert PEOPLE[0] not in sql  # the caller's id is a bound parameter
+    assert "OFFSET" in subquery  # fenced: probed per outer row, never hashed whole
 
 
 def test_an_outer_field_inside_exists_names_the_rules_own_row() -> None:

@@ -106,7 +106,12 @@ class _Compiler:
             raise ExprError(f"unknown resource {target!r}", pos)
         alias = self.tables[target].alias(f"x_{target}")
         scope = _Compiler(alias, self.tables, self.names, self.table)
-        return sa.exists().where(scope.condition(inner))
+        # OFFSET 0 fences the subquery: without it PostgreSQL may plan the EXISTS as a
+        # hashed SubPlan that reads every row matching the caller's part of the condition
+        # once per query (all of a caller's follows), where probing a unique index per
+        # outer row is far cheaper for the pages the API serves.
+        probe = sa.select(sa.literal(1)).select_from(alias).where(scope.condition(inner))
+        return probe.offset(0).exists()
 
     def compare(self, node: Compare) -> sa.ColumnElement[bool]:
         if node.op in ("in", "not in"):
@@ -164,40 +169,63 @@ def _name(clause: sa.FromClause) -> str:
 
 def expr_shape(expr: Expr) -> Hashable:
     """What decides the SQL text of `expr`: its tree without the literal values."""
-    match expr:
-        case And(left, right) | Or(left, right):
-            return (type(expr).__name__, expr_shape(left), expr_shape(right))
-        case Not(operand):
-            return ("not", expr_shape(operand))
-        case Compare(op, left, right):
-            return ("compare", op, expr_shape(left), expr_shape(right))
-        case Literal(value):
-            # null compiles to IS NULL, a folded true/false to a constant: not parameters
-            return ("literal", value if value is None or isinstance(value, bool) else 0)
-        case ListOf():
-            return ("list",)
-        case Name(path):
-            return ("name", path)
-        case Call(name, args):
-            return ("call", name, tuple(expr_shape(a) for a in args))
-    raise AssertionError(f"not an expression: {expr!r}")
+    return _walked(expr)[0]
 
 
-def expr_values(expr: Expr) -> list[object]:
+def expr_values(expr: Expr) -> tuple[object, ...]:
     """The values `expr_to_sql(..., names=...)` leaves as parameters, in the same order."""
+    return _walked(expr)[1]
+
+
+_Walked = tuple[Hashable, tuple[object, ...]]
+
+# Shapes and values of compound nodes by identity: a caller's bound access rule is one
+# object reused request after request (and a subtree of every filtered list), so it is
+# walked once. Entries hold their node, so an id is never reused while it is remembered.
+_WALKED: dict[int, tuple[Expr, _Walked]] = {}
+_WALKED_LIMIT = 4096
+
+
+def _walked(expr: Expr) -> _Walked:
+    match expr:
+        case And() | Or() | Not() | Call():
+            found = _WALKED.get(id(expr))
+            if found is not None and found[0] is expr:
+                return found[1]
+            walked = _walk(expr)
+            if len(_WALKED) >= _WALKED_LIMIT:
+                _WALKED.clear()
+            _WALKED[id(expr)] = (expr, walked)
+            return walked
+    return _walk(expr)
+
+
+def _walk(expr: Expr) -> _Walked:
     match expr:
         case And(left, right) | Or(left, right):
-            return [*expr_values(left), *expr_values(right)]
+            (left_shape, left_values), (right_shape, right_values) = _walked(left), _walked(right)
+            return (type(expr).__name__, left_shape, right_shape), left_values + right_values
         case Not(operand):
-            return expr_values(operand)
+            shape, values = _walked(operand)
+            return ("not", shape), values
         case Compare(op, left, right):
+            shape = ("compare", op, _walked(left)[0], _walked(right)[0])
             if op in ("in", "not in"):
                 assert isinstance(right, ListOf)
-                return [[item.value for item in right.items]]
+                return shape, ([item.value for item in right.items],)
             sides = (left, right)
             if any(isinstance(side, Literal) and side.value is None for side in sides):
-                return []
-            return [side.value for side in sides if isinstance(side, Literal)]
-        case Call(_, args):
-            return [value for arg in args for value in expr_values(arg)]
-    return []
+                return shape, ()
+            return shape, tuple(side.value for side in sides if isinstance(side, Literal))
+        case Literal(value):
+            # null compiles to IS NULL, a folded true/false to a constant: not parameters
+            return ("literal", value if value is None or isinstance(value, bool) else 0), ()
+        case ListOf():
+            return ("list",), ()
+        case Name(path):
+            return ("name", path), ()
+        case Call(name, args):
+            walked = [_walked(a) for a in args]
+            shape = ("call", name, tuple(s for s, _ in walked))
+            return shape, tuple(v for _, values in walked for v in values)
+    raise AssertionError(f"not an expression: {expr!r}")
