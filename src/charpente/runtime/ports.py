@@ -7,20 +7,24 @@ wiring.py picks which. The runtime imports this module, never an adapter.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
 from charpente.design.expr import Expr
+from charpente.runtime.events import Message
 
 __all__ = [
     "AuthStore",
+    "Bus",
+    "BusError",
     "Clock",
     "Database",
     "IdempotentResponse",
     "Refreshed",
+    "Subscription",
     "Transaction",
 ]
 
@@ -207,3 +211,35 @@ class AuthStore(Protocol):
 
     async def log_entries(self, limit: int = 100) -> list[Record]:
         """The newest entries of the authentication log."""
+
+
+class BusError(Exception):
+    """The bus did not take a message (unreachable, refused, or no confirmation in time)."""
+
+
+class Subscription(Protocol):
+    """Messages published on a bus from now on, to every subscriber (a fan-out, not a queue)."""
+
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+
+    async def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    """A message broker: publish with confirmation, subscribe to everything published.
+
+    `publish` returns once the broker has accepted every message (publisher confirms,
+    JetStream acks, XADD replies), in order, or raises BusError; a message may then have been
+    taken twice, never lost: consumers deduplicate by Message.id. `subscribe` is for live
+    changes: each server process sees every message, from the moment it subscribed.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def publish(self, messages: Sequence[Message]) -> None: ...
+
+    async def subscribe(self) -> Subscription: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,117 @@
+"""Change events: what a create, update or delete appends to the history, and the CloudEvent
+(1.0, structured JSON mode) that carries it to brokers, webhooks and live subscribers.
+
+An event holds the change as a diff of fields (`changes`: field → new value; for a delete,
+nothing) and the record as it stands after the change (`record`; for a delete, as it was).
+Writeonly and encrypted fields never leave the database: their values are replaced by
+REDACTED in both, so a history reader learns that a password changed, never what it is.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "ACTIONS",
+    "REDACTED",
+    "Event",
+    "Message",
+    "event_from_cloudevent",
+    "to_cloudevent",
+]
+
+ACTIONS = ("created", "updated", "deleted")
+REDACTED = "[redacted]"
+SPEC_VERSION = "1.0"
+
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change to one record, as the history stores it and the bus carries it."""
+
+    id: str  # UUIDv7: time-ordered, the CloudEvent id and the dedup key downstream
+    resource: str
+    record_id: str
+    action: str  # one of ACTIONS
+    at: datetime.datetime
+    version: int  # the record's version after the change (before it, for a delete)
+    changes: Mapping[str, Any] = field(default_factory=dict)
+    record: Mapping[str, Any] = field(default_factory=dict)
+    actor: str | None = None  # the account that made the change; None for the system
+    request_id: str | None = None
+
+    @property
+    def type(self) -> str:
+        """`{resource}.{action}`: the CloudEvent type's tail and the broker routing key."""
+        return f"{self.resource}.{self.action}"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a bus carries: a CloudEvent's bytes, its id (dedup), routing key and ordering key."""
+
+    id: str
+    key: str  # `{resource}.{action}`
+    subject: str  # the record id: order is kept per subject
+    body: bytes  # the CloudEvent, structured JSON mode
+    content_type: str = "application/cloudevents+json"
+
+
+def to_cloudevent(event: Event, source: str) -> Message:
+    """The CloudEvents 1.0 structured-mode message for `event`; `source` names the backend."""
+    envelope = {
+        "specversion": SPEC_VERSION,
+        "id": event.id,
+        "source": source,
+        "type": f"charpente.{event.type}",
+        "subject": event.record_id,
+        "time": _timestamp(event.at),
+        "datacontenttype": "application/json",
+        "data": {
+            "resource": event.resource,
+            "id": event.record_id,
+            "action": event.action,
+            "version": event.version,
+            "actor": event.actor,
+            "request_id": event.request_id,
+            "changes": dict(event.changes),
+            "record": dict(event.record),
+        },
+    }
+    return Message(event.id, event.type, event.record_id, _encoder.encode(envelope))
+
+
+def event_from_cloudevent(body: bytes) -> Event:
+    """The Event a CloudEvent's bytes carry (the inverse of to_cloudevent).
+
+    Raises ValueError when `body` is not a charpente CloudEvent.
+    """
+    try:
+        envelope = msgspec.json.decode(body)
+        data = envelope["data"]
+        return Event(
+            id=str(envelope["id"]),
+            resource=str(data["resource"]),
+            record_id=str(data["id"]),
+            action=str(data["action"]),
+            at=datetime.datetime.fromisoformat(str(envelope["time"]).replace("Z", "+00:00")),
+            version=int(data["version"]),
+            changes=dict(data.get("changes") or {}),
+            record=dict(data.get("record") or {}),
+            actor=data.get("actor"),
+            request_id=data.get("request_id"),
+        )
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"not a charpente CloudEvent: {exc}") from exc
+
+
+def _timestamp(at: datetime.datetime) -> str:
+    """RFC 3339 in UTC with a Z, as CloudEvents asks."""
+    return at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
