@@ -28,7 +28,7 @@ class Backoff:
         """The next delay in seconds, and one step further."""
         ceiling = min(self.cap, self.base * (2**self.attempt))
         self.attempt = min(self.attempt + 1, 62)
-        return ceiling * self.random()
+        return float(ceiling * self.random())
 
     def reset(self) -> None:
         self.attempt = 0
