@@ -107,16 +107,10 @@ def test_an_unknown_top_level_key_gets_a_suggestion():
     )
 
 
-@pytest.mark.parametrize("key", ["webhooks", "flags", "events"])
+@pytest.mark.parametrize("key", ["flags"])
 def test_keys_of_later_versions_are_errors_at_the_top(key):
     assert errors(HEAD + f"      a: int\n{key}: {{}}\n") == at(
         (7, 1), f"`{key}` is not available in this version of charpente"
-    )
-
-
-def test_events_on_a_resource_are_refused_not_ignored():
-    assert errors(HEAD + "      a: int\n    events: [created]\n") == at(
-        (7, 5), "`events` is not available in this version of charpente"
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
 from charpente.design.check import check_design
+from charpente.design.events import read_events, read_outbound, read_webhooks, webhook_problems
 from charpente.design.limits import LimitRule, parse_limit
 from charpente.design.model import (
     SYSTEM_FIELDS,
@@ -42,16 +43,19 @@ FORMAT_VERSION = 1
 MAX_RESOURCES = 200
 MAX_FIELDS = 200
 RESERVED_RESOURCES = frozenset(
-    {"auth", "graphql", "docs", "healthz", "readyz", "metrics", "openapi"}
+    {"auth", "graphql", "docs", "healthz", "readyz", "metrics", "openapi", "webhooks", "jobs"}
 )
 
 _DESIGN_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_TOP_KEYS = ("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources")
+_TOP_KEYS = (
+    *("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources"),
+    *("webhooks", "outbound"),
+)
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
-    *("access", "limits"),
+    *("access", "limits", "events"),
 )
 _CORS_KEYS = ("origins", "credentials", "max_age")
 _MAX_ORIGINS = 100
@@ -117,6 +121,10 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
     profile_node = top["auth"].get("profile") if "auth" in top else None
     profile = _fields(reader, profile_node) if profile_node is not None else ()
     resources = {ACCOUNTS: accounts_resource(auth, _profile(reader, profile)), **resources}
+    webhooks = read_webhooks(reader, top.get("webhooks"))
+    for hook in webhooks:
+        for problem in webhook_problems(hook, resources):
+            reader.problems.append(Problem(problem, hook.pos.file, hook.pos.line, hook.pos.column))
     return Design(
         name=name or "",
         api_version=api_version or 1,
@@ -127,6 +135,8 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
         auth=auth,
         cors=_cors(reader, top.get("cors")),
         limits=_limits(reader, top.get("limits"), DESIGN_LIMIT_KEYS, "`limits`"),
+        webhooks=webhooks,
+        outbound_allow=read_outbound(reader, top.get("outbound")),
     )
 
 
@@ -284,6 +294,7 @@ def _resource(reader: Reader, key: Node, node: Node) -> Resource | None:
         name=name,
         fields=fields,
         limits=limits,
+        events=read_events(reader, options.get("events"), name),
         require_if_match=bool(reader.flag(options, "require_if_match")),
         description=reader.string(options, "description", limit=500),
         pos=key.pos,

@@ -214,6 +214,7 @@ class Resource:
     # Rules and limits are not schema: they take no part in equality (nor in migrations).
     access: Access | None = dc_field(default=None, compare=False)  # filled by design.check
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict, compare=False)
+    events: tuple[str, ...] = dc_field(default=(), compare=False)  # to the outbox: created, ...
     builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
@@ -268,6 +269,23 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """A webhook the design declares: where to POST which events, signed with which secret.
+
+    The URL is either written out or read from the environment variable `url_env`; the
+    secret always comes from the environment variable `secret_env`.
+    """
+
+    name: str
+    events: tuple[str, ...]  # `posts.created`, `posts.*`, `*.*`
+    secret_env: str
+    url: str | None = None
+    url_env: str | None = None
+    description: str | None = None
+    pos: Position = dc_field(default=NOWHERE, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Cors:
     """Cross-origin requests: which browser origins may call the API."""
 
@@ -290,6 +308,8 @@ class Design:
     auth: AuthConfig = dc_field(default_factory=AuthConfig)
     cors: Cors = dc_field(default_factory=Cors)
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict)  # `all`, `auth`
+    webhooks: tuple[Webhook, ...] = ()
+    outbound_allow: tuple[str, ...] = ()  # private networks webhooks may reach (CIDR)
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)
