@@ -14,7 +14,7 @@ from typing import Protocol
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
 from charpente.design.expr import Expr
-from charpente.runtime.events import Message
+from charpente.runtime.events import Event, Message
 
 __all__ = [
     "AuthStore",
@@ -71,6 +71,9 @@ class Transaction(Protocol):
     async def count_by(self, resource: str, ids: Sequence[str], field: str) -> dict[str, int]:
         """Among the rows of `resource` with these ids: how many per non-null value of `field`."""
 
+    async def append_event(self, event: Event, message: Message | None) -> None:
+        """Append `event` to the history and, when given, `message` to the outbox."""
+
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         """Reserve `key` for this transaction. Returns the stored response when the key was
         already used (waiting for a concurrent holder to finish), None when it is ours."""
@@ -96,6 +99,19 @@ class Database(Protocol):
         where: Expr | None = None,
     ) -> list[Record]:
         """Records with these ids that satisfy `where`, in any order, in one query."""
+
+    async def history(
+        self, resource: str, record_id: str, before: str | None, limit: int
+    ) -> list[Event]:
+        """A record's events, newest first, older than the event `before` if given."""
+
+    async def events_until(
+        self, resource: str, record_id: str, at: datetime.datetime
+    ) -> list[Event]:
+        """A record's events up to time `at`, oldest first."""
+
+    async def events_after(self, resource: str, after: str, limit: int) -> list[Event]:
+        """A resource's events after the event `after`, oldest first (resuming a stream)."""
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A transaction: commits when the block ends, rolls back when it raises."""

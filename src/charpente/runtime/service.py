@@ -46,6 +46,7 @@ from charpente.runtime.caller import ANONYMOUS, Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
 from charpente.runtime.encryption import EncryptedFields, FieldCipher
+from charpente.runtime.history import Recorder
 from charpente.runtime.hooks import HookContext, Hooks
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Database, IdempotentResponse, Transaction
@@ -166,6 +167,7 @@ class Service:
         # The engine's own reactions to updates (accounts: a disabled one loses its tokens).
         self.on_update: builtins.list[UpdateListener] = []
         self._filters: dict[tuple[object, ...], Filter] = {}
+        self.recorder = Recorder(design, self.clock)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -322,6 +324,7 @@ class Service:
             stored = await self._apply_update(spec, tx, current, changes)
             if not await _holds(tx, spec, rule, stored, auth):
                 raise _refused(caller, resource, hide=False)
+            await self.recorder.updated(tx, resource, current, stored, caller, request_id)
         await self.hooks.run_after("update", self._after_context(resource, request_id), stored)
         for listener in self.on_update:
             await listener(resource, current, stored, caller)
@@ -356,6 +359,7 @@ class Service:
                 raise PreconditionFailed(detail="the record changed during the request")
             for counted in spec.counted:
                 await _count(tx, counted, current.get(counted.field), -1)
+            await self.recorder.deleted(tx, resource, current, caller, request_id)
         ctx = self._after_context(resource, request_id)
         await self.hooks.run_after("delete", ctx, self._shape(spec, current))
 
@@ -433,6 +437,7 @@ class Service:
                 raise _refused(caller, spec.resource.name, hide=False)
         for counted in spec.counted:
             await _count(tx, counted, stored.get(counted.field), +1)
+        await self.recorder.created(tx, name, stored, caller, request_id)
         return self._shape(spec, stored)
 
     async def _refuse_hidden_refs(

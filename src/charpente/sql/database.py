@@ -40,6 +40,7 @@ from charpente.compile.plan import (
 from charpente.design.expr import Expr
 from charpente.design.model import Design, Resource
 from charpente.errors import Unavailable
+from charpente.runtime.events import Event, Message
 from charpente.runtime.ports import IdempotentResponse
 from charpente.sql.engine import (
     SQLITE_BEGIN,
@@ -49,6 +50,7 @@ from charpente.sql.engine import (
     writer_lock,
 )
 from charpente.sql.executor import Executor, SaExecutor
+from charpente.sql.history import EventStatements
 from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
 from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
 from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
@@ -124,6 +126,7 @@ class SqlDatabase:
             for name, resource in design.resources.items()
         }
         self._tables = tables
+        self._events = EventStatements(metadata.tables)
         self._catalog = _catalog(engine, design, tables, metadata, statements)
         self._memory = is_memory_sqlite(engine)
         self._pg: tuple[PgPool, PgCompiler] | None = None
@@ -132,6 +135,8 @@ class SqlDatabase:
             options = postgres_options(engine)
             size = options.pool_size
             self._pg = PgPool(options.connect, size), _compiler(engine, self._catalog)
+            for stmt in self._events.prebuilt():
+                self._pg[1].keep(stmt)
         compiler = None if self._pg is None else self._pg[1]
         keep = None if compiler is None else compiler.keep
         forget = None if compiler is None else compiler.forget
@@ -202,6 +207,31 @@ class SqlDatabase:
         async with self._reader() as ex:
             await ex.scalar(sa.select(1))
 
+    async def history(
+        self, resource: str, record_id: str, before: str | None, limit: int
+    ) -> list[Event]:
+        canonical = _canonical_id(record_id)
+        if canonical is None or (before is not None and _canonical_id(before) is None):
+            return []
+        async with self._reader() as ex:
+            return await self._events.history(ex, resource, canonical, before, limit)
+
+    async def events_until(
+        self, resource: str, record_id: str, at: datetime.datetime
+    ) -> list[Event]:
+        canonical = _canonical_id(record_id)
+        if canonical is None:
+            return []
+        async with self._reader() as ex:
+            return await self._events.until(ex, resource, canonical, at)
+
+    async def events_after(self, resource: str, after: str, limit: int) -> list[Event]:
+        canonical = _canonical_id(after)
+        if canonical is None:
+            return []
+        async with self._reader() as ex:
+            return await self._events.after(ex, resource, canonical, limit)
+
     async def close(self) -> None:
         if self._pg is not None:
             await self._pg[0].close()
@@ -242,7 +272,7 @@ class SqlDatabase:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
         async with self.writer() as ex:
-            yield SqlTransaction(ex, self._catalog, self._rules, locks=self._locks)
+            yield SqlTransaction(ex, self._catalog, self._rules, self._events, locks=self._locks)
 
     @asynccontextmanager
     async def _open_transaction(self) -> AsyncIterator[Executor]:
@@ -297,11 +327,18 @@ class SqlTransaction:
     """The Transaction port on one connection inside BEGIN ... COMMIT."""
 
     def __init__(
-        self, ex: Executor, catalog: _Catalog, rules: RuleStatements, *, locks: bool
+        self,
+        ex: Executor,
+        catalog: _Catalog,
+        rules: RuleStatements,
+        events: EventStatements,
+        *,
+        locks: bool,
     ) -> None:
         self._ex = ex
         self._catalog = catalog
         self._rules = rules
+        self._events = events
         self._locks = locks  # FOR UPDATE (SQLite's single writer needs none)
 
     @property
@@ -401,6 +438,9 @@ class SqlTransaction:
         )
         rows = await self._ex.rows(query, {"_ids": list(ids)})
         return {str(row[field]): cast(int, row["_n"]) for row in rows}
+
+    async def append_event(self, event: Event, message: Message | None) -> None:
+        await self._events.append(self._ex, event, message)
 
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         now = datetime.datetime.now(datetime.UTC)

@@ -23,6 +23,7 @@ __all__ = [
     "auth_tables",
     "build_metadata",
     "column_type",
+    "event_tables",
     "index_name",
 ]
 
@@ -104,6 +105,7 @@ def build_metadata(design: Design) -> sa.MetaData:
     for resource in design.resources.values():
         _resource_table(metadata, resource)
     _idempotency_table(metadata)
+    event_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
     return metadata
@@ -236,6 +238,45 @@ def auth_tables(metadata: sa.MetaData) -> None:
         sa.Column("ip", sa.Text(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
     )
+
+
+EVENTS_TABLE = "charpente_events"
+OUTBOX_TABLE = "charpente_outbox"
+
+
+def event_tables(metadata: sa.MetaData) -> None:
+    """The audit history (append-only: the engine never updates nor deletes its rows) and the
+    outbox (events waiting for the relay; a row is removed once its message is published)."""
+    uuid = sa.Uuid(as_uuid=False)
+    sa.Table(
+        EVENTS_TABLE,
+        metadata,
+        sa.Column("id", uuid, primary_key=True),  # UUIDv7: in time order
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.Column("record_id", uuid, nullable=False),
+        sa.Column("action", sa.Text(), nullable=False),
+        sa.Column("at", UtcDateTime(), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("actor", uuid, nullable=True),  # no FK: the history outlives accounts
+        sa.Column("request_id", sa.Text(), nullable=True),
+        sa.Column("changes", sa.Text(), nullable=False),  # JSON: field -> new value
+        sa.Index("ix_charpente_events_record", "resource", "record_id", "id"),
+        sa.Index("ix_charpente_events_resource", "resource", "id"),
+        sa.Index("ix_charpente_events_at", "at"),
+    )
+    sa.Table(
+        OUTBOX_TABLE,
+        metadata,
+        # Commit order per record: a record's writes are serialized by its row lock.
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("id", uuid, nullable=False),  # the event's id: the message id
+        sa.Column("key", sa.Text(), nullable=False),  # {resource}.{action}
+        sa.Column("subject", sa.Text(), nullable=False),  # the record id: order is kept per subject
+        sa.Column("body", sa.LargeBinary(), nullable=False),  # the CloudEvent
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Index("ix_charpente_outbox_subject", "subject", "seq"),
+    )  # fmt: skip
 
 
 def _idempotency_table(metadata: sa.MetaData) -> sa.Table:

@@ -1,0 +1,118 @@
+"""The audit history and the outbox on SQL (tables in sql.schema.event_tables).
+
+Events are appended with the write, in its transaction; `history`, `events_until` and
+`events_after` read them back for /history, time travel and resumed live streams.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from charpente.compile.plan import Record
+from charpente.runtime.events import Event, Message
+from charpente.sql.executor import Executor
+from charpente.sql.schema import EVENTS_TABLE, OUTBOX_TABLE
+
+__all__ = ["EventStatements", "event_of_row"]
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class EventStatements:
+    """The history's and the outbox's statements, built once."""
+
+    def __init__(self, tables: Mapping[str, sa.Table]) -> None:
+        events, outbox = tables[EVENTS_TABLE], tables[OUTBOX_TABLE]
+        self.events, self.outbox = events, outbox
+        self.insert_event = sa.insert(events)
+        self.insert_message = sa.insert(outbox)
+        of_record = sa.and_(
+            events.c.resource == sa.bindparam("_resource"),
+            events.c.record_id == sa.bindparam("_record"),
+        )
+        newest = sa.select(events).where(of_record).order_by(events.c.id.desc())
+        self._newest = newest.limit(sa.bindparam("_limit"))
+        self._newest_before = newest.where(events.c.id < sa.bindparam("_before")).limit(
+            sa.bindparam("_limit")
+        )
+        self._until = (
+            sa.select(events)
+            .where(of_record, events.c.at <= sa.bindparam("_at"))
+            .order_by(events.c.id)
+        )
+        self._after = (
+            sa.select(events)
+            .where(events.c.resource == sa.bindparam("_resource"))
+            .where(events.c.id > sa.bindparam("_after"))
+            .order_by(events.c.id)
+            .limit(sa.bindparam("_limit"))
+        )
+
+    def prebuilt(self) -> list[sa.Executable]:
+        return [self._newest, self._newest_before, self._until, self._after]
+
+    async def append(self, ex: Executor, event: Event, message: Message | None) -> None:
+        await ex.run(self.insert_event, _event_row(event))
+        if message is not None:
+            row = {
+                "id": message.id,
+                "key": message.key,
+                "subject": message.subject,
+                "body": message.body,
+                "created_at": event.at,
+            }
+            await ex.run(self.insert_message, row)
+
+    async def history(
+        self, ex: Executor, resource: str, record_id: str, before: str | None, limit: int
+    ) -> list[Event]:
+        params: dict[str, object] = {"_resource": resource, "_record": record_id, "_limit": limit}
+        if before is None:
+            return [event_of_row(r) for r in await ex.rows(self._newest, params)]
+        rows = await ex.rows(self._newest_before, {**params, "_before": before})
+        return [event_of_row(r) for r in rows]
+
+    async def until(
+        self, ex: Executor, resource: str, record_id: str, at: datetime.datetime
+    ) -> list[Event]:
+        params = {"_resource": resource, "_record": record_id, "_at": at}
+        return [event_of_row(r) for r in await ex.rows(self._until, params)]
+
+    async def after(self, ex: Executor, resource: str, after: str, limit: int) -> list[Event]:
+        params = {"_resource": resource, "_after": after, "_limit": limit}
+        return [event_of_row(r) for r in await ex.rows(self._after, params)]
+
+
+def _event_row(event: Event) -> dict[str, object]:
+    return {
+        "id": event.id,
+        "resource": event.resource,
+        "record_id": event.record_id,
+        "action": event.action,
+        "at": event.at,
+        "version": event.version,
+        "actor": event.actor,
+        "request_id": event.request_id,
+        "changes": _encode(dict(event.changes)).decode(),
+    }
+
+
+def event_of_row(row: Record) -> Event:
+    """An Event read back from its row (its `record` is not kept: only the changes are)."""
+    return Event(
+        id=str(row["id"]),
+        resource=str(row["resource"]),
+        record_id=str(row["record_id"]),
+        action=str(row["action"]),
+        at=row["at"],  # type: ignore[arg-type]
+        version=int(row["version"]),  # type: ignore[call-overload]
+        changes=_decode(str(row["changes"])),
+        actor=None if row["actor"] is None else str(row["actor"]),
+        request_id=None if row["request_id"] is None else str(row["request_id"]),
+    )
