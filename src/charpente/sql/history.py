@@ -58,7 +58,7 @@ class EventStatements:
         return [self._newest, self._newest_before, self._until, self._after]
 
     async def append(self, ex: Executor, event: Event, message: Message | None) -> None:
-        await ex.run(self.insert_event, _event_row(event))
+        await ex.run(self.insert_event, _event_row(event, keep_record=message is not None))
         if message is not None:
             row = {
                 "id": message.id,
@@ -89,7 +89,7 @@ class EventStatements:
         return [event_of_row(r) for r in await ex.rows(self._after, params)]
 
 
-def _event_row(event: Event) -> dict[str, object]:
+def _event_row(event: Event, *, keep_record: bool) -> dict[str, object]:
     return {
         "id": event.id,
         "resource": event.resource,
@@ -100,11 +100,12 @@ def _event_row(event: Event) -> dict[str, object]:
         "actor": event.actor,
         "request_id": event.request_id,
         "changes": _encode(dict(event.changes)).decode(),
+        "record": _encode(dict(event.record)).decode() if keep_record else None,
     }
 
 
 def event_of_row(row: Record) -> Event:
-    """An Event read back from its row (its `record` is not kept: only the changes are)."""
+    """An Event read back from its row (its `record` is kept only for resources with events)."""
     return Event(
         id=str(row["id"]),
         resource=str(row["resource"]),
@@ -113,6 +114,7 @@ def event_of_row(row: Record) -> Event:
         at=row["at"],  # type: ignore[arg-type]
         version=int(row["version"]),  # type: ignore[call-overload]
         changes=_decode(str(row["changes"])),
+        record={} if row.get("record") is None else _decode(str(row["record"])),
         actor=None if row["actor"] is None else str(row["actor"]),
         request_id=None if row["request_id"] is None else str(row["request_id"]),
     )

@@ -25,6 +25,7 @@ __all__ = [
     "column_type",
     "event_tables",
     "index_name",
+    "webhook_tables",
 ]
 
 IDEMPOTENCY_TABLE = "charpente_idempotency"
@@ -108,6 +109,7 @@ def build_metadata(design: Design) -> sa.MetaData:
     event_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
+        webhook_tables(metadata)
     return metadata
 
 
@@ -260,6 +262,9 @@ def event_tables(metadata: sa.MetaData) -> None:
         sa.Column("actor", uuid, nullable=True),  # no FK: the history outlives accounts
         sa.Column("request_id", sa.Text(), nullable=True),
         sa.Column("changes", sa.Text(), nullable=False),  # JSON: field -> new value
+        # JSON: the record after the change, for resources with `events:` (live streams
+        # resumed from the history filter on it)
+        sa.Column("record", sa.Text(), nullable=True),
         sa.Index("ix_charpente_events_record", "resource", "record_id", "id"),
         sa.Index("ix_charpente_events_resource", "resource", "id"),
         sa.Index("ix_charpente_events_at", "at"),
@@ -277,6 +282,48 @@ def event_tables(metadata: sa.MetaData) -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Index("ix_charpente_outbox_subject", "subject", "seq"),
     )  # fmt: skip
+
+
+def webhook_tables(metadata: sa.MetaData) -> None:
+    """Webhook endpoints added at run time, and the deliveries owed to every endpoint (the
+    design's too: `webhook` is a name, not a reference)."""
+    json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    sa.Table(
+        "charpente_webhooks",
+        metadata,
+        sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),
+        sa.Column("name", sa.Text(), nullable=False, unique=True),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("events", json, nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),  # sealed when keys are configured
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("created_by", sa.Uuid(as_uuid=False), nullable=True),  # no FK: outlives it
+        sa.Column("updated_at", UtcDateTime(), nullable=True),
+    )
+    deliveries = sa.Table(
+        "charpente_deliveries",
+        metadata,
+        sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),
+        sa.Column("webhook", sa.Text(), nullable=False),
+        sa.Column("message_id", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),  # pending | delivered | dead
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", UtcDateTime(), nullable=False),
+        sa.Column("claimed_until", UtcDateTime(), nullable=True),
+        sa.Column("claimed_by", sa.Text(), nullable=True),
+        sa.Column("last_status", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("delivered_at", UtcDateTime(), nullable=True),
+        sa.UniqueConstraint("webhook", "message_id"),
+    )
+    # Claiming reads the due pending ones in order; listing reads one endpoint's newest.
+    sa.Index(None, deliveries.c.state, deliveries.c.next_attempt_at)
+    sa.Index(None, deliveries.c.webhook, deliveries.c.state, deliveries.c.id)
 
 
 def _idempotency_table(metadata: sa.MetaData) -> sa.Table:
