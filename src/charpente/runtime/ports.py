@@ -7,7 +7,7 @@ wiring.py picks which. The runtime imports this module, never an adapter.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,10 +22,16 @@ __all__ = [
     "BusError",
     "Clock",
     "Database",
+    "Delivery",
     "IdempotentResponse",
+    "Outbound",
     "Refreshed",
+    "Sent",
+    "Settled",
     "Subscription",
     "Transaction",
+    "WebhookEndpoint",
+    "WebhookStore",
 ]
 
 
@@ -257,5 +263,138 @@ class Bus(Protocol):
     async def publish(self, messages: Sequence[Message]) -> None: ...
 
     async def subscribe(self) -> Subscription: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A webhook endpoint added at run time (the design's own are not stored); `secret` is
+    the stored form: sealed when sealing keys are configured."""
+
+    id: str
+    name: str
+    url: str
+    events: tuple[str, ...]  # `posts.created`, `posts.*`, `*.*`
+    secret: str
+    enabled: bool
+    created_at: datetime.datetime
+    created_by: str | None = None
+    description: str | None = None
+    updated_at: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message owed to one webhook endpoint, and how far its delivery got.
+
+    `state` is "pending" (due at `next_attempt_at`), "delivered" or "dead" (every attempt
+    failed: the dead letter, until replayed)."""
+
+    id: str
+    webhook: str  # the endpoint's name
+    message_id: str  # the CloudEvent id: `webhook-id`, the same on every attempt
+    key: str  # `{resource}.{action}`
+    body: bytes
+    created_at: datetime.datetime
+    next_attempt_at: datetime.datetime
+    attempts: int = 0
+    state: str = "pending"
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What to record on a delivery after an attempt (or a postponement)."""
+
+    state: str
+    attempts: int
+    next_attempt_at: datetime.datetime
+    last_status: int | None = None
+    last_error: str | None = None
+    delivered_at: datetime.datetime | None = None
+
+
+class WebhookStore(Protocol):
+    """Run-time webhook endpoints and the deliveries owed to every endpoint.
+
+    Deliveries are claimed with a lease: `claim_due` marks them taken by `token` until
+    `lease_until`, and `settle` records an outcome only while that claim holds, so a
+    delivery whose worker died is taken again once its lease ends."""
+
+    async def endpoints(self, tx: Transaction | None = None) -> list[WebhookEndpoint]:
+        """Every run-time endpoint, enabled or not, by name."""
+
+    async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        """Store a new endpoint. Raises Conflict when its name is taken."""
+
+    async def update_endpoint(
+        self, id: str, changes: Mapping[str, object], now: datetime.datetime
+    ) -> WebhookEndpoint | None:
+        """Change `url`, `events`, `enabled` or `description`; None when there is no such id."""
+
+    async def remove_endpoint(self, id: str) -> bool:
+        """Delete an endpoint and the deliveries owed to it; False when there is no such id."""
+
+    async def add_deliveries(self, tx: Transaction, deliveries: Sequence[Delivery]) -> int:
+        """Insert pending deliveries in `tx`, skipping any (webhook, message) already owed;
+        how many were added."""
+
+    async def claim_due(
+        self,
+        now: datetime.datetime,
+        lease_until: datetime.datetime,
+        token: str,
+        limit: int,
+        skip: Sequence[str] = (),
+    ) -> list[Delivery]:
+        """Take up to `limit` pending deliveries due by `now` and not claimed (or whose claim
+        expired), leaving out the endpoints named in `skip`; each held by `token`."""
+
+    async def settle(self, id: str, token: str, settled: Settled) -> bool:
+        """Record an outcome and release the claim; False when `token` no longer holds it."""
+
+    async def deliveries(
+        self, webhook: str | None, state: str | None, limit: int, after: str | None = None
+    ) -> list[Delivery]:
+        """Deliveries, newest first, of one endpoint (or all) in one state (or any); `after`
+        is the id of the last one of the previous page."""
+
+    async def replay(
+        self, now: datetime.datetime, webhook: str | None = None, delivery_id: str | None = None
+    ) -> int:
+        """Dead deliveries (of one endpoint, or the one with this id) back to pending, due
+        now, with no attempt counted; how many."""
+
+    async def prune(
+        self, delivered_before: datetime.datetime, dead_before: datetime.datetime, limit: int
+    ) -> int:
+        """Delete up to `limit` deliveries delivered, or dead, before these times; how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """How an outbound POST went: the status answered (None when none came) and, unless
+    it was a 2xx, a short reason fit for logs (no secret, no more than a body excerpt)."""
+
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class Outbound(Protocol):
+    """POSTs to addresses outside the backend, refusing those it may not reach (private,
+    loopback, link-local… unless allowed): a refusal is a Sent without a status."""
+
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> Sent: ...
+
+    async def refusal(self, url: str) -> str | None:
+        """Why `url` may not be reached (its host is or resolves to a refused address), or
+        None. A host that does not resolve is not refused here: sending will say."""
 
     async def close(self) -> None: ...
