@@ -24,6 +24,8 @@ logger = logging.getLogger("charpente.hooks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 RecordReader = Callable[[str, str], Awaitable[Record | None]]
+Enqueue = Callable[[str, Mapping[str, Any], float], Awaitable[str]]
+"""Enqueue a job: (function name, JSON arguments, delay in seconds) → the job's id."""
 
 _EVENTS = ("create", "update", "delete")
 
@@ -39,10 +41,24 @@ class HookContext:
     resource: str
     request_id: str | None
     reader: RecordReader = field(repr=False)
+    enqueuer: Enqueue | None = field(default=None, repr=False)
 
     async def get(self, resource: str, id: str) -> Record | None:
         """The record `id` of `resource`, or None."""
         return await self.reader(resource, id)
+
+    async def enqueue(
+        self, job: str, args: Mapping[str, Any] | None = None, *, delay: float = 0
+    ) -> str:
+        """Queue the job `job` (a function registered with `@hooks.job`) with JSON `args`,
+        to run in the worker `delay` seconds from now at the earliest; its id.
+
+        In a before-hook the job is queued in the write's transaction: it exists only if the
+        write commits. In an after-hook it is queued on its own, once the write committed.
+        """
+        if self.enqueuer is None:
+            raise RuntimeError("jobs cannot be queued here")
+        return await self.enqueuer(job, args or {}, delay)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import datetime
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
 from charpente.design.expr import Expr
@@ -79,6 +79,9 @@ class Transaction(Protocol):
 
     async def append_event(self, event: Event, message: Message | None) -> None:
         """Append `event` to the history and, when given, `message` to the outbox."""
+
+    async def enqueue_job(self, job: str, args: Mapping[str, Any], delay: float) -> str:
+        """Queue a job (function name, JSON arguments) to run `delay` seconds from now; its id."""
 
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         """Reserve `key` for this transaction. Returns the stored response when the key was

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Record, Update
 from charpente.compile.policy import (
@@ -47,7 +48,7 @@ from charpente.runtime.clock import SystemClock
 from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
 from charpente.runtime.encryption import EncryptedFields, FieldCipher
 from charpente.runtime.history import Recorder
-from charpente.runtime.hooks import HookContext, Hooks
+from charpente.runtime.hooks import Enqueue, HookContext, Hooks
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Database, IdempotentResponse, Transaction
 
@@ -315,7 +316,7 @@ class Service:
             _preconditions(spec, if_match, current)  # only once the write would be allowed
             changes = _normalized(spec, validate_patch(spec.resource, patch, current))
             _check_field_writes(spec, changes.keys(), {**current, **changes}, auth)
-            ctx = HookContext(resource, request_id, self._reader(tx))
+            ctx = HookContext(resource, request_id, self._reader(tx), self._enqueuer(tx))
             changes = await self.hooks.run_before_update(ctx, current, changes)
             view = field_view(spec.resource, auth)
             if not changes:
@@ -350,7 +351,7 @@ class Service:
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             _preconditions(spec, if_match, current)  # only once the write would be allowed
-            ctx = HookContext(resource, request_id, self._reader(tx))
+            ctx = HookContext(resource, request_id, self._reader(tx), self._enqueuer(tx))
             await self.hooks.run_before_delete(ctx, current)
             plan = Delete(resource, str(current["id"]), expected_version=_version(current))
             if spec.cascades_to_counted:
@@ -419,7 +420,7 @@ class Service:
         request_id: str | None,
         guard: tuple[Filter, Caller] = (None, ANONYMOUS),
     ) -> Record:
-        ctx = HookContext(spec.resource.name, request_id, self._reader(tx))
+        ctx = HookContext(spec.resource.name, request_id, self._reader(tx), self._enqueuer(tx))
         values = await self.hooks.run_before_create(ctx, values)
         row: dict[str, object] = {"id": new_id(), **values}
         row.update(created_at=now, updated_at=now, version=1)
@@ -503,12 +504,25 @@ class Service:
                 row[name] = None if value is None else by_id.get(str(value))
 
     def _after_context(self, resource: str, request_id: str | None) -> HookContext:
-        return HookContext(resource, request_id, self._read)
+        return HookContext(resource, request_id, self._read, self._enqueue_alone)
 
     async def _read(self, resource: str, id: str) -> Record | None:
         spec = self._spec(resource)
         found = await self.database.select_one(GetQuery(resource, id))
         return None if found is None else self._shape(spec, self._sealed.open(resource, found))
+
+    def _enqueuer(self, tx: Transaction) -> Enqueue:
+        """What before-hooks queue jobs with: in the write's transaction."""
+
+        async def enqueue(job: str, args: Mapping[str, Any], delay: float) -> str:
+            return await tx.enqueue_job(job, args, delay)
+
+        return enqueue
+
+    async def _enqueue_alone(self, job: str, args: Mapping[str, Any], delay: float) -> str:
+        """What after-hooks queue jobs with: a transaction of its own."""
+        async with self.database.transaction() as tx:
+            return await tx.enqueue_job(job, args, delay)
 
     def _reader(self, tx: Transaction) -> Callable[[str, str], Awaitable[Record | None]]:
         """What before-hooks read with: the transaction's records, opened."""

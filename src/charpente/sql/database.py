@@ -442,6 +442,9 @@ class SqlTransaction:
     async def append_event(self, event: Event, message: Message | None) -> None:
         await self._events.append(self._ex, event, message)
 
+    async def enqueue_job(self, job: str, args: Mapping[str, Any], delay: float) -> str:
+        raise NotImplementedError("jobs are not stored yet")
+
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         now = datetime.datetime.now(datetime.UTC)
         params = {"key": key, "fingerprint": fingerprint, "created_at": now}
