@@ -61,6 +61,8 @@ class Settings:
     secret_keys: str | None = field(default=None, repr=False)  # "kid:base64,..." (AES-256)
     issuer: str | None = None  # the `iss` of access tokens (default charpente:<design name>)
     public_url: str | None = None  # where clients reach the API (OAuth callback URLs)
+    bus_url: str | None = field(default=None, repr=False)  # None: in-process (memory)
+    worker: str = "embedded"  # embedded: serve relays, delivers and runs jobs; separate: it doesn't
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -83,6 +85,8 @@ class Settings:
             secret_keys=_secret_keys(environ.get("CHARPENTE_SECRET_KEYS")),
             issuer=environ.get("CHARPENTE_ISSUER") or None,
             public_url=_public_url(environ.get("CHARPENTE_PUBLIC_URL")),
+            bus_url=_bus_url(environ.get("CHARPENTE_BUS_URL")),
+            worker=_worker(environ.get("CHARPENTE_WORKER")),
         )
 
     @property
@@ -100,7 +104,9 @@ class Settings:
             f"log_level={self.log_level!r}, access_log={self.access_log}, "
             f"redis={'set' if self.redis_url else 'none'}, "
             f"trusted_proxies={self.trusted_proxies!r}, "
-            f"secret_keys={'set' if self.secret_keys else 'none'})"
+            f"secret_keys={'set' if self.secret_keys else 'none'}, "
+            f"bus={redacted_url(self.bus_url) if self.bus_url else 'memory'!r}, "
+            f"worker={self.worker!r})"
         )
 
 
@@ -122,6 +128,8 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_SECRET_KEYS": settings.secret_keys,
         "CHARPENTE_ISSUER": settings.issuer,
         "CHARPENTE_PUBLIC_URL": settings.public_url,
+        "CHARPENTE_BUS_URL": settings.bus_url,
+        "CHARPENTE_WORKER": settings.worker,
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
     return environ
@@ -256,6 +264,29 @@ def _redis_url(value: str | None) -> str | None:
         return None
     if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("CHARPENTE_REDIS_URL must start with redis://, rediss:// or unix://")
+    return value
+
+
+_BUS_SCHEMES = ("memory://", "amqp://", "amqps://", "nats://", "tls://", "redis://", "rediss://")
+
+
+def _bus_url(value: str | None) -> str | None:
+    if not value or value.strip() == "memory://":
+        return None
+    if not value.strip().lower().startswith(_BUS_SCHEMES):
+        schemes = ", ".join(_BUS_SCHEMES)
+        raise ConfigError(f"CHARPENTE_BUS_URL must start with one of {schemes}")
+    return value.strip()
+
+
+def _worker(value: str | None) -> str:
+    if not value:
+        return "embedded"
+    if value not in ("embedded", "separate"):
+        raise ConfigError(
+            "CHARPENTE_WORKER is `embedded` (serve relays events, delivers webhooks and runs "
+            "jobs) or `separate` (`charpente worker` does)"
+        )
     return value
 
 

@@ -7,7 +7,7 @@ wiring.py picks which. The runtime imports this module, never an adapter.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +25,8 @@ __all__ = [
     "Delivery",
     "IdempotentResponse",
     "Outbound",
+    "Outbox",
+    "OutboxBatch",
     "Refreshed",
     "Sent",
     "Settled",
@@ -401,3 +403,30 @@ class Outbound(Protocol):
         None. A host that does not resolve is not refused here: sending will say."""
 
     async def close(self) -> None: ...
+
+
+FanOut = Callable[["Transaction", Sequence[Message]], Awaitable[None]]
+"""Work done in the transaction that removes published messages (webhook deliveries)."""
+
+
+class OutboxBatch(Protocol):
+    """Outbox messages claimed by one relay, oldest first, in order per subject."""
+
+    messages: Sequence[Message]
+
+    async def done(self, count: int, fan_out: FanOut | None = None) -> None:
+        """The first `count` messages were published: remove them (after `fan_out`, in the
+        same transaction)."""
+
+
+class Outbox(Protocol):
+    """Events waiting to be published (the transactional outbox)."""
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
+        """At most `limit` of the oldest messages this relay may publish now."""
+
+    async def oldest(self) -> datetime.datetime | None:
+        """When the oldest waiting message was written (None when there is none)."""
+
+    async def pending(self) -> int:
+        """How many messages wait."""

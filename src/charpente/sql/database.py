@@ -269,6 +269,10 @@ class SqlDatabase:
     def metadata_tables(self) -> Mapping[str, sa.Table]:
         return self._all_tables
 
+    def transaction_on(self, ex: Executor) -> SqlTransaction:
+        """The Transaction port over an executor this adapter opened with `writer()`."""
+        return SqlTransaction(ex, self._catalog, self._rules, self._events, locks=self._locks)
+
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlTransaction]:
         async with self.writer() as ex:

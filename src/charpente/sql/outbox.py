@@ -1,0 +1,126 @@
+"""The Outbox port over SQL: claiming batches of outbox rows for the relay.
+
+On PostgreSQL a batch is claimed in a transaction with `FOR UPDATE SKIP LOCKED` and held
+while it is published: several relays take disjoint batches, and a relay that dies mid-batch
+loses its lock with its connection, so its rows are simply claimed again. A row is kept in a
+batch only when every earlier unpublished row of its subject (its record) is in the batch
+too, so two relays never publish one record's events out of order.
+
+On SQLite (one writer) the batch is read without holding the write lock while it is
+published, and removed afterwards in a short write transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, cast
+
+import sqlalchemy as sa
+
+from charpente.runtime.events import Message
+from charpente.runtime.ports import Transaction
+from charpente.sql.database import SqlDatabase
+from charpente.sql.executor import Executor
+from charpente.sql.schema import OUTBOX_TABLE
+
+__all__ = ["SqlOutbox"]
+
+FanOut = Callable[[Transaction, Sequence[Message]], Awaitable[None]]
+
+
+class _Batch:
+    """Claimed outbox rows, oldest first (implements runtime.ports.OutboxBatch)."""
+
+    def __init__(self, outbox: SqlOutbox, rows: list[dict[str, Any]], ex: Executor | None) -> None:
+        self._outbox, self._rows, self._ex = outbox, rows, ex
+        self.messages: Sequence[Message] = [
+            Message(str(r["id"]), str(r["key"]), str(r["subject"]), bytes(r["body"])) for r in rows
+        ]
+
+    async def done(self, count: int, fan_out: FanOut | None = None) -> None:
+        """Remove the first `count` messages (published), after `fan_out` in the same
+        transaction (webhook deliveries are created exactly when their rows go)."""
+        if count <= 0:
+            return
+        seqs = [r["seq"] for r in self._rows[:count]]
+        sent = self.messages[:count]
+        if self._ex is not None:
+            await self._outbox.remove(self._ex, seqs, sent, fan_out)
+            return
+        async with self._outbox.database.writer() as ex:
+            await self._outbox.remove(ex, seqs, sent, fan_out)
+
+
+class SqlOutbox:
+    """Batches of the outbox for the relay; `oldest()` for its lag."""
+
+    def __init__(self, database: SqlDatabase) -> None:
+        self.database = database
+        table = database.metadata_tables[OUTBOX_TABLE]
+        self._table = table
+        columns = (table.c.seq, table.c.id, table.c.key, table.c.subject, table.c.body)
+        head = sa.select(*columns).order_by(table.c.seq).limit(sa.bindparam("_limit"))
+        self._claim = head.with_for_update(skip_locked=True) if database.locks else head
+        self._pending_of = (
+            sa.select(table.c.subject, table.c.seq)
+            .where(table.c.subject.in_(sa.bindparam("_subjects", expanding=True)))
+            .where(table.c.seq <= sa.bindparam("_max"))
+        )
+        self._remove = sa.delete(table).where(
+            table.c.seq.in_(sa.bindparam("_seqs", expanding=True))
+        )
+        self._oldest = sa.select(table.c.created_at).order_by(table.c.seq).limit(1)
+        self._count = sa.select(sa.func.count()).select_from(table)
+        for stmt in (self._claim, self._oldest, self._count):
+            database.keep(stmt)
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[_Batch]:
+        """The oldest unpublished messages that this relay may publish now (at most `limit`)."""
+        return self._claimed(limit)
+
+    @asynccontextmanager
+    async def _claimed(self, limit: int) -> AsyncIterator[_Batch]:
+        if not self.database.locks:  # SQLite: read now, remove after publishing
+            async with self.database.reader() as ex:
+                rows = await ex.rows(self._claim, {"_limit": limit})
+            yield _Batch(self, rows, None)
+            return
+        async with self.database.writer() as ex:
+            rows = await ex.rows(self._claim, {"_limit": limit})
+            yield _Batch(self, await self._in_order(ex, rows), ex)
+
+    async def _in_order(self, ex: Executor, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The claimed rows whose subject's earlier rows are all claimed here too."""
+        if not rows:
+            return rows
+        mine = {r["seq"] for r in rows}
+        params = {"_subjects": list({r["subject"] for r in rows}), "_max": max(mine)}
+        pending: dict[str, list[int]] = {}
+        for row in await ex.rows(self._pending_of, params):
+            pending.setdefault(str(row["subject"]), []).append(cast(int, row["seq"]))
+        allowed: set[int] = set()
+        for seqs in pending.values():
+            for seq in sorted(seqs):
+                if seq not in mine:
+                    break  # another relay holds an earlier event of this record
+                allowed.add(seq)
+        return [r for r in rows if r["seq"] in allowed]
+
+    async def remove(
+        self, ex: Executor, seqs: list[Any], sent: Sequence[Message], fan_out: FanOut | None
+    ) -> None:
+        if fan_out is not None:
+            await fan_out(self.database.transaction_on(ex), sent)
+        await ex.run(self._remove, {"_seqs": seqs})
+
+    async def oldest(self) -> datetime.datetime | None:
+        """When the oldest unpublished message was written, or None when all are published."""
+        async with self.database.reader() as ex:
+            row = await ex.first(self._oldest)
+        return None if row is None else cast(datetime.datetime, row["created_at"])
+
+    async def pending(self) -> int:
+        async with self.database.reader() as ex:
+            return int(await ex.scalar(self._count))
