@@ -6,6 +6,8 @@ The only module that names concrete backends. `app_from_env` is the factory uvic
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import gc
 import logging
 import sys
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from charpente.bus import bus_from_url
 from charpente.design.model import Design
 from charpente.errors import ConfigError, MigrationError
 from charpente.http.app import build_app
@@ -33,9 +36,12 @@ from charpente.runtime.encryption import (
 )
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.oauth import OAuthClient, Provider
+from charpente.runtime.ports import Bus, BusError
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
+from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
+from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
@@ -46,6 +52,7 @@ from charpente.sql.migrate import (
     database_is_current,
     plan_migration,
 )
+from charpente.sql.outbox import SqlOutbox
 from charpente.sql.sealed import (
     Progress,
     Resealed,
@@ -110,6 +117,8 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
+    background = build_background(settings, design, service, database)
+    embedded = settings.worker == "embedded"
     prefix = f"/v{design.api_version}"
     app = build_app(
         service,
@@ -119,11 +128,73 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
         trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
         max_body_bytes=settings.max_body_bytes,
         extra_routes=oauth_routes(accounts, oauth, design, prefix, settings.public_url),
-        on_startup=[accounts.start],
-        on_shutdown=[accounts.stop, oauth.aclose, close_limiter, database.close],
+        on_startup=[accounts.start, *([background.start] if embedded else [])],
+        on_shutdown=[
+            accounts.stop,
+            background.stop,
+            oauth.aclose,
+            close_limiter,
+            database.close,
+        ],
+        readiness=background.readiness,
     )
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     return app
+
+
+class Background:
+    """The bus, and the worker's loops over it: the outbox relay (then webhooks and jobs)."""
+
+    def __init__(self, bus: Bus, relay: Relay, loops: Loops) -> None:
+        self.bus, self.relay, self.loops = bus, relay, loops
+
+    async def start(self) -> None:
+        """Connect the bus and start the loops; a bus that cannot be reached yet is retried
+        by the relay (writes keep working: their events wait in the outbox)."""
+        try:
+            await self.bus.start()
+        except BusError as exc:
+            logger.warning("the bus %s is not reachable yet (%s): retrying", self.bus.name, exc)
+        await self.loops.start()
+
+    async def stop(self) -> None:
+        await self.loops.stop()
+        await self.bus.close()
+
+    async def readiness(self) -> dict[str, object]:
+        """What /readyz shows of the relay: lag, waiting messages, the bus and its breaker."""
+        status = await self.relay.status()
+        return {"outbox": dataclasses.asdict(status)}
+
+
+def build_background(
+    settings: Settings, design: Design, service: Service, database: SqlDatabase
+) -> Background:
+    """The bus from CHARPENTE_BUS_URL and the loops `charpente worker` runs (and `serve`,
+    with CHARPENTE_WORKER=embedded)."""
+    bus = bus_from_url(settings.bus_url, name=design.name)
+    relay = Relay(SqlOutbox(database), bus, service.clock)
+    return Background(bus, relay, Loops({"relay": relay.run}))
+
+
+async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
+    """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
+    hooks = load_configured_hooks(settings, design)
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        service = Service(design, database, hooks=hooks, cipher=field_cipher(settings, design))
+        background = build_background(settings, design, service, database)
+        await background.start()
+        logger.info("worker: relaying to the bus %s", background.bus.name)
+        try:
+            await stop.wait()
+        finally:
+            await background.stop()
+    finally:
+        await database.close()
 
 
 def build_accounts(

@@ -16,6 +16,7 @@ from charpente.cli.commands.design import check, init, openapi
 from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
 from charpente.cli.commands.serve import serve
+from charpente.cli.commands.worker import worker
 
 __all__ = ["app", "main", "package_version"]
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.command()(init)
 app.command()(check)
 app.command()(serve)
+app.command()(worker)
 app.add_typer(migrate_app)
 app.command()(openapi)
 app.add_typer(accounts_app)

@@ -9,7 +9,7 @@ Starlette's error guard, RequestContextMiddleware (request id, security headers,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -93,6 +93,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     on_startup: Sequence[Callback] = (),
     on_shutdown: Sequence[Callback] = (),
     lifespan: Lifespan | None = None,
+    readiness: Readiness | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
@@ -107,7 +108,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     rest = rest_table(service, design)
     prefix = f"/v{design.api_version}"
     routes = [
-        *_health_routes(service),
+        *_health_routes(service, readiness),
         *_docs_routes(design),
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *rest.routes(),
@@ -166,13 +167,20 @@ def hook_routes(hooks: Hooks) -> list[BaseRoute]:
     return [Route(r.path, r.endpoint, methods=list(r.methods)) for r in hooks.routes]
 
 
-def _health_routes(service: Service) -> list[BaseRoute]:
+Readiness = Callable[[], Awaitable[Mapping[str, object]]]
+"""Details /readyz adds to its answer (the outbox relay's lag); they never make it fail."""
+
+
+def _health_routes(service: Service, readiness: Readiness | None = None) -> list[BaseRoute]:
     async def healthz(request: Request) -> Response:
         return Response(_OK, 200, {"Cache-Control": "no-store"}, JSON)
 
     async def readyz(request: Request) -> Response:
         await service.check_ready()  # Unavailable → 503 with Retry-After
-        return Response(_OK, 200, {"Cache-Control": "no-store"}, JSON)
+        body = _OK
+        if readiness is not None:
+            body = encode_json({"status": "ok", **(await readiness())})
+        return Response(body, 200, {"Cache-Control": "no-store"}, JSON)
 
     return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
 

@@ -91,6 +91,7 @@ class Relay:
 
     async def _publish(self, messages: Sequence[Message]) -> int:
         """Publish in order; how many the bus confirmed (all, or raises BusError)."""
+        await self.bus.start()  # connects the first time, and after a failed start
         await self.bus.publish(messages)
         return len(messages)
 

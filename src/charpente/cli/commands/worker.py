@@ -1,0 +1,32 @@
+"""`charpente worker`: relay the outbox to the bus (then deliver webhooks and run jobs) until
+SIGTERM or Ctrl-C. Run one or several beside `serve` with CHARPENTE_WORKER=separate."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from charpente.cli.commands.config import design_and_settings, on_database
+from charpente.cli.commands.design import DesignOption
+from charpente.cli.commands.output import reports_errors, say
+from charpente.settings import redacted_url
+from charpente.wiring import run_worker
+
+__all__ = ["worker"]
+
+
+@reports_errors
+def worker(design: DesignOption = None) -> None:
+    """Relay events to the bus, deliver webhooks and run jobs, until stopped."""
+    loaded, settings = design_and_settings(design)
+    bus = redacted_url(settings.bus_url) if settings.bus_url else "in-process (memory://)"
+    say(f"charpente worker: {loaded.name} on {redacted_url(settings.database_url)}, bus {bus}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, loaded, stop)
+
+    on_database(settings, main())
