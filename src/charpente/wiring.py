@@ -11,7 +11,7 @@ import dataclasses
 import gc
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,9 @@ from charpente.errors import ConfigError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.oauth import oauth_routes
+from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
+from charpente.outbound.sender import HttpOutbound
 from charpente.runtime.auth import Accounts
 from charpente.runtime.encryption import (
     AesFieldCipher,
@@ -34,13 +36,15 @@ from charpente.runtime.encryption import (
     describe_fields,
     encrypted_fields,
 )
+from charpente.runtime.events import Message as BusMessage
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.oauth import OAuthClient, Provider
-from charpente.runtime.ports import Bus, BusError
+from charpente.runtime.ports import Bus, BusError, Clock, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
+from charpente.runtime.webhooks import Webhooks
 from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
 from charpente.sql.authstore import SqlAuthStore
@@ -61,6 +65,7 @@ from charpente.sql.sealed import (
     reseal_values,
     with_encryption_steps,
 )
+from charpente.sql.webhookstore import SqlWebhookStore
 from charpente.templates import template_names, template_text
 
 __all__ = [
@@ -127,7 +132,10 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
         limiter=limiter,
         trusted_proxies=parse_trusted_proxies(settings.trusted_proxies),
         max_body_bytes=settings.max_body_bytes,
-        extra_routes=oauth_routes(accounts, oauth, design, prefix, settings.public_url),
+        extra_routes=[
+            *oauth_routes(accounts, oauth, design, prefix, settings.public_url),
+            *webhook_routes(background.webhooks, prefix),
+        ],
         on_startup=[accounts.start, *([background.start] if embedded else [])],
         on_shutdown=[
             accounts.stop,
@@ -145,8 +153,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
 class Background:
     """The bus, and the worker's loops over it: the outbox relay (then webhooks and jobs)."""
 
-    def __init__(self, bus: Bus, relay: Relay, loops: Loops) -> None:
+    def __init__(self, bus: Bus, relay: Relay, loops: Loops, webhooks: Webhooks) -> None:
         self.bus, self.relay, self.loops = bus, relay, loops
+        self.webhooks = webhooks
 
     async def start(self) -> None:
         """Connect the bus and start the loops; a bus that cannot be reached yet is retried
@@ -160,6 +169,7 @@ class Background:
     async def stop(self) -> None:
         await self.loops.stop()
         await self.bus.close()
+        await self.webhooks.outbound.close()
 
     async def readiness(self) -> dict[str, object]:
         """What /readyz shows of the relay: lag, waiting messages, the bus and its breaker."""
@@ -173,8 +183,30 @@ def build_background(
     """The bus from CHARPENTE_BUS_URL and the loops `charpente worker` runs (and `serve`,
     with CHARPENTE_WORKER=embedded)."""
     bus = bus_from_url(settings.bus_url, name=design.name)
-    relay = Relay(SqlOutbox(database), bus, service.clock)
-    return Background(bus, relay, Loops({"relay": relay.run}))
+    webhooks = build_webhooks(settings, design, database, service.clock)
+
+    async def fan_out(tx: Transaction, messages: Sequence[BusMessage]) -> None:
+        await webhooks.fan_out(tx, messages)
+
+    relay = Relay(SqlOutbox(database), bus, service.clock, fan_out=fan_out)
+    loops = Loops({"relay": relay.run, "webhooks": webhooks.run})
+    return Background(bus, relay, loops, webhooks)
+
+
+def build_webhooks(
+    settings: Settings, design: Design, database: SqlDatabase, clock: Clock | None = None
+) -> Webhooks:
+    """Webhook endpoints and deliveries over the database; URLs and secrets of the design's
+    webhooks from the environment, run-time secrets sealed with CHARPENTE_SECRET_KEYS."""
+    sealer = None if settings.secret_keys is None else Sealer.from_env_value(settings.secret_keys)
+    return Webhooks(
+        design,
+        SqlWebhookStore(database),
+        HttpOutbound(design.outbound_allow),
+        environment=environment_secret,
+        sealer=sealer,
+        clock=clock,
+    )
 
 
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
