@@ -74,6 +74,7 @@ __all__ = [
     "app_from_env",
     "apply_database_migration",
     "build_application",
+    "build_webhooks",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -82,6 +83,7 @@ __all__ = [
     "load_design_hooks",
     "open_accounts",
     "open_engine",
+    "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
 ]
@@ -308,6 +310,24 @@ async def open_accounts(settings: Settings, design: Design) -> AsyncIterator[Acc
         accounts = build_accounts(settings, design, service, database)
         await accounts.reload_keys()
         yield accounts
+    finally:
+        await database.close()
+
+
+@asynccontextmanager
+async def open_webhooks(settings: Settings, design: Design) -> AsyncIterator[Webhooks]:
+    """Webhooks over the configured database, for commands that run without a server.
+    Raises MigrationError when the database is behind the design."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        webhooks = build_webhooks(settings, design, database)
+        try:
+            yield webhooks
+        finally:
+            await webhooks.outbound.close()
     finally:
         await database.close()
 

@@ -16,6 +16,7 @@ from charpente.cli.commands.design import check, init, openapi
 from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
 from charpente.cli.commands.serve import serve
+from charpente.cli.commands.webhooks import webhooks_app
 from charpente.cli.commands.worker import worker
 
 __all__ = ["app", "main", "package_version"]
@@ -36,6 +37,7 @@ app.command()(openapi)
 app.add_typer(accounts_app)
 app.add_typer(keys_app)
 app.add_typer(auth_app)
+app.add_typer(webhooks_app)
 
 
 def package_version() -> str:
