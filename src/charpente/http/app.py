@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from charpente.compile.limits import route_limits
 from charpente.design.model import Design
 from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware, auth_routes
+from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
 from charpente.http.middleware import (
@@ -35,6 +36,7 @@ from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.runtime.auth import Accounts
+from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.ratelimit import Limiter
 from charpente.runtime.service import Service
@@ -94,12 +96,15 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     on_shutdown: Sequence[Callback] = (),
     lifespan: Lifespan | None = None,
     readiness: Readiness | None = None,
+    changes: ChangeFeed | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
     Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
-    `/.well-known/jwks.json`, then the hooks module's routes and `extra_routes`.
+    `/.well-known/jwks.json`, with `changes` the live changes of each resource
+    (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
+    `extra_routes`.
     In front (outermost first): CORS (when the design lists origins), the request id,
     authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
     token (after rate limits, so that bad tokens count too), the REST fast path.
@@ -111,6 +116,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *_health_routes(service, readiness),
         *_docs_routes(design),
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
+        *(changes_routes(changes, design) if changes is not None else ()),
         *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,
@@ -154,7 +160,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
 
 CORS_REQUEST_HEADERS = (
     *("Authorization", "Content-Type", "If-Match", "If-None-Match"),
-    *("Idempotency-Key", "X-Request-ID"),
+    *("Idempotency-Key", "X-Request-ID", "Last-Event-ID"),
 )
 CORS_EXPOSED_HEADERS = (
     *("ETag", "Location", "Link", "X-Request-ID", "Retry-After"),

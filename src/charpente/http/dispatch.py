@@ -88,13 +88,14 @@ class RestDispatcher:
         """The endpoint and id for a path and method this dispatcher owns, else None.
 
         Anything unusual (an empty id, more segments, a method the route lacks) is left to
-        Starlette, which answers it exactly as before (404, 405 with Allow, redirects)."""
+        Starlette, which answers it exactly as before (404, 405 with Allow, redirects), and
+        so is `/{resource}/changes`, the live changes' own route (http.changes)."""
         if not path.startswith(self._prefix):
             return None
         resource, slash, item_id = path[len(self._prefix) :].partition("/")
         if not slash:
             endpoint = self._collections.get(resource, _NO_ROUTES).get(method)
-        elif item_id and "/" not in item_id:
+        elif item_id and "/" not in item_id and item_id != "changes":
             endpoint = self._items.get(resource, _NO_ROUTES).get(method)
         else:
             return None
