@@ -1,7 +1,8 @@
 """Hooks: the user's server-side Python, registered on a `Hooks` object by resource and event.
 
 Before-hooks run inside the write's transaction and may change values or reject the write;
-after-hooks run once it has committed. `route` adds custom endpoints beside the generated ones.
+after-hooks run once it has committed. `route` adds custom endpoints beside the generated ones,
+and `job` registers functions that the worker runs when hooks queue them (runtime.jobs).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import math
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from typing import Any, TypeVar
 
 from charpente.compile.plan import Record
 
-__all__ = ["CustomRoute", "HookContext", "Hooks", "load_hooks"]
+__all__ = ["CustomRoute", "HookContext", "Hooks", "JobFunction", "load_hooks"]
 
 logger = logging.getLogger("charpente.hooks")
 
@@ -28,6 +31,9 @@ Enqueue = Callable[[str, Mapping[str, Any], float], Awaitable[str]]
 """Enqueue a job: (function name, JSON arguments, delay in seconds) → the job's id."""
 
 _EVENTS = ("create", "update", "delete")
+_JOB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,99}", re.ASCII)
+MAX_RETRIES = 100
+MAX_TIMEOUT = 24 * 3600.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,21 @@ class CustomRoute:
     endpoint: Callable[..., Any]
 
 
+@dataclass(frozen=True, slots=True)
+class JobFunction:
+    """A function registered with `@hooks.job`: `async def f(ctx, args)`, how many times it
+    is retried after a failed attempt, and how many seconds an attempt may take."""
+
+    name: str
+    function: Callable[..., Awaitable[Any]] = field(repr=False)
+    retries: int
+    timeout: float
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
 class Hooks:
     """The registry a hooks module fills in with decorators.
 
@@ -82,6 +103,7 @@ class Hooks:
     def __init__(self) -> None:
         self._hooks: dict[tuple[str, str, str], list[Callable[..., Any]]] = {}
         self.routes: list[CustomRoute] = []
+        self.jobs: dict[str, JobFunction] = {}
 
     def before_create(self, resource: str) -> Callable[[F], F]:
         """`f(ctx, values)`: may change `values` (in place or by returning a dict)."""
@@ -114,6 +136,33 @@ class Hooks:
             upper = tuple(m.upper() for m in methods)
             self.routes.append(CustomRoute(path, upper, endpoint))
             return endpoint
+
+        return register
+
+    def job(self, name: str, *, retries: int = 5, timeout: float = 60) -> Callable[[F], F]:
+        """`async def f(ctx, args)`: run by the worker when a hook queues `name`, retried
+        `retries` times after failed attempts, each attempt cut after `timeout` seconds."""
+        if not _JOB_NAME.fullmatch(name):
+            raise ValueError(
+                f"job name {name!r}: use letters, digits and _ . : - "
+                "(at most 100, starting with a letter or _)"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError(f"job {name!r}: retries must be an integer")
+        if not 0 <= retries <= MAX_RETRIES:
+            raise ValueError(f"job {name!r}: retries must be between 0 and {MAX_RETRIES}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            raise TypeError(f"job {name!r}: timeout must be a number of seconds")
+        if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+            raise ValueError(f"job {name!r}: timeout must be over 0 and at most {MAX_TIMEOUT:g} s")
+
+        def register(function: F) -> F:
+            if not inspect.iscoroutinefunction(function):
+                raise TypeError(f"job {name!r}: register an `async def` function")
+            if name in self.jobs:
+                raise ValueError(f"a job named {name!r} is registered already")
+            self.jobs[name] = JobFunction(name, function, retries, float(timeout))
+            return function
 
         return register
 

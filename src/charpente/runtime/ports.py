@@ -10,7 +10,7 @@ import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
 from charpente.design.expr import Expr
@@ -24,6 +24,9 @@ __all__ = [
     "Database",
     "Delivery",
     "IdempotentResponse",
+    "Job",
+    "JobStore",
+    "NewJob",
     "Outbound",
     "Outbox",
     "OutboxBatch",
@@ -82,8 +85,8 @@ class Transaction(Protocol):
     async def append_event(self, event: Event, message: Message | None) -> None:
         """Append `event` to the history and, when given, `message` to the outbox."""
 
-    async def enqueue_job(self, job: str, args: Mapping[str, Any], delay: float) -> str:
-        """Queue a job (function name, JSON arguments) to run `delay` seconds from now; its id."""
+    async def enqueue_job(self, job: NewJob) -> str:
+        """Queue a checked job in this transaction (it exists only if the write commits); its id."""
 
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         """Reserve `key` for this transaction. Returns the stored response when the key was
@@ -430,3 +433,74 @@ class Outbox(Protocol):
 
     async def pending(self) -> int:
         """How many messages wait."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to queue, checked already: the registered function's name, its arguments (a JSON
+    object's text), how many attempts it gets, and when it may run first."""
+
+    name: str
+    args: str
+    max_attempts: int
+    run_at: datetime.datetime
+    created_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored. `state` is queued, running, done or dead; `attempts` counts the runs
+    started (a run counts from its claim); `args` is a JSON object's text."""
+
+    id: str
+    name: str
+    args: str
+    state: str
+    attempts: int
+    max_attempts: int
+    run_at: datetime.datetime
+    created_at: datetime.datetime
+    claimed_until: datetime.datetime | None = None
+    last_error: str | None = None
+    finished_at: datetime.datetime | None = None
+
+
+class JobStore(Protocol):
+    """The job queue. Jobs are claimed with a lease: `claim_due` marks them running, held by
+    `token` until `lease_until`, and an outcome is recorded only while that claim holds, so
+    a job whose worker died runs again once its lease ends (at least once)."""
+
+    async def claim_due(
+        self, now: datetime.datetime, lease_until: datetime.datetime, token: str, limit: int
+    ) -> list[Job]:
+        """Take up to `limit` jobs due by `now` (queued ones whose `run_at` has come, running
+        ones whose lease ended), counting one more attempt on each; a running one whose lease
+        ended on its last attempt becomes dead instead."""
+
+    async def finish(self, id: str, token: str, now: datetime.datetime) -> bool:
+        """Mark a claimed job done; False when `token` no longer holds it."""
+
+    async def fail(
+        self,
+        id: str,
+        token: str,
+        error: str,
+        now: datetime.datetime,
+        retry_at: datetime.datetime | None,
+    ) -> bool:
+        """Record a failed attempt: queued again for `retry_at`, or dead when it is None;
+        False when `token` no longer holds the job."""
+
+    async def job(self, id: str) -> Job | None:
+        """The job with this id, or None."""
+
+    async def jobs(self, state: str | None, limit: int, after: str | None = None) -> list[Job]:
+        """Jobs, newest first, in one state (or any); `after` is the id of the last one of
+        the previous page."""
+
+    async def retry(self, now: datetime.datetime, id: str | None = None) -> int:
+        """Dead jobs (all of them, or the one with this id) queued again, due now, with no
+        attempt counted; how many."""
+
+    async def prune(self, finished_before: datetime.datetime, limit: int) -> int:
+        """Delete up to `limit` done jobs finished before that time; how many."""

@@ -50,6 +50,7 @@ from charpente.runtime.encryption import EncryptedFields, FieldCipher
 from charpente.runtime.history import Recorder
 from charpente.runtime.hooks import Enqueue, HookContext, Hooks
 from charpente.runtime.ids import new_id
+from charpente.runtime.jobs import checked_job
 from charpente.runtime.ports import Clock, Database, IdempotentResponse, Transaction
 
 __all__ = [
@@ -504,9 +505,10 @@ class Service:
                 row[name] = None if value is None else by_id.get(str(value))
 
     def _after_context(self, resource: str, request_id: str | None) -> HookContext:
-        return HookContext(resource, request_id, self._read, self._enqueue_alone)
+        return HookContext(resource, request_id, self.read_record, self.enqueue_job)
 
-    async def _read(self, resource: str, id: str) -> Record | None:
+    async def read_record(self, resource: str, id: str) -> Record | None:
+        """A record as after-hooks and jobs see it (no access rule; encrypted fields opened)."""
         spec = self._spec(resource)
         found = await self.database.select_one(GetQuery(resource, id))
         return None if found is None else self._shape(spec, self._sealed.open(resource, found))
@@ -515,14 +517,16 @@ class Service:
         """What before-hooks queue jobs with: in the write's transaction."""
 
         async def enqueue(job: str, args: Mapping[str, Any], delay: float) -> str:
-            return await tx.enqueue_job(job, args, delay)
+            return await tx.enqueue_job(checked_job(self.hooks, job, args, delay, self.clock.now()))
 
         return enqueue
 
-    async def _enqueue_alone(self, job: str, args: Mapping[str, Any], delay: float) -> str:
-        """What after-hooks queue jobs with: a transaction of its own."""
+    async def enqueue_job(self, job: str, args: Mapping[str, Any], delay: float = 0) -> str:
+        """Queue a job in a transaction of its own (what after-hooks and jobs use); its id.
+        Raises ValueError when the job is not registered or its args or delay are invalid."""
+        checked = checked_job(self.hooks, job, args, delay, self.clock.now())
         async with self.database.transaction() as tx:
-            return await tx.enqueue_job(job, args, delay)
+            return await tx.enqueue_job(checked)
 
     def _reader(self, tx: Transaction) -> Callable[[str, str], Awaitable[Record | None]]:
         """What before-hooks read with: the transaction's records, opened."""

@@ -41,7 +41,8 @@ from charpente.design.expr import Expr
 from charpente.design.model import Design, Resource
 from charpente.errors import Unavailable
 from charpente.runtime.events import Event, Message
-from charpente.runtime.ports import IdempotentResponse
+from charpente.runtime.ids import new_id
+from charpente.runtime.ports import IdempotentResponse, NewJob
 from charpente.sql.engine import (
     SQLITE_BEGIN,
     is_memory_sqlite,
@@ -54,7 +55,7 @@ from charpente.sql.history import EventStatements
 from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
 from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
 from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
-from charpente.sql.schema import IDEMPOTENCY_TABLE, build_metadata
+from charpente.sql.schema import IDEMPOTENCY_TABLE, JOBS_TABLE, build_metadata
 
 __all__ = ["SqlDatabase", "SqlTransaction"]
 
@@ -98,13 +99,14 @@ class _Catalog:
     claim: Any  # dialect INSERT ... ON CONFLICT DO UPDATE WHERE expired ... RETURNING key
     stored: sa.Select[Any]
     save: sa.Update
+    enqueue: sa.Insert  # a job, in the write's transaction
 
     def of(self, resource: str) -> _Statements:
         return self.statements[resource]
 
     def prebuilt(self) -> list[sa.Executable]:
         """Every statement built once for the process."""
-        found: list[sa.Executable] = [self.claim, self.stored, self.save]
+        found: list[sa.Executable] = [self.claim, self.stored, self.save, self.enqueue]
         for st in self.statements.values():
             found += [st.by_id, st.by_id_for_update, st.by_ids, st.insert, st.update]
             found += [st.update_expected, st.delete, st.delete_expected, *st.counters.values()]
@@ -446,8 +448,20 @@ class SqlTransaction:
     async def append_event(self, event: Event, message: Message | None) -> None:
         await self._events.append(self._ex, event, message)
 
-    async def enqueue_job(self, job: str, args: Mapping[str, Any], delay: float) -> str:
-        raise NotImplementedError("jobs are not stored yet")
+    async def enqueue_job(self, job: NewJob) -> str:
+        id = new_id()
+        row = {
+            "id": id,
+            "name": job.name,
+            "args": job.args,
+            "state": "queued",
+            "attempts": 0,
+            "max_attempts": job.max_attempts,
+            "run_at": job.run_at,
+            "created_at": job.created_at,
+        }
+        await self._ex.run(self._catalog.enqueue, row)
+        return id
 
     async def claim_idempotency_key(self, key: str, fingerprint: str) -> IdempotentResponse | None:
         now = datetime.datetime.now(datetime.UTC)
@@ -520,6 +534,7 @@ def _catalog(
             key_is
         ),
         save=sa.update(idem).where(key_is),
+        enqueue=sa.insert(metadata.tables[JOBS_TABLE]),
     )
 
 

@@ -18,6 +18,7 @@ from charpente.design.model import Design, Field, Index, IndexColumn, Kind, OnDe
 
 __all__ = [
     "IDEMPOTENCY_TABLE",
+    "JOBS_TABLE",
     "MAX_NAME_LENGTH",
     "UtcDateTime",
     "auth_tables",
@@ -25,6 +26,7 @@ __all__ = [
     "column_type",
     "event_tables",
     "index_name",
+    "job_tables",
     "webhook_tables",
 ]
 
@@ -107,6 +109,7 @@ def build_metadata(design: Design) -> sa.MetaData:
         _resource_table(metadata, resource)
     _idempotency_table(metadata)
     event_tables(metadata)
+    job_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
         webhook_tables(metadata)
@@ -324,6 +327,33 @@ def webhook_tables(metadata: sa.MetaData) -> None:
     # Claiming reads the due pending ones in order; listing reads one endpoint's newest.
     sa.Index(None, deliveries.c.state, deliveries.c.next_attempt_at)
     sa.Index(None, deliveries.c.webhook, deliveries.c.state, deliveries.c.id)
+
+
+JOBS_TABLE = "charpente_jobs"
+
+
+def job_tables(metadata: sa.MetaData) -> None:
+    """The job queue: jobs that hooks queued, run by the worker with retries; `done` ones
+    are pruned after a while, `dead` ones stay until retried."""
+    jobs = sa.Table(
+        JOBS_TABLE,
+        metadata,
+        sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),  # UUIDv7: in time order
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("args", sa.Text(), nullable=False),  # a JSON object
+        sa.Column("state", sa.Text(), nullable=False),  # queued | running | done | dead
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("run_at", UtcDateTime(), nullable=False),
+        sa.Column("claimed_until", UtcDateTime(), nullable=True),  # the running worker's lease
+        sa.Column("claimed_by", sa.Text(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("finished_at", UtcDateTime(), nullable=True),
+    )
+    # Claiming reads queued jobs by run_at, and running ones whose lease has ended.
+    sa.Index(None, jobs.c.state, jobs.c.run_at)
+    sa.Index(None, jobs.c.state, jobs.c.claimed_until)
 
 
 def _idempotency_table(metadata: sa.MetaData) -> sa.Table:
