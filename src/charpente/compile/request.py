@@ -35,7 +35,9 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "parse_get_params",
+    "parse_history_params",
     "parse_list_params",
+    "split_as_of",
 ]
 
 DEFAULT_LIMIT = 20
@@ -48,6 +50,11 @@ MAX_CURSOR_LENGTH = 2048
 
 _LIST_PARAMS = ("filter", "sort", "limit", "cursor", "fields", "expand", "count")
 _GET_PARAMS = ("fields", "expand")
+_HISTORY_PARAMS = ("limit", "cursor")
+_EVENT_ID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
+_AS_OF = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 _UNSORTABLE = frozenset({Kind.JSON, Kind.TEXT})
 _MAX_ECHO = 64  # names from the client are echoed back at most this long
 _LIMIT_TEXT = re.compile(r"-?[0-9]{1,20}", re.ASCII)
@@ -93,6 +100,36 @@ def parse_get_params(
 ) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """The decoded query pairs of an item GET → (fields, expand); BadRequest otherwise."""
     return _projection(resource, _collect(params, _GET_PARAMS))
+
+
+def parse_history_params(params: Sequence[tuple[str, str]]) -> tuple[int, str | None]:
+    """The query pairs of /history → (limit, cursor: the last event id of the previous page)."""
+    given = _collect(params, _HISTORY_PARAMS)
+    cursor = given.get("cursor")
+    if cursor is not None and not _EVENT_ID.fullmatch(cursor):
+        raise BadRequest(detail="cursor: not a cursor of this history")
+    return _limit(given.get("limit")), cursor
+
+
+def split_as_of(
+    params: Sequence[tuple[str, str]],
+) -> tuple[datetime.datetime | None, list[tuple[str, str]]]:
+    """`as_of` (an RFC 3339 time with its offset) out of an item GET's query pairs, and the
+    other pairs. BadRequest when it is malformed or given twice."""
+    times = [value for name, value in params if name == "as_of"]
+    rest = [(name, value) for name, value in params if name != "as_of"]
+    if not times:
+        return None, rest
+    if len(times) > 1:
+        raise BadRequest(detail="`as_of` given twice")
+    text = times[0]
+    if len(text) > 40 or not _AS_OF.fullmatch(text):
+        raise BadRequest(detail="as_of: a time with its offset, like 2026-01-31T12:00:00Z")
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(detail=f"as_of: `{_echo(text)}` is not a valid time") from None
+    return moment.astimezone(datetime.UTC), rest
 
 
 def _collect(params: Sequence[tuple[str, str]], known: tuple[str, ...]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import functools
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 from starlette.requests import Request
@@ -67,6 +67,7 @@ _POST_TYPES = frozenset({JSON})
 _PATCH_TYPES = frozenset({JSON, MERGE_PATCH})
 _JSON_TYPE = (b"content-type", JSON.encode("latin-1"))
 _REPLAYED = (b"idempotent-replayed", b"true")
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ class RestTable:
     prefix: str
     collections: Mapping[str, Mapping[str, Endpoint]]
     items: Mapping[str, Mapping[str, Endpoint]]
+    histories: Mapping[str, Mapping[str, Endpoint]] = field(default_factory=dict)
 
     def routes(self) -> list[BaseRoute]:
         """The same endpoints as Starlette routes (what serves these paths behind a root path,
@@ -120,6 +122,8 @@ class RestTable:
         for name, handlers in self.collections.items():
             routes.append(_route(self.prefix + name, handlers))
             routes.append(_route(self.prefix + name + "/{id}", self.items[name]))
+            if name in self.histories:
+                routes.append(_route(self.prefix + name + "/{id}/history", self.histories[name]))
         return routes
 
 
@@ -128,12 +132,14 @@ def rest_table(service: Service, design: Design) -> RestTable:
     prefix = f"/v{design.api_version}/"
     collections: dict[str, Mapping[str, Endpoint]] = {}
     items: dict[str, Mapping[str, Endpoint]] = {}
+    histories: dict[str, Mapping[str, Endpoint]] = {}
     for name in design.resources:
         endpoints = _ResourceEndpoints(service, name, prefix + name)
         collections[name] = _with_head({"GET": endpoints.list, "POST": endpoints.create})
         item = {"GET": endpoints.get, "PATCH": endpoints.update, "DELETE": endpoints.delete}
         items[name] = _with_head(item)
-    return RestTable(prefix, collections, items)
+        histories[name] = _with_head({"GET": endpoints.history})
+    return RestTable(prefix, collections, items, histories)
 
 
 def rest_routes(service: Service, design: Design) -> list[BaseRoute]:
@@ -177,12 +183,25 @@ class _ResourceEndpoints:
         _check_accept(call)
         params = query_pairs(call.query)
         item = await self.service.get(self.name, call.item_id, params, caller=call.caller)
+        if item.past:  # a past state: no entity tag to revalidate or write against
+            return _json_reply(encode_json(item.record), 200, [_NO_STORE])
         etag = f'"{item.etag}"'
         etag_header = [(b"etag", etag.encode("latin-1"))]
         if_none_match = call.header(b"if-none-match")
         if if_none_match is not None and _none_match_hits(if_none_match, etag):
             return Reply(304, etag_header)
         return _json_reply(encode_json(item.record), 200, etag_header)
+
+    async def history(self, call: RestCall) -> Reply:
+        _check_accept(call)
+        params = query_pairs(call.query)
+        result = await self.service.history(self.name, call.item_id, params, caller=call.caller)
+        page = {"limit": result.limit, "next_cursor": result.next_cursor}
+        headers = []
+        if result.next_cursor is not None:
+            link = _next_link(call.path, params, result.next_cursor)
+            headers.append((b"link", link.encode("latin-1")))
+        return _json_reply(encode_json({"data": result.data, "page": page}), 200, headers)
 
     async def create(self, call: RestCall) -> Reply:
         _check_accept(call)

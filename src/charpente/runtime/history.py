@@ -10,7 +10,7 @@ travel gives those back as null, and the history shows that they changed, never 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from charpente.compile.plan import Record
@@ -20,9 +20,8 @@ from charpente.runtime.events import REDACTED, Event, Message, to_cloudevent
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Transaction
 
-__all__ = ["HISTORY_LIMIT", "Recorder", "state_at"]
+__all__ = ["Recorder", "history_entry", "state_at"]
 
-HISTORY_LIMIT = 100  # events per page of /history at most
 _SYSTEM = frozenset({"id", "created_at", "updated_at", "version"})
 
 
@@ -124,7 +123,7 @@ def state_at(events: Iterable[Event], at: datetime.datetime) -> Record | None:
     return state
 
 
-def history_entry(event: Event, hidden: Sequence[str] = ()) -> Record:
+def history_entry(event: Event, hidden: Collection[str] = ()) -> Record:
     """An event as /history shows it; `hidden` fields (field read rules) left out."""
     changes = {k: v for k, v in event.changes.items() if k not in hidden}
     return {

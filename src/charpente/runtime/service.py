@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import datetime
 import hashlib
 import json
 import re
@@ -25,12 +26,18 @@ from charpente.compile.policy import (
     with_filter,
     writable,
 )
-from charpente.compile.request import encode_cursor, parse_get_params, parse_list_params
+from charpente.compile.request import (
+    encode_cursor,
+    parse_get_params,
+    parse_history_params,
+    parse_list_params,
+    split_as_of,
+)
 from charpente.compile.values import check_row, validate_create, validate_patch
 from charpente.design.bind import uses_exists
 from charpente.design.evaluate import evaluate
 from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
-from charpente.design.model import Design, Field, Kind, Resource
+from charpente.design.model import ADMIN_ROLE, Design, Field, Kind, Resource
 from charpente.errors import (
     ApiError,
     BadRequest,
@@ -47,7 +54,7 @@ from charpente.runtime.caller import ANONYMOUS, Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
 from charpente.runtime.encryption import EncryptedFields, FieldCipher
-from charpente.runtime.history import Recorder
+from charpente.runtime.history import Recorder, history_entry, state_at
 from charpente.runtime.hooks import Enqueue, HookContext, Hooks
 from charpente.runtime.ids import new_id
 from charpente.runtime.jobs import checked_job
@@ -84,6 +91,7 @@ class Item:
     record: Record
     version: int
     expanded: str = ""
+    past: bool = False  # a past state (`as_of`): no entity tag, it cannot be written
 
     @property
     def etag(self) -> str:
@@ -221,7 +229,12 @@ class Service:
         if rule is DENIED:
             raise _refused(caller, resource, hide=True)
         view = field_view(spec.resource, auth)
+        as_of, params = split_as_of(params) if params else (None, list(params))
         fields, expand = parse_get_params(spec.resource, params) if params else (None, ())
+        if as_of is not None:
+            if expand:
+                raise BadRequest(detail="`expand` cannot be combined with `as_of`")
+            return await self._as_of(spec, id, as_of, fields, caller)
         fetch = None if fields is None else (*fields, *expand, "version", *_per_row_names(view))
         query = GetQuery(resource, _path_id(id), fetch, expand, rule)
         found = await self.database.select_one(query)
@@ -233,6 +246,59 @@ class Service:
             return Item(record, _version(found))
         await self._expand(spec, [record], expand, caller)
         return Item(record, _version(found), _expanded_hash(record, expand))
+
+    async def history(
+        self,
+        resource: str,
+        id: str,
+        params: Sequence[tuple[str, str]] = (),
+        *,
+        caller: Caller = ANONYMOUS,
+    ) -> ListResult:
+        """A record's events, newest first, a page at a time (`limit`, `cursor`): for whoever
+        may read the record, and for admins once it is deleted; NotFound otherwise."""
+        spec = self._spec(resource)
+        limit, cursor = parse_history_params(params)
+        hide = await self._history_view(spec, id, caller)
+        events = await self.database.history(resource, id, cursor, limit + 1)
+        page = [history_entry(e, hide) for e in events[:limit]]
+        next_cursor = str(events[limit - 1].id) if len(events) > limit else None
+        return ListResult(page, limit, next_cursor)
+
+    async def _history_view(self, spec: _Spec, id: str, caller: Caller) -> set[str]:
+        """The fields to leave out of the record's past for this caller; NotFound when the
+        caller may not see its past at all."""
+        resource = spec.resource.name
+        auth = _auth(caller)
+        rule = self._filter(spec.resource, "get", caller)
+        if rule is not DENIED:
+            found = await self.database.select_one(GetQuery(resource, _path_id(id), None, (), rule))
+            if found is not None:
+                view = field_view(spec.resource, auth)
+                return set() if auth is None else view.hidden_in(found, auth)
+        admin = caller.system or caller.role == ADMIN_ROLE
+        if admin and await self.database.history(resource, _path_id(id), None, 1):
+            # deleted (or hidden by its read rule): its past is for admins only
+            return set(field_view(spec.resource, auth).hidden)
+        raise NotFound(detail=f"no {resource} with this id")
+
+    async def _as_of(
+        self,
+        spec: _Spec,
+        id: str,
+        at: datetime.datetime,
+        fields: tuple[str, ...] | None,
+        caller: Caller,
+    ) -> Item:
+        """The record as it was at `at`, rebuilt from its events (see runtime.history)."""
+        resource = spec.resource.name
+        hide = await self._history_view(spec, id, caller)
+        state = state_at(await self.database.events_until(resource, _path_id(id), at), at)
+        if state is None:
+            raise NotFound(detail=f"no {resource} with this id at {at.isoformat()}")
+        shown = [n for n in (fields or spec.readable) if n not in hide]
+        record = {name: state.get(name) for name in shown}
+        return Item(record, _version(state), past=True)
 
     async def check_ready(self) -> None:
         """Raise Unavailable (with Retry-After) when the database cannot be reached."""
