@@ -81,7 +81,11 @@ def openapi_document(design: Design) -> dict[str, object]:
     """The whole OpenAPI 3.1 description of the API that `design` defines."""
     names = _schema_names(design)
     paths: Json = {}
-    schemas: Json = {"Problem": _problem_schema(), "Page": _page_schema()}
+    schemas: Json = {
+        "Problem": _problem_schema(),
+        "Page": _page_schema(),
+        "HistoryPage": _history_schema(),
+    }
     for resource in design.resources.values():
         name = names[resource.name]
         paths.update(_resource_paths(design, resource, name))
@@ -134,7 +138,7 @@ def _schema_names(design: Design) -> dict[str, str]:
     """Singular names, falling back to the plural one where two resources would collide."""
     singular = {name: schema_name(name) for name in design.resources}
     taken = list(singular.values())
-    reserved = {"Problem", "Page"}
+    reserved = {"Problem", "Page", "HistoryPage"}
     return {
         name: (_pascal(name) if taken.count(value) > 1 or value in reserved else value)
         for name, value in singular.items()
@@ -162,7 +166,24 @@ def _resource_paths(design: Design, resource: Resource, name: str) -> Json:
             "patch": _update_operation(resource, name),
             "delete": _delete_operation(resource, name),
         },
+        base + "/{id}/history": {
+            "parameters": [_ref("parameters", "id")],
+            "get": _history_operation(resource, name),
+        },
     }
+
+
+def _history_operation(resource: Resource, name: str) -> Json:
+    op = _operation(
+        resource, f"history{name}", f"The history of a record of {resource.name}", "get"
+    )
+    op["description"] = (
+        "The record's events, newest first: who changed what, when. Readable by whoever may "
+        "read the record; once it is deleted, by admins."
+    )
+    op["parameters"] = [_ref("parameters", p) for p in ("limit", "cursor")]
+    _success(op, "200", "A page of events.", "HistoryPage", ("Link", "X-Request-ID"))
+    return op
 
 
 def _operation(resource: Resource, op_id: str, summary: str, action: str) -> Json:
@@ -210,7 +231,9 @@ def _create_operation(resource: Resource, name: str) -> Json:
 
 def _get_operation(resource: Resource, name: str) -> Json:
     op = _operation(resource, f"get{name}", f"Read a record of {resource.name}", "get")
-    op["parameters"] = [_ref("parameters", p) for p in ("If-None-Match", "fields", "expand")]
+    op["parameters"] = [
+        _ref("parameters", p) for p in ("If-None-Match", "fields", "expand", "as_of")
+    ]
     _success(op, "200", "The record.", name, ("ETag", "X-Request-ID"))
     responses = op["responses"]
     assert isinstance(responses, dict)
@@ -462,6 +485,34 @@ def _page_schema() -> Json:
     }
 
 
+def _history_schema() -> Json:
+    event = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "format": "uuid", "description": "The event's id."},
+            "action": {"type": "string", "enum": ["created", "updated", "deleted"]},
+            "at": {"type": "string", "format": "date-time"},
+            "version": {"type": "integer", "minimum": 1},
+            "actor": {"type": ["string", "null"], "format": "uuid"},
+            "request_id": {"type": ["string", "null"]},
+            "changes": {
+                "type": "object",
+                "description": "Changed fields and their new values; writeonly and encrypted "
+                "ones show `[redacted]`.",
+            },
+        },
+        "required": ["id", "action", "at", "version", "actor", "request_id", "changes"],
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": event},
+            "page": _ref("schemas", "Page"),
+        },
+        "required": ["data", "page"],
+    }
+
+
 def _problem_schema() -> Json:
     field_error = {
         "type": "object",
@@ -559,6 +610,12 @@ def _parameters() -> Json:
         "expand": query("expand", "Comma-separated references to inline (`author`).", text),
         "count": query(
             "count", "`exact` adds `page.total`.", {"type": "string", "enum": ["exact"]}
+        ),
+        "as_of": query(
+            "as_of",
+            "The record as it was at this time (RFC 3339 with an offset), rebuilt from its "
+            "history; not with `expand`, and without an ETag.",
+            {"type": "string", "format": "date-time"},
         ),
         "Idempotency-Key": {
             "name": "Idempotency-Key",
