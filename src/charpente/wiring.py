@@ -39,7 +39,7 @@ from charpente.runtime.encryption import (
 from charpente.runtime.events import Message as BusMessage
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.oauth import OAuthClient, Provider
-from charpente.runtime.ports import Bus, BusError, Clock, Transaction
+from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
@@ -50,6 +50,7 @@ from charpente.settings import Settings, environment_secret, settings_from_proce
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
+from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
     MigrationPlan,
     apply_migration,
@@ -83,6 +84,7 @@ __all__ = [
     "load_design_hooks",
     "open_accounts",
     "open_engine",
+    "open_job_store",
     "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
@@ -328,6 +330,20 @@ async def open_webhooks(settings: Settings, design: Design) -> AsyncIterator[Web
             yield webhooks
         finally:
             await webhooks.outbound.close()
+    finally:
+        await database.close()
+
+
+@asynccontextmanager
+async def open_job_store(settings: Settings, design: Design) -> AsyncIterator[JobStore]:
+    """The configured database's job queue, for commands that run without a server. Raises
+    MigrationError when the database is behind the design."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        yield SqlJobStore(database)
     finally:
         await database.close()
 
