@@ -34,3 +34,21 @@ async def make_setup(db_target: Any, anyio_backend: str) -> AsyncIterator[MakeSe
 async def make_pg_setup(pg_target: Any, anyio_backend: str) -> AsyncIterator[MakeSetup]:
     async with setups(pg_target) as make:
         yield make
+
+
+def _load_api_fixtures() -> object:
+    """tests/http/conftest.py (which pytest applies to tests/http only), under its own name,
+    for its `make_api`: apps with accounts on every dialect."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "http" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("charpente_webhook_api_fixtures", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+make_api = _load_api_fixtures().make_api  # type: ignore[attr-defined]
