@@ -259,10 +259,11 @@ class JobRunner:
         trace = None if isinstance(exc, TimeoutError | LookupError) else exc
         if job.attempts >= job.max_attempts:
             logger.error(
-                "job %s %s is dead after %d attempts: %s",
+                "job %s %s is dead (attempt %d of %d failed): %s",
                 job.name,
                 job.id,
                 job.attempts,
+                job.max_attempts,
                 error,
                 exc_info=trace,
             )
