@@ -70,6 +70,19 @@ def test_serve_migrates_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert read.status_code == 200
         assert read.json()["body"] == "hi"
         assert read.headers["etag"] == '"1"'
+        # serve relays the outbox itself (CHARPENTE_WORKER=embedded by default)
+        deadline = time.monotonic() + 5
+        while True:
+            ready = httpx.get(f"{base}/readyz").json()
+            if ready["outbox"]["published"] >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert ready["status"] == "ok"
+        assert ready["outbox"]["pending"] == 0
+        assert ready["outbox"]["bus"] == "memory"
+        assert ready["outbox"]["published"] == 1
+        history = httpx.get(f"{base}{post.headers['location']}/history", headers=bearer)
+        assert [e["action"] for e in history.json()["data"]] == ["created"]
     finally:
         process.send_signal(signal.SIGTERM)
         try:
