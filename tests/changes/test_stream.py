@@ -219,3 +219,14 @@ async def _people(node: Node) -> tuple[dict[str, str], dict[str, str], dict[str,
 
 async def _bodies(reader: Sse) -> list[str]:
     return [event["record"]["body"] for event in await reader.until_body("end")]
+
+
+async def test_the_openapi_document_describes_the_streams_of_resources_with_events(
+    cluster: Cluster,
+) -> None:
+    node = await cluster.node()
+    document = (await node.client.get("/openapi.json")).json()
+    operation = document["paths"]["/v1/posts/changes"]["get"]
+    assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert {"400", "401", "403", "404", "406", "429", "503"} <= set(operation["responses"])
+    assert "/v1/follows/changes" not in document["paths"]

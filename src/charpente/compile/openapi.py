@@ -72,6 +72,7 @@ _OPERATION_ERRORS = {
     "get": (*_ALWAYS, 404),
     "update": (*_ALWAYS, 403, 404, 409, 412, 413, 415, 422),
     "delete": (*_ALWAYS, 403, 404, 409, 412),
+    "changes": (*_ALWAYS, 403, 404),
 }
 
 Json = dict[str, object]
@@ -170,7 +171,37 @@ def _resource_paths(design: Design, resource: Resource, name: str) -> Json:
             "parameters": [_ref("parameters", "id")],
             "get": _history_operation(resource, name),
         },
+        **({base + "/changes": {"get": _changes_operation(resource)}} if resource.events else {}),
     }
+
+
+def _changes_operation(resource: Resource) -> Json:
+    """The live changes of a resource with events: a Server-Sent Events stream."""
+    op = _operation(
+        resource,
+        f"changes{_pascal(resource.name)}",
+        f"Follow the changes of {resource.name}",
+        "changes",
+    )
+    op["description"] = (
+        "Server-Sent Events, one per change the caller may read: `id` (the event id), "
+        f"`event` (`{resource.name}.created`, `.updated`, `.deleted`, or `reset`) and `data` "
+        "(JSON: id, action, version, at, actor, changes, record). Resume with Last-Event-ID."
+    )
+    resume: Json = {"type": "string", "format": "uuid"}
+    op["parameters"] = [
+        _ref("parameters", "filter"),
+        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": resume},
+        {"name": "last_event_id", "in": "query", "required": False, "schema": resume},
+    ]
+    responses = op["responses"]
+    assert isinstance(responses, dict)
+    responses["200"] = {
+        "description": "The stream: it stays open, with a `: ping` comment every 15 seconds.",
+        "headers": {"X-Request-ID": _ref("headers", "X-Request-ID")},
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    return op
 
 
 def _history_operation(resource: Resource, name: str) -> Json:
