@@ -29,6 +29,7 @@ from charpente.wiring import (
 __all__ = ["FACTORY", "serve"]
 
 FACTORY = "charpente.wiring:app_from_env"
+SHUTDOWN_GRACE = 10  # seconds open requests (live streams) get to end when the server stops
 
 _PEM: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True, "show_default": False}
 
@@ -95,6 +96,9 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         access_log=False,
         log_level=settings.log_level,
         server_header=False,
+        # Live change streams never end by themselves: at shutdown they get this long, then
+        # are cancelled (their clients resume elsewhere with Last-Event-ID).
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
         **proxies,
         **tls,
     )
