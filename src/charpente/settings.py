@@ -63,6 +63,7 @@ class Settings:
     public_url: str | None = None  # where clients reach the API (OAuth callback URLs)
     bus_url: str | None = field(default=None, repr=False)  # None: in-process (memory)
     worker: str = "embedded"  # embedded: serve relays, delivers and runs jobs; separate: it doesn't
+    history_retention_days: int | None = None  # `charpente history archive` without --older-than
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -87,6 +88,7 @@ class Settings:
             public_url=_public_url(environ.get("CHARPENTE_PUBLIC_URL")),
             bus_url=_bus_url(environ.get("CHARPENTE_BUS_URL")),
             worker=_worker(environ.get("CHARPENTE_WORKER")),
+            history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
         )
 
     @property
@@ -277,6 +279,14 @@ def _bus_url(value: str | None) -> str | None:
         schemes = ", ".join(_BUS_SCHEMES)
         raise ConfigError(f"CHARPENTE_BUS_URL must start with one of {schemes}")
     return value.strip()
+
+
+def _retention(value: str | None) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= 36500:
+        raise ConfigError("CHARPENTE_HISTORY_RETENTION_DAYS is a number of days, 1 to 36500")
+    return int(value)
 
 
 def _worker(value: str | None) -> str:

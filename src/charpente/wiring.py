@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import gc
 import logging
 import sys
@@ -50,6 +51,7 @@ from charpente.settings import Settings, environment_secret, settings_from_proce
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
+from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
     MigrationPlan,
@@ -420,6 +422,20 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
         raise ConfigError(
             f"the hooks module {spec!r} failed while loading: {type(exc).__name__}: {exc}"
         ) from None
+
+
+async def archive_history(
+    settings: Settings,
+    design: Design,
+    before: datetime.datetime,
+    write: Callable[[list[bytes]], None],
+) -> int:
+    """`charpente history archive`: events older than `before` to `write`, then deleted."""
+    database = SqlDatabase(_engine(settings), design)
+    try:
+        return await archive_events(database, before, write)
+    finally:
+        await database.close()
 
 
 @asynccontextmanager

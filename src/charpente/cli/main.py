@@ -13,6 +13,7 @@ import typer
 
 from charpente.cli.commands.accounts import accounts_app, auth_app
 from charpente.cli.commands.design import check, init, openapi
+from charpente.cli.commands.history import history_app
 from charpente.cli.commands.jobs import jobs_app
 from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
@@ -38,6 +39,7 @@ app.command()(openapi)
 app.add_typer(accounts_app)
 app.add_typer(keys_app)
 app.add_typer(auth_app)
+app.add_typer(history_app)
 app.add_typer(jobs_app)
 app.add_typer(webhooks_app)
 

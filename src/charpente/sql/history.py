@@ -7,8 +7,8 @@ Events are appended with the write, in its transaction; `history`, `events_until
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -18,7 +18,10 @@ from charpente.runtime.events import Event, Message
 from charpente.sql.executor import Executor
 from charpente.sql.schema import EVENTS_TABLE, OUTBOX_TABLE
 
-__all__ = ["EventStatements", "event_of_row"]
+if TYPE_CHECKING:
+    from charpente.sql.database import SqlDatabase
+
+__all__ = ["EventStatements", "archive_events", "event_of_row"]
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -118,3 +121,53 @@ def event_of_row(row: Record) -> Event:
         actor=None if row["actor"] is None else str(row["actor"]),
         request_id=None if row["request_id"] is None else str(row["request_id"]),
     )
+
+
+ARCHIVE_BATCH = 1000
+
+
+async def archive_events(
+    database: SqlDatabase, before: datetime.datetime, write: Callable[[list[bytes]], None]
+) -> int:
+    """Move the events older than `before` out of the history: each batch is handed to
+    `write` (JSON lines; it must make them durable before returning), then deleted in the
+    same transaction that read it. How many were archived.
+
+    The only deletion of history rows anywhere in the engine.
+    """
+    tables = database.metadata_tables
+    events = tables[EVENTS_TABLE]
+    oldest = (
+        sa.select(events)
+        .where(events.c.at < sa.bindparam("_before"))
+        .order_by(events.c.id)
+        .limit(ARCHIVE_BATCH)
+    )
+    remove = sa.delete(events).where(events.c.id.in_(sa.bindparam("_ids", expanding=True)))
+    archived = 0
+    while True:
+        async with database.writer() as ex:
+            rows = await ex.rows(oldest, {"_before": before})
+            if not rows:
+                return archived
+            write([_archived_line(row) for row in rows])
+            await ex.run(remove, {"_ids": [row["id"] for row in rows]})
+        archived += len(rows)
+
+
+def _archived_line(row: Record) -> bytes:
+    event = event_of_row(row)
+    line = {
+        "id": event.id,
+        "resource": event.resource,
+        "record_id": event.record_id,
+        "action": event.action,
+        "at": event.at,
+        "version": event.version,
+        "actor": event.actor,
+        "request_id": event.request_id,
+        "changes": dict(event.changes),
+    }
+    if event.record:
+        line["record"] = dict(event.record)
+    return _encode(line) + b"\n"
