@@ -202,22 +202,29 @@ async def test_a_job_s_own_timeout_error_is_an_ordinary_failure(make_queue: Make
     assert (job.state, job.last_error) == ("dead", "TimeoutError: the mail server did not answer")
 
 
-async def test_a_job_no_longer_registered_fails_with_its_name(make_queue: MakeQueue) -> None:
+async def test_a_worker_leaves_the_jobs_it_does_not_know_to_one_that_does(
+    make_queue: MakeQueue,
+) -> None:
     hooks = Hooks()
+    ran: list[str] = []
 
-    @hooks.job("old", retries=0)
-    async def old(ctx: JobContext, args: dict[str, Any]) -> None:
-        return None
+    @hooks.job("new")
+    async def new(ctx: JobContext, args: dict[str, Any]) -> None:
+        ran.append(ctx.id)
 
     queue = await make_queue(hooks)
-    await queue.service.enqueue_job("old", {}, 0)
-    worker = await make_queue(Hooks())  # a worker whose hooks lost the job
-    assert await worker.runner().run_due() == 1
-    job = await queue.only_job()
-    assert job.state == "dead"
-    assert job.last_error == (
-        "LookupError: no job named 'old' is registered in this worker's hooks"
-    )
+    job_id = await queue.service.enqueue_job("new", {}, 0)
+    older = Hooks()  # a worker still running hooks from before the job existed
+
+    @older.job("other")
+    async def other(ctx: JobContext, args: dict[str, Any]) -> None:
+        raise AssertionError("not this one")
+
+    assert await (await make_queue(older)).runner().run_due() == 0
+    assert await (await make_queue(Hooks())).runner().run_due() == 0
+    assert (await queue.only_job()).state == "queued"
+    assert await queue.runner().run_due() == 1
+    assert ran == [job_id]
 
 
 async def test_a_killed_runner_s_job_runs_again_once_its_lease_ends(make_queue: MakeQueue) -> None:
@@ -262,7 +269,7 @@ async def test_a_job_whose_lease_ends_on_its_last_attempt_is_dead(make_queue: Ma
     queue = await make_queue(hooks)
     await queue.service.enqueue_job("crashes", {}, 0)
     start = now()
-    claimed = await queue.store.claim_due(start, start + SECOND, "gone", 10)
+    claimed = await queue.store.claim_due(start, start + SECOND, "gone", 10, ["crashes"])
     assert [j.attempts for j in claimed] == [1]
     assert await queue.runner().run_due(start + 2 * SECOND) == 0
     job = await queue.only_job()
@@ -375,3 +382,91 @@ async def test_two_runners_on_postgres_run_each_job_once(make_pg_queue: MakeQueu
     assert runs == dict.fromkeys(range(60), 1)
     assert sum(taken) == 60
     assert {j.state for j in await queue.all_jobs()} == {"done"}
+
+
+class _Outage:
+    """The real store, whose database goes away for the first `claims` claims and `finishes`
+    outcomes (what a restart of the database server looks like to a worker)."""
+
+    def __init__(self, store: Any, claims: int = 0, finishes: int = 0) -> None:
+        self.store, self.claims, self.finishes = store, claims, finishes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def claim_due(self, *args: Any) -> Any:
+        if self.claims:
+            self.claims -= 1
+            raise ConnectionError("connection refused")
+        return await self.store.claim_due(*args)
+
+    async def finish(self, *args: Any) -> bool:
+        if self.finishes:
+            self.finishes -= 1
+            raise ConnectionError("connection refused")
+        return bool(await self.store.finish(*args))
+
+
+async def test_run_goes_on_when_the_database_comes_back(make_queue: MakeQueue) -> None:
+    hooks = Hooks()
+    ran: list[str] = []
+
+    @hooks.job("work")
+    async def work(ctx: JobContext, args: dict[str, Any]) -> None:
+        ran.append(ctx.id)
+
+    queue = await make_queue(hooks)
+    job_id = await queue.service.enqueue_job("work", {}, 0)
+    runner = queue.runner(poll_interval=0.01)
+    runner.store = _Outage(queue.store, claims=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    async with asyncio.timeout(10):
+        while not ran:
+            await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert ran == [job_id]
+
+
+async def test_an_outcome_that_cannot_be_recorded_means_the_job_runs_again(
+    make_queue: MakeQueue,
+) -> None:
+    hooks = Hooks()
+    ran: list[int] = []
+
+    @hooks.job("work", timeout=1)
+    async def work(ctx: JobContext, args: dict[str, Any]) -> None:
+        ran.append(ctx.attempt)
+
+    queue = await make_queue(hooks)
+    await queue.service.enqueue_job("work", {}, 0)
+    runner = queue.runner()
+    runner.store = _Outage(queue.store, finishes=1)
+    assert await runner.run_due() == 1
+    assert (await queue.only_job()).state == "running"
+    assert await runner.run_due(now() + runner.lease + SECOND) == 1
+    assert ran == [1, 2]
+    assert (await queue.only_job()).state == "done"
+
+
+async def test_a_stopped_runner_lets_running_jobs_finish(make_queue: MakeQueue) -> None:
+    hooks = Hooks()
+    finished: list[str] = []
+    started = asyncio.Event()
+
+    @hooks.job("slow")
+    async def slow(ctx: JobContext, args: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        finished.append(ctx.id)
+
+    queue = await make_queue(hooks)
+    await queue.service.enqueue_job("slow", {}, 0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(queue.runner(poll_interval=0.01).run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(finished) == 1
+    assert (await queue.only_job()).state == "done"

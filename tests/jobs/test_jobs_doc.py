@@ -41,7 +41,7 @@ async def test_the_example_welcomes_new_users_and_says_farewell_a_day_later(
     assert await runner.run_due() == 1
     assert list(example.sent.values()) == ["welcome, ada"]
 
-    user_id = created.item.record["id"]
+    user_id = str(created.item.record["id"])
     await queue.service.update("users", user_id, {"handle": "gone-ada"})
     assert await runner.run_due() == 0  # a day later
     assert await runner.run_due(now() + datetime.timedelta(days=1, seconds=1)) == 1

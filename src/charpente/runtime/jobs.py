@@ -222,7 +222,8 @@ class JobRunner:
 
     async def _claim(self, now: datetime.datetime, limit: int) -> tuple[list[Job], _Claim]:
         claim = _Claim(new_id(), now, time.monotonic())
-        jobs = await self.store.claim_due(now, now + self.lease, claim.token, limit)
+        names = sorted(self.service.hooks.jobs)  # jobs this worker cannot run wait for one that can
+        jobs = await self.store.claim_due(now, now + self.lease, claim.token, limit, names)
         return jobs, claim
 
     async def _prune(self, now: datetime.datetime) -> None:

@@ -471,11 +471,16 @@ class JobStore(Protocol):
     a job whose worker died runs again once its lease ends (at least once)."""
 
     async def claim_due(
-        self, now: datetime.datetime, lease_until: datetime.datetime, token: str, limit: int
+        self,
+        now: datetime.datetime,
+        lease_until: datetime.datetime,
+        token: str,
+        limit: int,
+        names: Sequence[str],
     ) -> list[Job]:
-        """Take up to `limit` jobs due by `now` (queued ones whose `run_at` has come, running
-        ones whose lease ended), counting one more attempt on each; a running one whose lease
-        ended on its last attempt becomes dead instead."""
+        """Take up to `limit` jobs named one of `names` and due by `now` (queued ones whose
+        `run_at` has come, running ones whose lease ended), counting one more attempt on
+        each; a running one whose lease ended on its last attempt becomes dead instead."""
 
     async def finish(self, id: str, token: str, now: datetime.datetime) -> bool:
         """Mark a claimed job done; False when `token` no longer holds it."""

@@ -2,7 +2,8 @@
 
 Claiming is one short transaction: running jobs whose lease ended on their last attempt
 become dead, then an UPDATE sets a lease (`claimed_until`, and the claimer's token in
-`claimed_by`) on the due jobs a subquery picks, counting one more attempt. On PostgreSQL
+`claimed_by`) on the due jobs a subquery picks among those the worker knows by name,
+counting one more attempt. On PostgreSQL
 the subquery locks them FOR UPDATE SKIP LOCKED, so workers claiming at the same time take
 different jobs without waiting for each other; on SQLite the single writer serialises
 claims. An outcome is recorded only while the claimer's token still holds the job.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +46,8 @@ class SqlJobStore:
                 sa.or_(
                     sa.and_(j.c.state == "queued", j.c.run_at <= _p("_now")),
                     sa.and_(lease_ended, j.c.attempts < j.c.max_attempts),
-                )
+                ),
+                j.c.name.in_(sa.bindparam("_names", expanding=True)),
             )
             .order_by(j.c.run_at, j.c.id)
             .limit(_p("_limit"))
@@ -90,12 +93,19 @@ class SqlJobStore:
             database.keep(stmt)
 
     async def claim_due(
-        self, now: datetime.datetime, lease_until: datetime.datetime, token: str, limit: int
+        self,
+        now: datetime.datetime,
+        lease_until: datetime.datetime,
+        token: str,
+        limit: int,
+        names: Sequence[str],
     ) -> list[Job]:
         params = {"_now": now, "_lease": lease_until, "_token": token, "_limit": limit}
         async with self._db.writer() as ex:
             await ex.run(self._s["expire"], {"_now": now})
-            rows = await ex.rows(self._s["claim"], params)
+            if not names:
+                return []
+            rows = await ex.rows(self._s["claim"], {**params, "_names": list(names)})
         found = [_job(row) for row in rows]
         found.sort(key=lambda job: (job.run_at, job.id))  # RETURNING keeps no order
         return found
