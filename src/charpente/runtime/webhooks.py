@@ -22,7 +22,6 @@ from typing import Any
 
 import anyio
 
-from charpente.design.events import url_problem
 from charpente.design.model import ADMIN_ROLE, Design, Webhook
 from charpente.errors import (
     Conflict,
@@ -48,12 +47,12 @@ from charpente.runtime.ports import (
 )
 from charpente.runtime.resilience import Backoff, CircuitBreaker
 from charpente.runtime.secrets import Sealer, SealError
-from charpente.runtime.signatures import (
-    SECRET_PREFIX,
-    new_secret,
-    secret_key,
-    signature_headers,
-    verify,
+from charpente.runtime.signatures import new_secret, signature_headers, verify
+from charpente.runtime.webhook_endpoints import (
+    EndpointSecrets,
+    Environment,
+    Target,
+    declared_targets,
 )
 from charpente.runtime.webhook_requests import (
     cursor_of,
@@ -78,9 +77,6 @@ DELIVERED_KEPT = datetime.timedelta(days=7)
 DEAD_KEPT = datetime.timedelta(days=30)
 PRUNE_EVERY = 3600.0  # seconds
 PRUNE_BATCH = 1000
-_SEAL_CONTEXT = b"charpente_webhooks.secret."
-
-Environment = Callable[[str], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,16 +122,6 @@ class DeliveryOptions:
     cool_down: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """An endpoint ready to be sent to; `id` None for the design's."""
-
-    name: str
-    url: str
-    key: bytes
-    id: str | None = None
-
-
 class Webhooks:
     """The design's and the run-time webhook endpoints, their deliveries, and their admin."""
 
@@ -156,9 +142,9 @@ class Webhooks:
         self.sealer = sealer
         self.clock: Clock = clock or SystemClock()
         self.options = options or DeliveryOptions()
-        self._declared, self._problems = _declared_targets(design, environment)
+        self._declared, self._problems = declared_targets(design, environment)
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._keys: dict[tuple[str, str], bytes] = {}
+        self._secrets = EndpointSecrets(sealer)
         self._next_prune = 0.0
 
     # --- the relay's side ----------------------------------------------------------------
@@ -229,7 +215,7 @@ class Webhooks:
     async def _attempt(
         self,
         delivery: Delivery,
-        target: _Target | None,
+        target: Target | None,
         token: str,
         now: datetime.datetime,
         limiter: anyio.CapacityLimiter,
@@ -244,8 +230,12 @@ class Webhooks:
             later = now + datetime.timedelta(seconds=max(breaker.retry_in(), 1.0))
             await self._settle(delivery, token, _postponed(delivery, later))
             return
-        async with limiter:
-            sent = await self._send(target, delivery)
+        try:
+            async with limiter:
+                sent = await self._send(target, delivery)
+        except BaseException:  # cancelled (the worker stops): no probe may stay pending
+            breaker.failed()
+            raise
         if sent.ok:
             breaker.succeeded()
         else:
@@ -254,7 +244,7 @@ class Webhooks:
         if sent.status == 410:
             await self._gone(target)
 
-    async def _send(self, target: _Target, delivery: Delivery) -> Sent:
+    async def _send(self, target: Target, delivery: Delivery) -> Sent:
         timestamp = int(self.clock.now().timestamp())
         signed = signature_headers(target.key, delivery.message_id, timestamp, delivery.body)
         headers = {"content-type": CONTENT_TYPE, **signed}
@@ -287,7 +277,7 @@ class Webhooks:
         except Exception as error:  # the database: the lease will expire, and it is retried
             log.warning("delivery %s: outcome not recorded: %s", delivery.id, _describe(error))
 
-    async def _gone(self, target: _Target) -> None:
+    async def _gone(self, target: Target) -> None:
         if target.id is None:
             log.warning("webhook %r answered 410 Gone: remove it from the design", target.name)
             return
@@ -302,39 +292,22 @@ class Webhooks:
             self._breakers[name] = breaker
         return breaker
 
-    async def _targets(self) -> dict[str, _Target]:
+    async def _targets(self) -> dict[str, Target]:
         """Every endpoint deliveries can go to now, by name."""
         targets = dict(self._declared)
-        for endpoint in await self.store.endpoints():
-            if endpoint.enabled:
-                key = self._key(endpoint)
-                if key is not None:
-                    targets[endpoint.name] = _Target(endpoint.name, endpoint.url, key, endpoint.id)
+        endpoints = await self.store.endpoints()
+        self._secrets.keep_only(endpoints)
+        for endpoint in (e for e in endpoints if e.enabled):
+            try:
+                key = self._secrets.key(endpoint)
+            except (SealError, ValueError) as error:
+                if endpoint.name not in self._problems:
+                    log.warning("webhook %r cannot be used: %s", endpoint.name, error)
+                self._problems[endpoint.name] = f"its secret cannot be opened ({error})"
+                continue
+            self._problems.pop(endpoint.name, None)
+            targets[endpoint.name] = Target(endpoint.name, endpoint.url, key, endpoint.id)
         return targets
-
-    def _key(self, endpoint: WebhookEndpoint) -> bytes | None:
-        """The key bytes of a stored secret (opened once), or None when it cannot be opened."""
-        found = self._keys.get((endpoint.id, endpoint.secret))
-        if found is not None:
-            return found
-        try:
-            key = secret_key(self._open(endpoint))
-        except (SealError, ValueError) as error:
-            if endpoint.name not in self._problems:
-                log.warning("webhook %r cannot be used: %s", endpoint.name, error)
-            self._problems[endpoint.name] = f"its secret cannot be opened ({error})"
-            return None
-        self._problems.pop(endpoint.name, None)
-        self._keys[(endpoint.id, endpoint.secret)] = key
-        return key
-
-    def _open(self, endpoint: WebhookEndpoint) -> str:
-        if endpoint.secret.startswith(SECRET_PREFIX):
-            return endpoint.secret
-        if self.sealer is None:
-            raise SealError("its secret is sealed, and CHARPENTE_SECRET_KEYS is not set")
-        context = _SEAL_CONTEXT + endpoint.id.encode()
-        return self.sealer.open(endpoint.secret, context=context).decode()
 
     async def _prune_now_and_then(self) -> None:
         """Forget deliveries delivered a week ago, and dead ones after a month, hourly."""
@@ -373,7 +346,7 @@ class Webhooks:
             name=name,
             url=values["url"],
             events=values["events"],
-            secret=self._seal(id, secret),
+            secret=self._secrets.seal(id, secret),
             enabled=values.get("enabled", True),
             created_at=now,
             created_by=caller.id,
@@ -440,46 +413,6 @@ class Webhooks:
         if problem is not None:
             error = FieldError("url", "refused", problem)
             raise ValidationFailed(detail=problem, errors=[error])
-
-    def _seal(self, id: str, secret: str) -> str:
-        if self.sealer is None:
-            return secret
-        return self.sealer.seal(secret.encode(), context=_SEAL_CONTEXT + id.encode())
-
-
-def _declared_targets(
-    design: Design, environment: Environment
-) -> tuple[dict[str, _Target], dict[str, str]]:
-    """The design's webhooks that can be used, and why each other one cannot (logged once)."""
-    targets: dict[str, _Target] = {}
-    problems: dict[str, str] = {}
-    for hook in design.webhooks:
-        try:
-            targets[hook.name] = _declared_target(hook, environment)
-        except ValueError as error:
-            problems[hook.name] = str(error)
-            log.warning("webhook %r is not used: %s", hook.name, error)
-    return targets, problems
-
-
-def _declared_target(hook: Webhook, environment: Environment) -> _Target:
-    """Raises ValueError naming the variable that is missing or wrong (never its value)."""
-    url = hook.url
-    if url is None and hook.url_env is not None:
-        url = environment(hook.url_env)
-        if url is None:
-            raise ValueError(f"the variable {hook.url_env} (its URL) is not set")
-        if url_problem(url) is not None:
-            raise ValueError(f"the variable {hook.url_env} does not hold an http(s) URL")
-    assert url is not None  # the design gives a URL or the variable that holds it
-    secret = environment(hook.secret_env)
-    if secret is None:
-        raise ValueError(f"the variable {hook.secret_env} (its secret) is not set")
-    try:
-        key = secret_key(secret)
-    except ValueError as error:
-        raise ValueError(f"the variable {hook.secret_env}: {error}") from None
-    return _Target(hook.name, url, key)
 
 
 def _require_admin(caller: Caller) -> None:
