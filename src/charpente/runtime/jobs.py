@@ -223,6 +223,8 @@ class JobRunner:
     async def _claim(self, now: datetime.datetime, limit: int) -> tuple[list[Job], _Claim]:
         claim = _Claim(new_id(), now, time.monotonic())
         names = sorted(self.service.hooks.jobs)  # jobs this worker cannot run wait for one that can
+        if not names:  # no hooks module, or one without jobs: nothing to ask the database
+            return [], claim
         jobs = await self.store.claim_due(now, now + self.lease, claim.token, limit, names)
         return jobs, claim
 
