@@ -34,6 +34,7 @@ PAGES = {
     "oauth.md": DOCS / "oauth.md",
     "access.md": DOCS / "access.md",
     "rate-limits.md": DOCS / "rate-limits.md",
+    "events.md": DOCS / "events.md",
 }
 
 
