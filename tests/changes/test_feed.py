@@ -107,6 +107,36 @@ async def test_a_response_stuck_on_a_client_that_stopped_reading_ends_with_its_s
     assert node.feed.open_streams == 0
 
 
+async def test_a_heartbeat_comes_on_time_while_changes_the_caller_may_not_see_keep_coming(
+    cluster: Cluster,
+) -> None:
+    node = await cluster.node()
+    ada = await node.sign_in("ada@example.com")
+    stream = node.feed.open("posts", ADA)  # not the author: ada's private posts stay hidden
+    written = 0
+
+    async def write_privately() -> None:
+        nonlocal written
+        while True:
+            await node.post(ada, body="x", visibility="private")
+            await cluster.relay.flush()
+            written += 1
+            await asyncio.sleep(0.05)
+
+    writer = asyncio.create_task(write_privately())
+    loop = asyncio.get_running_loop()
+    try:
+        await _until(lambda: written > 0)
+        started = loop.time()
+        async with asyncio.timeout(3):
+            assert await stream.next(0.5) is None
+        assert loop.time() - started < 1.5
+        assert written > 2
+    finally:
+        writer.cancel()
+        stream.close()
+
+
 async def test_streams_are_bounded_per_caller_and_per_process(cluster: Cluster) -> None:
     node = await cluster.node(max_per_caller=2, max_streams=3)
     ada = await node.sign_in("ada@example.com")

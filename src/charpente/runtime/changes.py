@@ -125,19 +125,24 @@ class Stream:
 
     async def next(self, wait: float) -> Change | Reset | None:
         """The next change the caller may see; None when none came within `wait` seconds
-        (time for a heartbeat). Raises StreamEnded once the stream is over."""
+        (time for a heartbeat, however many changes it was not shown meanwhile). Raises
+        StreamEnded once the stream is over."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         while True:
-            if asyncio.get_running_loop().time() >= self._expires_at:
+            now = loop.time()
+            if now >= self._expires_at:
                 self.end("the stream reached its maximum age")
             if self.reason is not None:
                 raise StreamEnded(self.reason)
+            if now >= deadline:
+                return None
             if self._cursor is not None or self._page:
                 item = await self._from_history()
             elif self._queue:
                 item = await self._from_live(self._queue.popleft())
-            elif not await self._sleep(wait):
-                return None
             else:
+                await self._sleep(min(deadline, self._expires_at) - now)
                 continue
             if item is not None:
                 return item
@@ -205,16 +210,12 @@ class Stream:
         self._page.extend(events)
         return None
 
-    async def _sleep(self, wait: float) -> bool:
-        """Wait for a change or the end; False when `wait` seconds passed without either."""
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for a change or the end, at most `seconds`."""
         self._wake.clear()
-        remaining = self._expires_at - asyncio.get_running_loop().time()
-        try:
-            async with asyncio.timeout(max(0.0, min(wait, remaining))):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
                 await self._wake.wait()
-        except TimeoutError:
-            return remaining <= wait  # the stream's age is up: the loop ends it
-        return True
 
 
 class ChangeFeed:
