@@ -39,6 +39,7 @@ from charpente.runtime.encryption import (
 )
 from charpente.runtime.events import Message as BusMessage
 from charpente.runtime.hooks import Hooks, load_hooks
+from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
@@ -195,7 +196,8 @@ def build_background(
         await webhooks.fan_out(tx, messages)
 
     relay = Relay(SqlOutbox(database), bus, service.clock, fan_out=fan_out)
-    loops = Loops({"relay": relay.run, "webhooks": webhooks.run})
+    jobs = JobRunner(service, SqlJobStore(database), RunnerOptions())
+    loops = Loops({"relay": relay.run, "webhooks": webhooks.run, "jobs": jobs.run})
     return Background(bus, relay, loops, webhooks)
 
 
