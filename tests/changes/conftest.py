@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,16 @@ REDIS_URL = os.environ.get("CHARPENTE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 async def cluster(db_target: Any, anyio_backend: str) -> AsyncIterator[Cluster]:
     """Nodes on this test's database (SQLite and PostgreSQL) sharing one MemoryBus."""
     built = Cluster(db_target.url, db_target.schema, MemoryBus())
+    try:
+        yield built
+    finally:
+        await built.close()
+
+
+@pytest.fixture
+async def sqlite_cluster(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Cluster]:
+    """Nodes on SQLite only, for what does not depend on the database."""
+    built = Cluster(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}", None, MemoryBus())
     try:
         yield built
     finally:

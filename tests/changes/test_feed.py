@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,9 +76,9 @@ async def test_a_subscriber_that_falls_behind_is_ended_and_frees_its_place(
 
 
 async def test_a_response_stuck_on_a_client_that_stopped_reading_ends_with_its_stream(
-    cluster: Cluster,
+    sqlite_cluster: Cluster,
 ) -> None:
-    node = await cluster.node(queue_size=2)
+    node = await sqlite_cluster.node(queue_size=2)
     ada = await node.sign_in("ada@example.com")
     endpoint = ChangesEndpoint(node.feed, "posts")
     sent: list[dict[str, Any]] = []
@@ -98,7 +99,7 @@ async def test_a_response_stuck_on_a_client_that_stopped_reading_ends_with_its_s
     await _until(lambda: node.feed.open_streams == 1)
     for n in range(5):
         await node.post(ada, body=f"{n}")
-        await cluster.relay.flush()
+        await sqlite_cluster.relay.flush()
     async with asyncio.timeout(WAIT):
         await stuck.wait()
         await served
@@ -108,9 +109,9 @@ async def test_a_response_stuck_on_a_client_that_stopped_reading_ends_with_its_s
 
 
 async def test_a_heartbeat_comes_on_time_while_changes_the_caller_may_not_see_keep_coming(
-    cluster: Cluster,
+    sqlite_cluster: Cluster,
 ) -> None:
-    node = await cluster.node()
+    node = await sqlite_cluster.node()
     ada = await node.sign_in("ada@example.com")
     stream = node.feed.open("posts", ADA)  # not the author: ada's private posts stay hidden
     written = 0
@@ -119,7 +120,7 @@ async def test_a_heartbeat_comes_on_time_while_changes_the_caller_may_not_see_ke
         nonlocal written
         while True:
             await node.post(ada, body="x", visibility="private")
-            await cluster.relay.flush()
+            await sqlite_cluster.relay.flush()
             written += 1
             await asyncio.sleep(0.05)
 
@@ -137,8 +138,8 @@ async def test_a_heartbeat_comes_on_time_while_changes_the_caller_may_not_see_ke
         stream.close()
 
 
-async def test_streams_are_bounded_per_caller_and_per_process(cluster: Cluster) -> None:
-    node = await cluster.node(max_per_caller=2, max_streams=3)
+async def test_streams_are_bounded_per_caller_and_per_process(sqlite_cluster: Cluster) -> None:
+    node = await sqlite_cluster.node(max_per_caller=2, max_streams=3)
     ada = await node.sign_in("ada@example.com")
     bob = await node.sign_in("bob@example.com")
     async with node.stream(headers=ada), node.stream(headers=ada):
@@ -156,26 +157,26 @@ async def test_streams_are_bounded_per_caller_and_per_process(cluster: Cluster) 
 
 
 async def test_a_message_that_does_not_decode_is_logged_and_skipped(
-    cluster: Cluster, caplog: pytest.LogCaptureFixture
+    sqlite_cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    node = await cluster.node()
+    node = await sqlite_cluster.node()
     ada = await node.sign_in("ada@example.com")
     async with node.stream() as reader:
         with caplog.at_level(logging.WARNING, logger="charpente.changes"):
             garbage = Message("m-1", "posts.created", "x", b'{"not": "a cloudevent"}')
-            await cluster.bus.publish([garbage])
+            await sqlite_cluster.bus.publish([garbage])
             await node.post(ada, body="end")
-            await cluster.relay.flush()
+            await sqlite_cluster.relay.flush()
             assert [e["record"]["body"] for e in await reader.until_body("end")] == ["end"]
     assert "skipped message 'm-1'" in caplog.text
     assert "not a cloudevent" not in caplog.text  # what a message holds stays out of logs
 
 
 async def test_when_the_bus_fails_streams_end_and_the_feed_subscribes_again(
-    db_target: Any, anyio_backend: str
+    tmp_path: Path, anyio_backend: str
 ) -> None:
     bus = RecordingBus()
-    cluster = Cluster(db_target.url, db_target.schema, bus)  # type: ignore[arg-type]
+    cluster = Cluster(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}", None, bus)  # type: ignore[arg-type]
     try:
         node = await cluster.node()
         ada = await node.sign_in("ada@example.com")
@@ -215,8 +216,8 @@ async def test_a_feed_started_while_the_bus_is_down_follows_it_once_it_is_up(
     assert bus.subscriptions[0].closed
 
 
-async def test_stopping_the_feed_ends_every_stream(cluster: Cluster) -> None:
-    node = await cluster.node()
+async def test_stopping_the_feed_ends_every_stream(sqlite_cluster: Cluster) -> None:
+    node = await sqlite_cluster.node()
     async with node.stream() as one, node.stream() as two:
         await node.feed.stop()
         await one.ended()
@@ -225,23 +226,23 @@ async def test_stopping_the_feed_ends_every_stream(cluster: Cluster) -> None:
     assert not node.feed.live
 
 
-async def test_a_client_that_leaves_frees_its_place(cluster: Cluster) -> None:
-    node = await cluster.node()
+async def test_a_client_that_leaves_frees_its_place(sqlite_cluster: Cluster) -> None:
+    node = await sqlite_cluster.node()
     async with node.stream():
         assert node.feed.open_streams == 1
     await _until(lambda: node.feed.open_streams == 0)
 
 
-async def test_a_stream_ends_at_its_maximum_age(cluster: Cluster) -> None:
-    node = await cluster.node(max_age=0.3)
+async def test_a_stream_ends_at_its_maximum_age(sqlite_cluster: Cluster) -> None:
+    node = await sqlite_cluster.node(max_age=0.3)
     async with node.stream() as reader:
         async with asyncio.timeout(2):
             await reader.ended()
     await _until(lambda: node.feed.open_streams == 0)
 
 
-async def test_a_server_shutting_down_ends_its_open_streams(cluster: Cluster) -> None:
-    node = await cluster.node()
+async def test_a_server_shutting_down_ends_its_open_streams(sqlite_cluster: Cluster) -> None:
+    node = await sqlite_cluster.node()
     other_server, other_task, url = await serve(node.app, graceful=0.5)
     async with (
         httpx.AsyncClient(base_url=url, timeout=WAIT) as client,
