@@ -31,6 +31,7 @@ from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime.auth import Accounts
+from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.encryption import (
     AesFieldCipher,
     FieldCipher,
@@ -130,7 +131,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
     background = build_background(settings, design, service, database)
-    embedded = settings.worker == "embedded"
+    # live changes come from the bus, so the bus runs even when a separate worker relays
+    feed = ChangeFeed(design, database, background.bus)
+    start = background.start if settings.worker == "embedded" else background.start_bus
     prefix = f"/v{design.api_version}"
     app = build_app(
         service,
@@ -143,8 +146,10 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *oauth_routes(accounts, oauth, design, prefix, settings.public_url),
             *webhook_routes(background.webhooks, prefix),
         ],
-        on_startup=[accounts.start, *([background.start] if embedded else [])],
+        changes=feed,
+        on_startup=[accounts.start, start, feed.start],
         on_shutdown=[
+            feed.stop,
             accounts.stop,
             background.stop,
             oauth.aclose,
@@ -167,11 +172,15 @@ class Background:
     async def start(self) -> None:
         """Connect the bus and start the loops; a bus that cannot be reached yet is retried
         by the relay (writes keep working: their events wait in the outbox)."""
+        await self.start_bus()
+        await self.loops.start()
+
+    async def start_bus(self) -> None:
+        """Connect the bus only (a server whose events a separate worker relays)."""
         try:
             await self.bus.start()
         except BusError as exc:
             logger.warning("the bus %s is not reachable yet (%s): retrying", self.bus.name, exc)
-        await self.loops.start()
 
     async def stop(self) -> None:
         await self.loops.stop()

@@ -1,5 +1,6 @@
 """`charpente serve` alone (CHARPENTE_WORKER=embedded, the default) runs what a worker runs:
-a job queued by a hook runs, and the write's event is relayed — with no other process."""
+a job queued by a hook runs, and the write's event is relayed — to a live subscriber too —
+with no other process."""
 
 from __future__ import annotations
 
@@ -64,8 +65,18 @@ def test_serve_alone_runs_jobs_and_relays_events(tmp_path: Path) -> None:
     )
     try:
         wait_for_health(base, process)
-        made = httpx.post(f"{base}/v1/notes", json={"text": "hello"})
-        assert made.status_code == 201, made.text
+        with httpx.stream("GET", f"{base}/v1/notes/changes", timeout=10) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            made = httpx.post(f"{base}/v1/notes", json={"text": "hello"})
+            assert made.status_code == 201, made.text
+            lines = []
+            for line in stream.iter_lines():
+                lines.append(line)
+                if line.startswith("data:"):
+                    break
+        assert "event: notes.created" in lines
+        assert '"text":"hello"' in lines[-1].replace(" ", "")
         deadline = time.monotonic() + 10
         while not (tmp_path / "done.txt").exists():
             assert time.monotonic() < deadline, "the job did not run"
