@@ -1,12 +1,14 @@
 """Turn the raw wrk results of one benchmark run into a Markdown and a JSON report.
 
-    python bench/report.py --runs RUNS.jsonl --rss RSS.jsonl --out DIR [--suite main|auth]
-                           [--quick] [--partial]
+    python bench/report.py --runs RUNS.jsonl --rss RSS.jsonl --out DIR
+                           [--suite main|auth|events] [--quick] [--partial] [--note TEXT]...
 
-RUNS.jsonl: one {"system", "scenario", "run", "result": <BENCH_RESULT of bench/lua>} a line.
+RUNS.jsonl: one {"system", "scenario", "run", "result": <BENCH_RESULT of bench/lua>} a line,
+with "outbox" (what bench/outbox_watch.py saw of the relay) in the events suite.
 RSS.jsonl: one {"system", "rss_kb", "processes"} a line. The median run (by requests/s)
 of each system x scenario is the one reported; the targets are checked against it.
-The auth suite (`bench/run --auth`) has its own targets and its own file (`...-auth.md`).
+The auth and events suites (`bench/run --auth`, `--events`) have their own targets and
+their own files (`...-auth.md`, `...-events.md`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from typing import Any
 
 SYSTEMS = {
     "charpente": "charpente (`charpente serve`, social template)",
-    "charpente_open": "charpente, social template with `read: true` on posts (open_design.py)",
+    "charpente_open": "charpente, social template with `read: true` on posts "
+    "(`design_variant.py --variant open`)",
+    "charpente_quiet": "charpente, social template without `events:` on posts "
+    "(`design_variant.py --variant quiet`; the history is still written), no relay "
+    "(`CHARPENTE_WORKER=separate`)",
+    "charpente_rabbit": "charpente, social template, relaying in process to RabbitMQ "
+    "(`CHARPENTE_BUS_URL=amqp://...?exchange=charpente.bench`, publisher confirms)",
     "peer_fastapi": "peer: FastAPI + pydantic + SQLAlchemy ORM",
     "limit_py": "ceiling: raw ASGI + asyncpg + orjson",
 }
@@ -41,6 +49,8 @@ SCENARIOS = {
     "LOGIN": "the storm: password logins, 20 clients",
 }
 RSS_LIMIT_MB = 150
+EVENT_SYSTEMS = ("charpente", "charpente_rabbit")  # the systems whose W1 writes to the outbox
+LAG_LIMIT_S = 1.0
 
 
 @dataclass
@@ -70,6 +80,8 @@ def load_cells(path: Path) -> dict[str, dict[str, Cell]]:
                 others_during=row.get("others_during"),
                 run=row.get("run"),
             )
+            if row.get("outbox") is not None:
+                result["outbox"] = row["outbox"]
             runs.setdefault((row["system"], row["scenario"]), []).append(result)
     cells: dict[str, dict[str, Cell]] = {}
     for (system, scenario), results in runs.items():
@@ -154,6 +166,67 @@ def auth_targets(cells: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
         _versus(cells, r2a, r2a_open, 0.8, open_rule),
         _storm_p99(cells, 3.0),
     ]
+
+
+def events_targets(cells: dict[str, dict[str, Cell]]) -> list[dict[str, Any]]:
+    """The events goals: what the outbox costs W1, and whether the relay keeps up with it."""
+    without = ("charpente_quiet", "W1")
+    out = [
+        _versus(cells, ("charpente", "W1"), without, 0.85, "W1 with events ≥ 85% of W1 "
+                "without (charpente_quiet)"),
+        _lag(cells, "charpente", ""),
+        _drain(cells, "charpente", ""),
+    ]  # fmt: skip
+    if _cell(cells, "charpente_rabbit", "W1") is not None:
+        out += [
+            _versus(cells, ("charpente_rabbit", "W1"), without, 0.85, "charpente_rabbit: W1 "
+                    "with events to RabbitMQ ≥ 85% of W1 without (charpente_quiet)"),
+            _lag(cells, "charpente_rabbit", "charpente_rabbit: "),
+            _drain(cells, "charpente_rabbit", "charpente_rabbit: "),
+        ]  # fmt: skip
+    return out
+
+
+def _watches(cells: dict[str, dict[str, Cell]], system: str) -> list[dict[str, Any]] | None:
+    """What the sampler saw during each W1 run of `system`; None when a run has no watch."""
+    cell = _cell(cells, system, "W1")
+    if cell is None:
+        return None
+    watches = [r.get("outbox") for r in sorted(cell.runs, key=lambda r: r.get("run") or 0)]
+    return None if any(w is None for w in watches) else [w for w in watches if w is not None]
+
+
+def _lag(cells: dict[str, dict[str, Cell]], system: str, prefix: str) -> dict[str, Any]:
+    """The highest lag /readyz showed during the W1 runs: met under LAG_LIMIT_S, with every
+    sample answered (a failed sample could hide a lag)."""
+    name = f"{prefix}lag during W1 < {LAG_LIMIT_S:g} s (max over runs)"
+    watches = _watches(cells, system)
+    if not watches or not all(w["samples"] - w["failed"] for w in watches):
+        return _target(name, None, "", "W1")
+    worst = max(w["max_lag_s"] for w in watches)
+    failed, samples = sum(w["failed"] for w in watches), sum(w["samples"] for w in watches)
+    runs = " / ".join(f"{w['max_lag_s']:.2f}" for w in watches)
+    measured = (
+        f"{worst:.2f} s (runs: {runs} s), at most "
+        f"{max(w['max_pending'] for w in watches):,} pending"
+    )
+    if failed:
+        measured += f" ({failed} of {samples} samples failed)"
+    return _target(name, not failed and worst < LAG_LIMIT_S, measured, "W1")
+
+
+def _drain(cells: dict[str, dict[str, Cell]], system: str, prefix: str) -> dict[str, Any]:
+    """Whether the outbox was empty after every W1 run, and how long that took."""
+    name = f"{prefix}outbox drained after W1 (seconds to zero)"
+    watches = _watches(cells, system)
+    if not watches:
+        return _target(name, None, "", "W1")
+    if not all(w["drained"] for w in watches):
+        left = [w.get("pending_at_end") for w in watches if not w["drained"]]
+        return _target(name, False, f"not empty {len(left)} time(s) after its cap", "W1")
+    runs = " / ".join(f"{w['drain_s']:.2f}" for w in watches)
+    measured = f"at most {max(w['drain_s'] for w in watches):.2f} s (runs: {runs} s)"
+    return _target(name, True, measured, "W1")
 
 
 def _versus(
@@ -257,13 +330,35 @@ AUTH_NOTES = [
 ]
 
 
+EVENTS_NOTES = [
+    "- Events: every write appends to the audit history (`charpente_events`), in the write's "
+    "transaction, on every system; with `events:` on posts (`charpente`, `charpente_rabbit`) "
+    "a create also puts a CloudEvent in the outbox (`charpente_outbox`), which the server's "
+    "own relay (`CHARPENTE_WORKER=embedded`, the default) publishes and removes: to the "
+    "in-process bus on `charpente`, to RabbitMQ with publisher confirms on `charpente_rabbit`",
+    "- W1: `POST /v1/posts` with one of the 64 members' tokens (signed in before each run); "
+    "`charpente` and `charpente_quiet` are up side by side and run in rounds (run 1 of each, "
+    "then run 2, then run 3)",
+    "- Outbox: during each W1 run of a system with events, `bench/outbox_watch.py` reads its "
+    "`/readyz` every 100 ms and keeps the highest `lag_seconds` (age of the oldest event "
+    "still waiting) and `pending`; after wrk ends it polls until `pending` is 0 (30 s at "
+    "most): the drain time",
+]
+
+
 def _header(report: dict[str, Any]) -> list[str]:
     m, c = report["machine"], report["config"]
-    auth = c.get("suite") == "auth"
-    what = " of identity and access" if auth else ""
-    reset = "reset before the runs" if auth else "reset between systems and before each W2 run"
+    suite = c.get("suite")
+    auth, events = suite == "auth", suite == "events"
+    what = {"auth": " of identity and access", "events": " of events and the outbox"}
+    reset = "reset between systems and before each W2 run"
+    if auth:
+        reset = "reset before the runs"
+    elif events:
+        reset = "reset before every run (posts, counters, and the history and outbox emptied)"
     lines = [
-        f"# Load benchmark{what}, {report['date']}{' (quick check)' if c['quick'] else ''}",
+        f"# Load benchmark{what.get(str(suite), '')}, {report['date']}"
+        f"{' (quick check)' if c['quick'] else ''}",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB memory, "
         f"Linux {m['kernel']}, Python {m['python']}, PostgreSQL {m['postgresql']}",
@@ -281,7 +376,8 @@ def _header(report: dict[str, Any]) -> list[str]:
         "other than the server, its PostgreSQL backends and wrk (a run where it tops 15% is "
         f"run again, at most {c.get('retries', 0)} times; the last attempt is kept)",
     ]
-    return lines + (AUTH_NOTES if auth else [])
+    notes = AUTH_NOTES if auth else EVENTS_NOTES if events else []
+    return lines + notes + [f"- Note: {n}" for n in c.get("notes", [])]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -303,6 +399,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"| {med['p50_us'] / 1000:.1f} | {med['p99_us'] / 1000:.1f} "
                 f"| {_error_text(cell)} | {runs} | {_busy_text(cell)} |"
             )
+    lines += _outbox_table(report)
     lines += ["", "| system | RSS after its runs |", "|---|---:|"]
     lines += [f"| {s} | {mb:.0f} MB |" for s, mb in report["rss_mb"].items()]
     lines += ["", "## Targets", "", "| target | measured | status |", "|---|---|---|"]
@@ -310,6 +407,36 @@ def render_markdown(report: dict[str, Any]) -> str:
     shown = [k for k in SYSTEMS if k in report["results"]]
     lines += ["", "Systems:", ""] + [f"- `{k}`: {SYSTEMS[k]}" for k in shown]
     return "\n".join(lines) + "\n"
+
+
+def _outbox_table(report: dict[str, Any]) -> list[str]:
+    """Each W1 run of a system with events: what /readyz showed of the relay."""
+    rows = []
+    for system, scenarios in report["results"].items():
+        runs = scenarios.get("W1", {}).get("runs", [])
+        for run in sorted(runs, key=lambda r: r.get("run") or 0):
+            w = run.get("outbox")
+            if w is None:
+                continue
+            drained = f"{w['drain_s']:.2f} s" if w["drained"] else "not within the cap"
+            at_end = "?" if w["pending_at_end"] is None else f"{w['pending_at_end']:,}"
+            rows.append(
+                f"| {system} | {run.get('run')} | {run['rps']:,.0f} | {w['max_lag_s']:.2f} "
+                f"| {w['max_pending']:,} | {at_end} "
+                f"| {drained} | {w['failed']} of {w['samples']} | {w.get('published') or 0:,} "
+                f"| {w.get('last_error') or '-'} |"
+            )
+    if not rows:
+        return []
+    return [
+        "",
+        "## The outbox during W1",
+        "",
+        "| system | run | requests/s | max lag s | max pending | pending when wrk ended "
+        "| drained after | failed samples | published (since the server started) | relay error |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+    ]
 
 
 def _busy_text(cell: dict[str, Any]) -> str:
@@ -356,11 +483,20 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "suite": args.suite,
             "quiet_wait_s": args.quiet_wait,
             "retries": args.retries,
+            "notes": args.note,
         },
         "results": results,
         "rss_mb": {s: round(mb, 1) for s, mb in rss.items()},
-        "targets": auth_targets(cells) if args.suite == "auth" else targets(cells, rss),
+        "targets": _suite_targets(args.suite, cells, rss),
     }
+
+
+def _suite_targets(
+    suite: str, cells: dict[str, dict[str, Cell]], rss: dict[str, float]
+) -> list[dict[str, Any]]:
+    if suite == "auth":
+        return auth_targets(cells)
+    return events_targets(cells) if suite == "events" else targets(cells, rss)
 
 
 def main() -> None:
@@ -371,14 +507,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--partial", action="store_true")
-    parser.add_argument("--suite", choices=("main", "auth"), default="main")
+    parser.add_argument("--suite", choices=("main", "auth", "events"), default="main")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument("--quiet-wait", type=int, default=30, help="bench/run's QUIET_WAIT")
     parser.add_argument("--retries", type=int, default=0, help="bench/run's RETRIES")
     args = parser.parse_args()
     report = build_report(args)
     name = f"{report['date']}-{machine_slug(report['machine'])}"
-    if args.suite == "auth":
-        name += "-auth"
+    if args.suite in ("auth", "events"):
+        name += f"-{args.suite}"
     if args.quick or args.partial:
         name += "-quick" if args.quick else "-partial"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -90,8 +90,10 @@ TABLES = {
     "follows": FOLLOW_COLUMNS,
     "charpente_passwords": PASSWORD_COLUMNS,
 }
-# What a run leaves in the engine's own tables: sign-ins add refresh tokens and log lines.
+# What a run leaves in the engine's own tables: sign-ins add refresh tokens and log lines,
+# writes add events to the audit history and (posts) to the outbox. The seed writes none.
 RUN_TABLES = ("charpente_refresh_tokens", "charpente_auth_log")
+EVENT_TABLES = ("charpente_events", "charpente_outbox")  # absent from an older database
 
 
 @dataclass
@@ -219,6 +221,9 @@ async def password_rows(data: Dataset) -> list[tuple[object, ...]]:
 async def seed(con: asyncpg.Connection, data: Dataset) -> None:
     # CASCADE empties the engine's tables that point at accounts (passwords, tokens, ...).
     await con.execute("TRUNCATE accounts, posts, follows, charpente_auth_log CASCADE")
+    for table in EVENT_TABLES:  # the history and outbox of earlier writes
+        if await con.fetchval("SELECT to_regclass($1)", table):
+            await con.execute(f"TRUNCATE {table}")
     for table, rows in (
         ("accounts", data.accounts),
         ("posts", data.posts),
@@ -231,9 +236,11 @@ async def seed(con: asyncpg.Connection, data: Dataset) -> None:
 
 
 async def reset(con: asyncpg.Connection, data: Dataset) -> str:
-    """Bring the data back to the seeded state: new posts go, edited posts and counters return."""
+    """Bring the data back to the seeded state: new posts go, edited posts and counters return,
+    and the history and outbox of the run's writes are emptied."""
     deleted = await con.execute("DELETE FROM posts WHERE created_at >= $1", SEED_END)
-    await con.execute(f"TRUNCATE {', '.join(RUN_TABLES)}")
+    found = [t for t in EVENT_TABLES if await con.fetchval("SELECT to_regclass($1)", t)]
+    await con.execute(f"TRUNCATE {', '.join((*RUN_TABLES, *found))}")
     async with con.transaction():
         await con.execute(
             "CREATE TEMP TABLE seed_posts (id uuid, body text, updated_at timestamptz)"
