@@ -118,8 +118,7 @@ class RedisStreamBus:
 
         async def release() -> None:
             self._subscriptions.discard(subscription)
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await _stop(reader)
 
         subscription.set_release(release)
         self._subscriptions.add(subscription)
@@ -187,6 +186,21 @@ class RedisStreamBus:
         detail = without_secrets(str(exc) or "no answer in time", self._url)
         where = masked_url(self._url)
         return BusError(f"redis bus ({where}): {doing}: {type(exc).__name__}: {detail}")
+
+
+async def _stop(reader: asyncio.Task[None]) -> None:
+    """Cancel `reader` and wait for it to end.
+
+    Python 3.11's asyncio.wait_for, which redis-py wraps around socket writes, can swallow
+    a cancellation that lands as the write completes (fixed in 3.12): cancel again until
+    the task is done, rather than wait for its XREAD to time out.
+    """
+    for _ in range(100):
+        reader.cancel()
+        await asyncio.wait([reader], timeout=0.05)
+        if reader.done():
+            return
+    logger.warning("redis bus: a subscription's reader did not stop")
 
 
 def _fields(message: Message) -> dict[FieldT, EncodableT]:
