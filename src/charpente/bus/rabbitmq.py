@@ -13,6 +13,7 @@ RabbitMQ drops a message that no queue is bound to: name a `queue` to have one d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -134,9 +135,10 @@ class RabbitBus:
         async def release() -> None:
             connection.close_callbacks.discard(lost)
             self._subscriptions.discard(subscription)
-            if channel is not None and not channel.is_closed:
-                async with asyncio.timeout(self._timeout):
-                    await channel.close()
+            if channel is not None:  # even when the connection is down: or it would be restored
+                with contextlib.suppress(*_ERRORS):
+                    async with asyncio.timeout(self._timeout):
+                        await channel.close()
 
         subscription.set_release(release)
         try:
