@@ -17,7 +17,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aio_pika
+import nats
 import pytest
+from redis.asyncio import Redis
 from tests.bus.brokers import Broker, NatsBroker, RedisBroker, reachable, with_address
 from tests.bus.proxy import TcpProxy
 
@@ -298,6 +300,48 @@ async def test_rabbitmq_keeps_messages_for_a_named_queue_until_it_is_read(rabbit
         await queue.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
+
+
+async def test_a_message_rabbitmq_refuses_fails_the_publish(rabbitmq_broker):
+    bus = await started(rabbitmq_broker.bus())
+    connection = await aio_pika.connect(rabbitmq_broker.url, timeout=5)
+    try:
+        channel = await connection.channel()
+        full = await channel.declare_queue(  # takes one message, then RabbitMQ nacks
+            f"charpente.test.{rabbitmq_broker.token}.full",
+            exclusive=True,
+            arguments={"x-max-length": 1, "x-overflow": "reject-publish"},
+        )
+        await full.bind(f"charpente.test.{rabbitmq_broker.token}", "#")
+
+        with pytest.raises(BusError, match="not confirmed"):
+            await bus.publish(messages(3))
+    finally:
+        await connection.close()
+
+
+async def test_a_stream_gone_under_the_nats_bus_fails_the_publish(nats_broker):
+    bus = await started(nats_broker.bus(timeout=2.0))
+    client = await nats.connect(nats_broker.url)
+    try:
+        await client.jetstream().delete_stream(nats_broker.stream)
+    finally:
+        await client.close()
+
+    with pytest.raises(BusError, match="not acknowledged"):
+        await bus.publish(messages(2))
+
+
+async def test_an_entry_redis_refuses_fails_the_publish(redis_broker):
+    bus = await started(redis_broker.bus())
+    client = Redis.from_url(redis_broker.url)
+    try:
+        await client.set(redis_broker.stream, "not a stream")  # every XADD now answers WRONGTYPE
+
+        with pytest.raises(BusError, match="3 of 3 message"):
+            await bus.publish(messages(3))
+    finally:
+        await client.aclose()
 
 
 # --- outages --------------------------------------------------------------------------------
