@@ -27,7 +27,7 @@ __all__ = ["Relay", "RelayStatus"]
 logger = logging.getLogger("charpente.relay")
 
 BATCH = 500  # messages claimed per round
-IDLE = 0.05  # seconds between rounds when the outbox is empty
+IDLE = 0.05  # seconds between rounds that found less than a full batch
 LAG_LOG_EVERY = 30.0  # seconds between warnings while the relay lags
 LAG_WARNING = 5.0  # seconds of lag worth a warning
 
@@ -119,7 +119,9 @@ class Relay:
             logger.info("outbox relay: the bus %s takes messages again", self.bus.name)
             self.last_error = None
         self.backoff.reset()
-        return 0.0 if published >= self.batch else (self.idle if published == 0 else 0.0)
+        # A full batch: more wait, go on at once. Otherwise let the next ones gather for
+        # `idle` seconds: rounds of a few events each would cost a query per event.
+        return 0.0 if published >= self.batch else self.idle
 
     def _failed(self, error: str) -> float:
         first = self.last_error is None
