@@ -361,7 +361,8 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"{' (quick check)' if c['quick'] else ''}",
         "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB memory, "
-        f"Linux {m['kernel']}, Python {m['python']}, PostgreSQL {m['postgresql']}",
+        f"Linux {m['kernel']}, Python {m['python']}, PostgreSQL {m['postgresql']}"
+        + (f"; code at commit {c['commit']}" if c.get("commit") else ""),
         f"- Load: `wrk -t1 -c32 -d{c['duration_s']}s --latency`, median of {c['runs']} run(s) "
         f"after a {c['warmup_s']} s warm-up; server, PostgreSQL and wrk share the machine",
         "- Servers: one process each on 127.0.0.1 (`uvicorn --loop uvloop --http httptools "
@@ -484,6 +485,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "quiet_wait_s": args.quiet_wait,
             "retries": args.retries,
             "notes": args.note,
+            "commit": args.commit or None,
         },
         "results": results,
         "rss_mb": {s: round(mb, 1) for s, mb in rss.items()},
@@ -508,6 +510,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--partial", action="store_true")
     parser.add_argument("--suite", choices=("main", "auth", "events"), default="main")
+    parser.add_argument("--commit", default="", help="the code measured (git HEAD)")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument("--quiet-wait", type=int, default=30, help="bench/run's QUIET_WAIT")
     parser.add_argument("--retries", type=int, default=0, help="bench/run's RETRIES")
