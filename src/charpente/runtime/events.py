@@ -21,6 +21,7 @@ __all__ = [
     "REDACTED",
     "Event",
     "Message",
+    "encoded_parts",
     "event_from_cloudevent",
     "to_cloudevent",
 ]
@@ -46,6 +47,9 @@ class Event:
     record: Mapping[str, Any] = field(default_factory=dict)
     actor: str | None = None  # the account that made the change; None for the system
     request_id: str | None = None
+    # `changes` and `record` already encoded as JSON (by the recorder), so that the history
+    # row and the CloudEvent reuse the same bytes rather than encoding them twice each
+    encoded: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def type(self) -> str:
@@ -81,8 +85,8 @@ def to_cloudevent(event: Event, source: str) -> Message:
             "version": event.version,
             "actor": event.actor,
             "request_id": event.request_id,
-            "changes": dict(event.changes),
-            "record": dict(event.record),
+            "changes": _raw(event, 0, event.changes),
+            "record": _raw(event, 1, event.record),
         },
     }
     return Message(event.id, event.type, event.record_id, _encoder.encode(envelope))
@@ -110,6 +114,17 @@ def event_from_cloudevent(body: bytes) -> Event:
         )
     except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"not a charpente CloudEvent: {exc}") from exc
+
+
+def encoded_parts(event: Event) -> tuple[bytes, bytes]:
+    """`changes` and `record` as JSON: the ones already encoded, or encoded now."""
+    if event.encoded is not None:
+        return event.encoded
+    return _encoder.encode(dict(event.changes)), _encoder.encode(dict(event.record))
+
+
+def _raw(event: Event, part: int, value: Mapping[str, Any]) -> object:
+    return dict(value) if event.encoded is None else msgspec.Raw(event.encoded[part])
 
 
 def _timestamp(at: datetime.datetime) -> str:

@@ -9,6 +9,7 @@ travel gives those back as null, and the history shows that they changed, never 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from charpente.compile.plan import Record
 from charpente.design.model import Design, Kind, Resource
 from charpente.runtime.caller import Caller
-from charpente.runtime.events import REDACTED, Event, Message, to_cloudevent
+from charpente.runtime.events import REDACTED, Event, Message, encoded_parts, to_cloudevent
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Transaction
 
@@ -101,6 +102,7 @@ class Recorder:
         )
         message: Message | None = None
         if action in kept.outbox:
+            event = dataclasses.replace(event, encoded=encoded_parts(event))
             message = to_cloudevent(event, self.source)
         await tx.append_event(event, message)
         return event

@@ -128,7 +128,7 @@ class SqlDatabase:
             for name, resource in design.resources.items()
         }
         self._tables = tables
-        self._events = EventStatements(metadata.tables)
+        self._events = EventStatements(metadata.tables, one_statement=not is_sqlite(engine))
         self._catalog = _catalog(engine, design, tables, metadata, statements)
         self._memory = is_memory_sqlite(engine)
         self._pg: tuple[PgPool, PgCompiler] | None = None

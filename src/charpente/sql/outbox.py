@@ -18,6 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from charpente.runtime.events import Message
 from charpente.runtime.ports import Transaction
@@ -28,6 +29,14 @@ from charpente.sql.schema import OUTBOX_TABLE
 __all__ = ["SqlOutbox"]
 
 FanOut = Callable[[Transaction, Sequence[Message]], Awaitable[None]]
+
+
+def _among(column: sa.Column[Any], name: str, array: bool) -> sa.ColumnElement[bool]:
+    """`column` is one of the list bound as `name`: `= ANY(array)` on PostgreSQL (one
+    statement for every length), an expanding IN elsewhere."""
+    if array:
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 class _Batch:
@@ -65,16 +74,17 @@ class SqlOutbox:
         self._claim = head.with_for_update(skip_locked=True) if database.locks else head
         self._pending_of = (
             sa.select(table.c.subject, table.c.seq)
-            .where(table.c.subject.in_(sa.bindparam("_subjects", expanding=True)))
+            .where(_among(table.c.subject, "_subjects", database.locks))
             .where(table.c.seq <= sa.bindparam("_max"))
         )
-        self._remove = sa.delete(table).where(
-            table.c.seq.in_(sa.bindparam("_seqs", expanding=True))
-        )
+        self._remove = sa.delete(table).where(_among(table.c.seq, "_seqs", database.locks))
         self._oldest = sa.select(table.c.created_at).order_by(table.c.seq).limit(1)
         self._count = sa.select(sa.func.count()).select_from(table)
         for stmt in (self._claim, self._oldest, self._count):
             database.keep(stmt)
+        if database.locks:  # one SQL text whatever the batch: compiled and prepared once
+            database.keep(self._pending_of)
+            database.keep(self._remove)
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[_Batch]:
         """The oldest unpublished messages that this relay may publish now (at most `limit`)."""
