@@ -38,7 +38,7 @@ from charpente.runtime.encryption import (
     describe_fields,
     encrypted_fields,
 )
-from charpente.runtime.events import Message as BusMessage
+from charpente.runtime.events import Message as BusMessage, event_source
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.oauth import OAuthClient, Provider
@@ -204,7 +204,9 @@ def build_background(
     async def fan_out(tx: Transaction, messages: Sequence[BusMessage]) -> None:
         await webhooks.fan_out(tx, messages)
 
-    relay = Relay(SqlOutbox(database), bus, service.clock, fan_out=fan_out)
+    relay = Relay(
+        SqlOutbox(database, event_source(design.name)), bus, service.clock, fan_out=fan_out
+    )
     jobs = JobRunner(service, SqlJobStore(database), RunnerOptions())
     loops = Loops({"relay": relay.run, "webhooks": webhooks.run, "jobs": jobs.run})
     return Background(bus, relay, loops, webhooks)

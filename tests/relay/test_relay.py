@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import random
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from charpente.runtime.resilience import Backoff, CircuitBreaker
 from charpente.runtime.service import Service
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
+from charpente.sql.history import archive_events
 from charpente.sql.outbox import SqlOutbox
 from charpente.sql.schema import build_metadata
 
@@ -74,7 +76,7 @@ async def count(service: Service, table: str) -> int:
 def relay_of(service: Service, bus: Any, batch: int = 500) -> Relay:
     fast = CircuitBreaker(threshold=3, cool_down=0.2)
     return Relay(
-        SqlOutbox(database_of(service)),
+        SqlOutbox(database_of(service), "urn:charpente:relay"),
         bus,
         service.clock,
         batch=batch,
@@ -312,3 +314,18 @@ async def _take_all(reader: Any) -> list[Message]:
         taken += batch
         seen.update(m.id for m in batch)
     return taken
+
+
+async def test_archiving_leaves_the_events_the_relay_still_needs(db_target: Any) -> None:
+    async with opened(db_target) as service:
+        await service.create("posts", {"title": "waiting"}, caller=SYSTEM)
+        await service.create("notes", {"text": "not sent anywhere"}, caller=SYSTEM)
+        written: list[bytes] = []
+        later = service.clock.now() + datetime.timedelta(days=1)
+        archived = await archive_events(database_of(service), later, written.extend)
+        assert archived == 1  # the note's; the post's event waits in the outbox
+        assert await count(service, "charpente_events") == 1
+        assert await drain(relay_of(service, MemoryBus())) == 1
+        assert await archive_events(database_of(service), later, written.extend) == 1
+        assert await count(service, "charpente_events") == 0
+        assert len(written) == 2

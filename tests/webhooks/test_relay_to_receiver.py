@@ -32,7 +32,9 @@ async def test_a_created_post_reaches_the_receiver_through_the_outbox_and_the_re
     async def fan_out(tx: Transaction, messages: list[Message]) -> None:
         calls.append(await webhooks.fan_out(tx, messages))
 
-    relay = Relay(SqlOutbox(setup.database), MemoryBus(), service.clock, fan_out=fan_out)
+    relay = Relay(
+        SqlOutbox(setup.database, "urn:charpente:test"), MemoryBus(), service.clock, fan_out=fan_out
+    )
     created = await service.create("posts", {"body": "hello"}, caller=SYSTEM)
     assert created.item is not None
     post = created.item.record["id"]

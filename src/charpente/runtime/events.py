@@ -23,6 +23,7 @@ __all__ = [
     "Message",
     "encoded_parts",
     "event_from_cloudevent",
+    "event_source",
     "to_cloudevent",
 ]
 
@@ -66,6 +67,11 @@ class Message:
     subject: str  # the record id: order is kept per subject
     body: bytes  # the CloudEvent, structured JSON mode
     content_type: str = "application/cloudevents+json"
+
+
+def event_source(design_name: str) -> str:
+    """The CloudEvent `source` of a backend's events."""
+    return f"urn:charpente:{design_name}"
 
 
 def to_cloudevent(event: Event, source: str) -> Message:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from charpente.compile.plan import Record
 from charpente.design.model import Design, Kind, Resource
 from charpente.runtime.caller import Caller
-from charpente.runtime.events import REDACTED, Event, Message, encoded_parts, to_cloudevent
+from charpente.runtime.events import REDACTED, Event, encoded_parts
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Transaction
 
@@ -40,7 +40,6 @@ class Recorder:
     """Builds each write's Event and appends it (with its outbox message) in the transaction."""
 
     def __init__(self, design: Design, clock: Clock) -> None:
-        self.source = f"urn:charpente:{design.name}"
         self.clock = clock
         self._kept = {name: _kept(r) for name, r in design.resources.items()}
 
@@ -100,11 +99,10 @@ class Recorder:
             actor=caller.id if caller.signed_in else None,
             request_id=request_id,
         )
-        message: Message | None = None
-        if action in kept.outbox:
+        queued = action in kept.outbox
+        if queued:  # the record is stored with the event, and encoded once for both
             event = dataclasses.replace(event, encoded=encoded_parts(event))
-            message = to_cloudevent(event, self.source)
-        await tx.append_event(event, message)
+        await tx.append_event(event, outbox=queued)
         return event
 
 

@@ -82,8 +82,8 @@ class Transaction(Protocol):
     async def count_by(self, resource: str, ids: Sequence[str], field: str) -> dict[str, int]:
         """Among the rows of `resource` with these ids: how many per non-null value of `field`."""
 
-    async def append_event(self, event: Event, message: Message | None) -> None:
-        """Append `event` to the history and, when given, `message` to the outbox."""
+    async def append_event(self, event: Event, *, outbox: bool = False) -> None:
+        """Append `event` to the history and, with `outbox`, queue it for the relay."""
 
     async def enqueue_job(self, job: NewJob) -> str:
         """Queue a checked job in this transaction (it exists only if the write commits); its id."""

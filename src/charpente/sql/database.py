@@ -40,7 +40,7 @@ from charpente.compile.plan import (
 from charpente.design.expr import Expr
 from charpente.design.model import Design, Resource
 from charpente.errors import Unavailable
-from charpente.runtime.events import Event, Message
+from charpente.runtime.events import Event
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import IdempotentResponse, NewJob
 from charpente.sql.engine import (
@@ -445,8 +445,8 @@ class SqlTransaction:
         rows = await self._ex.rows(query, {"_ids": list(ids)})
         return {str(row[field]): cast(int, row["_n"]) for row in rows}
 
-    async def append_event(self, event: Event, message: Message | None) -> None:
-        await self._events.append(self._ex, event, message)
+    async def append_event(self, event: Event, *, outbox: bool = False) -> None:
+        await self._events.append(self._ex, event, outbox=outbox)
 
     async def enqueue_job(self, job: NewJob) -> str:
         id = new_id()

@@ -14,7 +14,7 @@ import msgspec
 import sqlalchemy as sa
 
 from charpente.compile.plan import Record
-from charpente.runtime.events import Event, Message, encoded_parts
+from charpente.runtime.events import Event, encoded_parts
 from charpente.sql.executor import Executor
 from charpente.sql.schema import EVENTS_TABLE, OUTBOX_TABLE
 
@@ -42,7 +42,7 @@ class EventStatements:
             appended = sa.insert(events).values(
                 {c.name: sa.bindparam(f"e_{c.name}", type_=c.type) for c in events.c}
             )
-            queued = {c: sa.bindparam(f"o_{c}", type_=outbox.c[c].type) for c in _MESSAGE}
+            queued = {c: sa.bindparam(f"o_{c}", type_=outbox.c[c].type) for c in _QUEUED}
             self._insert_both = sa.insert(outbox).values(queued).add_cte(appended.cte("appended"))
         of_record = sa.and_(
             events.c.resource == sa.bindparam("_resource"),
@@ -70,16 +70,15 @@ class EventStatements:
         both = [] if self._insert_both is None else [self._insert_both]
         return [self._newest, self._newest_before, self._until, self._after, *both]
 
-    async def append(self, ex: Executor, event: Event, message: Message | None) -> None:
-        row = _event_row(event, keep_record=message is not None)
-        if message is None:
+    async def append(self, ex: Executor, event: Event, *, outbox: bool) -> None:
+        row = _event_row(event, keep_record=outbox)
+        if not outbox:
             await ex.run(self.insert_event, row)
             return
         queued = {
-            "id": message.id,
-            "key": message.key,
-            "subject": message.subject,
-            "body": message.body,
+            "id": event.id,
+            "key": event.type,
+            "subject": event.record_id,
             "created_at": event.at,
         }
         if self._insert_both is None:
@@ -110,7 +109,7 @@ class EventStatements:
         return [event_of_row(r) for r in await ex.rows(self._after, params)]
 
 
-_MESSAGE = ("id", "key", "subject", "body", "created_at")
+_QUEUED = ("id", "key", "subject", "created_at")
 
 
 def _event_row(event: Event, *, keep_record: bool) -> dict[str, object]:
@@ -158,10 +157,11 @@ async def archive_events(
     The only deletion of history rows anywhere in the engine.
     """
     tables = database.metadata_tables
-    events = tables[EVENTS_TABLE]
+    events, outbox = tables[EVENTS_TABLE], tables[OUTBOX_TABLE]
+    waiting = sa.exists().where(outbox.c.id == events.c.id)  # the relay still needs them
     oldest = (
         sa.select(events)
-        .where(events.c.at < sa.bindparam("_before"))
+        .where(events.c.at < sa.bindparam("_before"), ~waiting)
         .order_by(events.c.id)
         .limit(ARCHIVE_BATCH)
     )

@@ -13,22 +13,44 @@ published, and removed afterwards in a short write transaction.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from charpente.runtime.events import Message
+from charpente.runtime.events import Event, Message, to_cloudevent
 from charpente.runtime.ports import Transaction
 from charpente.sql.database import SqlDatabase
 from charpente.sql.executor import Executor
-from charpente.sql.schema import OUTBOX_TABLE
+from charpente.sql.schema import EVENTS_TABLE, OUTBOX_TABLE
 
 __all__ = ["SqlOutbox"]
 
 FanOut = Callable[[Transaction, Sequence[Message]], Awaitable[None]]
+
+
+_EVENT_COLUMNS = (
+    *("id", "resource", "record_id", "action", "at", "version", "actor", "request_id"),
+    *("changes", "record"),
+)
+
+
+def _event(row: Mapping[str, Any]) -> Event:
+    """The event of a claimed row, its JSON parts kept as they are stored (not decoded)."""
+    record = row["record"]
+    return Event(
+        id=str(row["id"]),
+        resource=str(row["resource"]),
+        record_id=str(row["record_id"]),
+        action=str(row["action"]),
+        at=row["at"],
+        version=int(row["version"]),
+        actor=None if row["actor"] is None else str(row["actor"]),
+        request_id=None if row["request_id"] is None else str(row["request_id"]),
+        encoded=(str(row["changes"]).encode(), b"{}" if record is None else str(record).encode()),
+    )
 
 
 def _among(column: sa.Column[Any], name: str, array: bool) -> sa.ColumnElement[bool]:
@@ -44,9 +66,7 @@ class _Batch:
 
     def __init__(self, outbox: SqlOutbox, rows: list[dict[str, Any]], ex: Executor | None) -> None:
         self._outbox, self._rows, self._ex = outbox, rows, ex
-        self.messages: Sequence[Message] = [
-            Message(str(r["id"]), str(r["key"]), str(r["subject"]), bytes(r["body"])) for r in rows
-        ]
+        self.messages: Sequence[Message] = [to_cloudevent(_event(r), outbox.source) for r in rows]
 
     async def done(self, count: int, fan_out: FanOut | None = None) -> None:
         """Remove the first `count` messages (published), after `fan_out` in the same
@@ -65,13 +85,22 @@ class _Batch:
 class SqlOutbox:
     """Batches of the outbox for the relay; `oldest()` for its lag."""
 
-    def __init__(self, database: SqlDatabase) -> None:
-        self.database = database
+    def __init__(self, database: SqlDatabase, source: str) -> None:
+        self.database, self.source = database, source
         table = database.metadata_tables[OUTBOX_TABLE]
+        events = database.metadata_tables[EVENTS_TABLE]
         self._table = table
-        columns = (table.c.seq, table.c.id, table.c.key, table.c.subject, table.c.body)
-        head = sa.select(*columns).order_by(table.c.seq).limit(sa.bindparam("_limit"))
-        self._claim = head.with_for_update(skip_locked=True) if database.locks else head
+        # what a message is made of: the outbox row's order, the history row's content
+        columns = (table.c.seq, table.c.subject, *(events.c[n] for n in _EVENT_COLUMNS))
+        head = (
+            sa.select(*columns)
+            .select_from(table.join(events, events.c.id == table.c.id))
+            .order_by(table.c.seq)
+            .limit(sa.bindparam("_limit"))
+        )
+        self._claim = head
+        if database.locks:
+            self._claim = head.with_for_update(skip_locked=True, of=table)
         self._pending_of = (
             sa.select(table.c.subject, table.c.seq)
             .where(_among(table.c.subject, "_subjects", database.locks))

@@ -251,7 +251,8 @@ OUTBOX_TABLE = "charpente_outbox"
 
 def event_tables(metadata: sa.MetaData) -> None:
     """The audit history (append-only: the engine never updates nor deletes its rows) and the
-    outbox (events waiting for the relay; a row is removed once its message is published)."""
+    outbox (events waiting for the relay, pointing at their history row; a row is removed
+    once its message is published)."""
     uuid = sa.Uuid(as_uuid=False)
     sa.Table(
         EVENTS_TABLE,
@@ -281,9 +282,9 @@ def event_tables(metadata: sa.MetaData) -> None:
         sa.Column("id", uuid, nullable=False),  # the event's id: the message id
         sa.Column("key", sa.Text(), nullable=False),  # {resource}.{action}
         sa.Column("subject", sa.Text(), nullable=False),  # the record id: order is kept per subject
-        sa.Column("body", sa.LargeBinary(), nullable=False),  # the CloudEvent
         sa.Column("created_at", UtcDateTime(), nullable=False),
-        sa.Index("ix_charpente_outbox_subject", "subject", "seq"),
+        # The message itself is built from the history row when it is published: a write
+        # stores its record once. No index on subject: the outbox holds what waits, few rows.
     )  # fmt: skip
 
 
