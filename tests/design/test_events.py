@@ -89,6 +89,10 @@ def test_a_webhook_reads_its_url_and_secret_from_the_environment():
             "9:12: a webhook URL cannot carry a user name or password",
         ),
         (
+            "{url: 'http://@x.example/hook', events: [posts.created], secret: env:S}",
+            "9:12: a webhook URL cannot carry a user name or password",
+        ),
+        (
             "{url: env:U, events: [posts.liked], secret: env:S}",
             "9:28: `posts.liked` is not an event: write resource.action (created, updated, "
             "deleted), resource.* or *.*",

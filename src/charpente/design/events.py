@@ -113,7 +113,7 @@ def url_problem(url: str) -> str | None:
         return f"`{url}` is not a valid URL"
     if parts.scheme not in ("https", "http") or not parts.hostname:
         return "a webhook URL is an http(s) URL with a host, e.g. https://example.com/hook"
-    if parts.username or parts.password:
+    if "@" in parts.netloc:  # a user name or password, even an empty one
         return "a webhook URL cannot carry a user name or password"
     if port == 0:
         return "a webhook URL's port cannot be 0"
