@@ -11,6 +11,7 @@ import pytest
 
 from charpente.compile.openapi import openapi_document, schema_name
 from charpente.design.model import CountSource, Default, Design, Field, Kind, Resource
+from charpente.loader import load_design_text
 
 
 def validate(document: Any) -> None:
@@ -224,3 +225,18 @@ def test_headers_of_the_contract_are_documented() -> None:
 )
 def test_schema_names_are_singular_pascal_case(resource: str, expected: str) -> None:
     assert schema_name(resource) == expected
+
+
+def test_resources_named_like_the_apis_own_schemas_do_not_replace_them() -> None:
+    design = load_design_text(
+        "charpente: 1\nname: clash\nresources:\n"
+        "  page: {fields: {title: string}}\n"
+        "  problem: {fields: {text: string}}\n"
+    )
+    doc: Any = openapi_document(design)
+    validate(doc)
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["Page"]["properties"]) == {"limit", "next_cursor", "total"}
+    assert "detail" in schemas["Problem"]["properties"]
+    assert "title" in schemas["PageRecord"]["properties"]
+    assert "text" in schemas["ProblemRecord"]["properties"]

@@ -139,14 +139,18 @@ def _singular(word: str) -> str:
 
 
 def _schema_names(design: Design) -> dict[str, str]:
-    """Singular names, falling back to the plural one where two resources would collide."""
+    """Singular names, falling back to the plural one where two resources would collide,
+    and to `…Record` where even that is a schema of the API's own (`page` → PageRecord)."""
     singular = {name: schema_name(name) for name in design.resources}
     taken = list(singular.values())
     reserved = {"Problem", "Page", "HistoryPage"}
-    return {
-        name: (_pascal(name) if taken.count(value) > 1 or value in reserved else value)
-        for name, value in singular.items()
-    }
+
+    def pick(name: str, value: str) -> str:
+        if taken.count(value) > 1 or value in reserved:
+            value = _pascal(name)
+        return f"{value}Record" if value in reserved else value
+
+    return {name: pick(name, value) for name, value in singular.items()}
 
 
 def _pascal(name: str) -> str:
