@@ -16,7 +16,6 @@ or on an error; an EventSource then reconnects with Last-Event-ID by itself.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import anyio
@@ -27,7 +26,7 @@ from charpente.design.model import Design
 from charpente.errors import ApiError, BadRequest, NotAcceptable
 from charpente.http.auth import client_ip_of
 from charpente.http.problems import log_unexpected, request_id_of
-from charpente.http.rest import CALLER_KEY, encode_json, first_headers, query_pairs
+from charpente.http.rest import CALLER_KEY, accepts, encode_json, first_headers, query_pairs
 from charpente.runtime.caller import ANONYMOUS, Caller
 from charpente.runtime.changes import ChangeFeed, Reset, Stream, StreamEnded
 from charpente.runtime.event_view import Change
@@ -76,7 +75,7 @@ class ChangesEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = first_headers(scope["headers"], _HEADERS)
         accept = headers.get(b"accept")
-        if accept is not None and not _accepts_events(accept.decode("latin-1")):
+        if accept is not None and not accepts(accept.decode("latin-1"), _ACCEPTABLE):
             raise NotAcceptable(detail=f"this endpoint answers {EVENT_STREAM} only")
         params = _params(query_pairs(scope["query_string"]))
         last_event_id = headers.get(b"last-event-id")
@@ -161,23 +160,3 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, str]:
             raise BadRequest(detail=f"`{name}` is empty")
         given[name] = value
     return given
-
-
-@functools.lru_cache(maxsize=256)
-def _accepts_events(accept: str) -> bool:
-    for part in accept.split(","):
-        media, _, params = part.partition(";")
-        if media.strip().lower() in _ACCEPTABLE and not _q_is_zero(params):
-            return True
-    return False
-
-
-def _q_is_zero(params: str) -> bool:
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "q":
-            try:
-                return float(value.strip()) == 0
-            except ValueError:
-                return False
-    return False

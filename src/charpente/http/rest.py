@@ -381,11 +381,16 @@ def _check_accept(call: RestCall) -> None:
         raise NotAcceptable(detail="this API answers application/json only")
 
 
-@functools.lru_cache(maxsize=256)
 def _accepts_json(accept: str) -> bool:
+    return accepts(accept, _ACCEPTABLE)
+
+
+@functools.lru_cache(maxsize=256)
+def accepts(accept: str, acceptable: frozenset[str]) -> bool:
+    """Whether an Accept header takes one of the `acceptable` media ranges (q above 0)."""
     for part in accept.split(","):
         media, _, params = part.partition(";")
-        if media.strip().lower() in _ACCEPTABLE and not _q_is_zero(params):
+        if media.strip().lower() in acceptable and not _q_is_zero(params):
             return True
     return False
 
