@@ -7,15 +7,24 @@ WHERE clause, or `DENIED` (no row at all, so the caller learns nothing by asking
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from charpente.design.bind import bind_caller, uses_exists
 from charpente.design.evaluate import evaluate
-from charpente.design.expr import And, Expr, Literal
+from charpente.design.expr import And, Call, Compare, Expr, Literal, Name, Not, Or
 from charpente.design.model import Resource, Rule
 
-__all__ = ["DENIED", "FieldView", "Filter", "field_view", "row_filter", "with_filter", "writable"]
+__all__ = [
+    "DENIED",
+    "FieldView",
+    "Filter",
+    "field_view",
+    "row_fields",
+    "row_filter",
+    "with_filter",
+    "writable",
+]
 
 Filter = Expr | None
 """A rule for one caller: None grants every row, DENIED none, any other tree some."""
@@ -90,6 +99,24 @@ def writable(
         if uses_exists(bound) or evaluate(bound, row, auth) is not True:
             refused.append(name)
     return refused
+
+
+def row_fields(expr: Expr) -> Iterator[str]:
+    """The fields of the row an expression reads (a filter's, a field rule's); names inside
+    exists() are another resource's, except those qualified with the row's."""
+    match expr:
+        case And(left, right) | Or(left, right):
+            yield from row_fields(left)
+            yield from row_fields(right)
+        case Not(operand):
+            yield from row_fields(operand)
+        case Compare(_, left, right):
+            for side in (left, right):
+                if isinstance(side, Name) and len(side.path) == 1:
+                    yield side.path[0]
+        case Call(_, args):
+            for arg in args[1:]:
+                yield from row_fields(arg)
 
 
 def _as_filter(bound: Expr) -> Filter:

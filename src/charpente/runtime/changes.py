@@ -30,7 +30,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from charpente.compile.plan import Record
-from charpente.compile.policy import DENIED, field_view, row_filter
+from charpente.compile.policy import DENIED, field_view, row_fields, row_filter
 from charpente.compile.request import parse_list_params
 from charpente.compile.values import parse_uuid
 from charpente.design.model import Design, Resource
@@ -44,7 +44,7 @@ from charpente.errors import (
     Unavailable,
 )
 from charpente.runtime.caller import Caller
-from charpente.runtime.event_view import Change, EventView, filter_names, typed_record
+from charpente.runtime.event_view import Change, EventView, typed_record
 from charpente.runtime.events import Event, Message, event_from_cloudevent
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Bus, Database, Subscription
@@ -316,9 +316,7 @@ class ChangeFeed:
         where = None
         if filter is not None:
             where = parse_list_params(spec, self.design, [("filter", filter)]).where
-            hidden = sorted(
-                {n for n in filter_names(where) if not view.visible(n)} if where else ()
-            )
+            hidden = sorted({n for n in row_fields(where) if not view.visible(n)} if where else ())
             if hidden:
                 raise BadRequest(detail=f"you may not filter on: {', '.join(hidden)}")
         after = None if last_event_id is None else _event_id(last_event_id)

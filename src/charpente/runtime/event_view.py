@@ -13,7 +13,7 @@ follower sees a followers-only post go, a stranger never learns it existed.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -27,7 +27,7 @@ from charpente.design.model import Kind, Resource
 from charpente.runtime.events import Event
 from charpente.runtime.ports import Database
 
-__all__ = ["Change", "EventView", "filter_names", "typed_record"]
+__all__ = ["Change", "EventView", "typed_record"]
 
 _UNKNOWN = Literal(None)
 
@@ -175,20 +175,6 @@ def _exists_unknown(expr: Expr) -> Expr:
         case Call():
             return _UNKNOWN
     return expr
-
-
-def filter_names(expr: Expr) -> Iterator[str]:
-    """The fields a filter reads (a filter has no exists(): each name is one field)."""
-    match expr:
-        case And(left, right) | Or(left, right):
-            yield from filter_names(left)
-            yield from filter_names(right)
-        case Not(operand):
-            yield from filter_names(operand)
-        case Compare(_, left, right):
-            for side in (left, right):
-                if isinstance(side, Name):
-                    yield side.path[0]
 
 
 # --- JSON values → the Python types of their fields ------------------------------------------

@@ -12,7 +12,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from charpente.compile.policy import (
     FieldView,
     Filter,
     field_view,
+    row_fields,
     row_filter,
     with_filter,
     writable,
@@ -36,7 +37,7 @@ from charpente.compile.request import (
 from charpente.compile.values import check_row, validate_create, validate_patch
 from charpente.design.bind import uses_exists
 from charpente.design.evaluate import evaluate
-from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
+from charpente.design.expr import Expr
 from charpente.design.model import ADMIN_ROLE, Design, Field, Kind, Resource
 from charpente.errors import (
     ApiError,
@@ -699,29 +700,13 @@ def _per_row_names(view: FieldView) -> tuple[str, ...]:
     """Fields that per-row field rules read, so that they are fetched."""
     names: dict[str, None] = {}
     for cond in view.per_row.values():
-        names.update(dict.fromkeys(_names_of(cond)))
+        names.update(dict.fromkeys(row_fields(cond)))
     return tuple(names)
-
-
-def _names_of(expr: Expr) -> Iterator[str]:
-    match expr:
-        case And(left, right) | Or(left, right):
-            yield from _names_of(left)
-            yield from _names_of(right)
-        case Not(operand):
-            yield from _names_of(operand)
-        case Compare(_, left, right):
-            for side in (left, right):
-                if isinstance(side, Name) and len(side.path) == 1:
-                    yield side.path[0]
-        case Call(_, args):
-            for arg in args[1:]:
-                yield from _names_of(arg)
 
 
 def _refuse_hidden_names(view: FieldView, query: ListQuery) -> None:
     """A filter or sort on a field the caller may not see on every row would reveal it."""
-    names = set(_names_of(query.where)) if query.where is not None else set()
+    names = set(row_fields(query.where)) if query.where is not None else set()
     names.update(key.field for key in query.sort)
     hidden = sorted(n for n in names if not view.visible(n))
     if hidden:
