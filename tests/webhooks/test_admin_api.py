@@ -341,3 +341,12 @@ async def test_a_created_endpoint_receives_deliveries_signed_with_its_secret(
 async def _fan_out(admin: Admin, count: int) -> None:
     async with admin.database.transaction() as tx:
         await admin.webhooks.fan_out(tx, [message() for _ in range(count)])
+
+
+async def test_a_body_nested_too_deep_is_refused_like_a_records(admin: Admin) -> None:
+    deep = b'{"name": "deep", "description": ' + b"[" * 100 + b"]" * 100 + b"}"
+    response = await admin.client.post(
+        "/v1/webhooks", content=deep, headers={**admin.admin, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "nests deeper" in response.json()["detail"]

@@ -20,9 +20,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from charpente.errors import BadRequest, Unauthorized, UnsupportedMediaType
 from charpente.http.clientip import IPNetwork, client_ip
 from charpente.http.problems import problem_response, request_id_of
-from charpente.http.rest import CALLER_KEY, JSON, encode_json, first_headers
+from charpente.http.rest import CALLER_KEY, JSON, caller_of, encode_json, first_headers
 from charpente.runtime.auth import Accounts, OAuthGrantError
-from charpente.runtime.caller import ANONYMOUS, Caller
+from charpente.runtime.caller import ANONYMOUS
 
 __all__ = ["AuthRefusalMiddleware", "AuthenticationMiddleware", "auth_routes", "client_ip_of"]
 
@@ -130,7 +130,7 @@ class _AuthEndpoints:
         return Response(b"", 200, _NO_STORE)
 
     async def me(self, request: Request) -> Response:
-        caller = _caller(request)
+        caller = caller_of(request)
         if caller.id is None:
             raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
         item = await self.accounts.service.get("accounts", caller.id, caller=caller)
@@ -141,7 +141,7 @@ class _AuthEndpoints:
         body = await _json_body(request)
         fields = body if isinstance(body, dict) else {}
         await self.accounts.change_password(
-            _caller(request),
+            caller_of(request),
             fields.get("current_password"),
             fields.get("new_password"),
             ip=client_ip_of(request.scope),
@@ -149,7 +149,7 @@ class _AuthEndpoints:
         return Response(status_code=204)
 
     async def invites(self, request: Request) -> Response:
-        caller = _caller(request)
+        caller = caller_of(request)
         if caller.id is None:
             raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
         body = await _json_body(request)
@@ -164,11 +164,6 @@ class _AuthEndpoints:
     async def jwks(self, request: Request) -> Response:
         headers = {"Cache-Control": "public, max-age=60"}  # keys sign 120 s after they appear
         return Response(encode_json(self.accounts.public_keys()), 200, headers, JSON)
-
-
-def _caller(request: Request) -> Caller:
-    found = request.scope.get(CALLER_KEY, ANONYMOUS)
-    return found if isinstance(found, Caller) else ANONYMOUS
 
 
 async def _json_body(request: Request) -> object:

@@ -294,6 +294,12 @@ def _route(path: str, handlers: Mapping[str, Endpoint]) -> Route:
     return Route(path, endpoint, methods=methods)
 
 
+def caller_of(request: Request) -> Caller:
+    """Who is calling: what authentication put in the scope, else anonymous."""
+    found = request.scope.get(CALLER_KEY, ANONYMOUS)
+    return found if isinstance(found, Caller) else ANONYMOUS
+
+
 def _call_of(request: Request) -> RestCall:
     scope = request.scope
     return RestCall(
@@ -336,7 +342,11 @@ def query_pairs(raw: bytes) -> list[tuple[str, str]]:
 async def read_json(call: RestCall, media_types: frozenset[str]) -> object:
     """The body as JSON: 415 for another content type, 400 when malformed or too deep."""
     _check_content_type(call.header(b"content-type"), media_types)
-    body = await call.body()
+    return decode_json_body(await call.body())
+
+
+def decode_json_body(body: bytes) -> object:
+    """A request body as JSON: 400 when malformed or nested too deep."""
     try:
         value = _decode_json(body)
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from charpente.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from charpente.http.rest import CALLER_KEY, JSON, MERGE_PATCH, encode_json, query_pairs
-from charpente.runtime.caller import ANONYMOUS, Caller
+from charpente.http.rest import (
+    JSON,
+    MERGE_PATCH,
+    caller_of,
+    decode_json_body,
+    encode_json,
+    query_pairs,
+)
 from charpente.runtime.webhook_requests import MAX_PAGE, read_cursor, read_limit, read_state
 from charpente.runtime.webhooks import Webhooks
 
@@ -43,7 +48,7 @@ class _Endpoints:
         self.prefix = prefix
 
     async def collection(self, request: Request) -> Response:
-        caller = _caller(request)
+        caller = caller_of(request)
         _parameters(request, frozenset())
         if request.method == "GET":
             found = await self.webhooks.list_endpoints(caller)
@@ -55,7 +60,7 @@ class _Endpoints:
         return _json(created, 201, {**_NO_STORE, "Location": location})  # the secret, once
 
     async def item(self, request: Request) -> Response:
-        caller, ref = _caller(request), request.path_params["ref"]
+        caller, ref = caller_of(request), request.path_params["ref"]
         _parameters(request, frozenset())
         if request.method == "GET":
             return _json(await self.webhooks.get_endpoint(caller, ref), 200, _NO_STORE)
@@ -66,7 +71,7 @@ class _Endpoints:
         return Response(status_code=204)
 
     async def deliveries(self, request: Request) -> Response:
-        caller, ref = _caller(request), request.path_params["ref"]
+        caller, ref = caller_of(request), request.path_params["ref"]
         query = _parameters(request, _DELIVERY_PARAMETERS)
         limit = read_limit(query.get("limit"))
         found, cursor = await self.webhooks.list_deliveries(
@@ -78,11 +83,6 @@ class _Endpoints:
         )
         page = {"limit": limit, "next_cursor": cursor}
         return _json({"data": found, "page": page}, 200, _NO_STORE)
-
-
-def _caller(request: Request) -> Caller:
-    found = request.scope.get(CALLER_KEY, ANONYMOUS)
-    return found if isinstance(found, Caller) else ANONYMOUS
 
 
 def _parameters(request: Request, known: frozenset[str]) -> Mapping[str, str]:
@@ -106,10 +106,7 @@ async def _body(request: Request, media_types: frozenset[str]) -> object:
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(detail=f"the body is over {MAX_BODY_BYTES} bytes")
-    try:
-        return msgspec.json.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
-        raise BadRequest(detail="the body is not valid JSON") from None
+    return decode_json_body(raw)
 
 
 def _json(payload: object, status: int, headers: Mapping[str, str]) -> Response:

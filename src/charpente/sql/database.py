@@ -57,7 +57,7 @@ from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
 from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
 from charpente.sql.schema import IDEMPOTENCY_TABLE, JOBS_TABLE, build_metadata
 
-__all__ = ["SqlDatabase", "SqlTransaction"]
+__all__ = ["SqlDatabase", "SqlTransaction", "canonical_id"]
 
 IDEMPOTENCY_TTL = datetime.timedelta(hours=24)
 _SYSTEM_UNSETTABLE = frozenset({"id", "version", "created_at"})
@@ -168,7 +168,7 @@ class SqlDatabase:
         return Page(rows[: query.limit], has_more, total)
 
     async def select_one(self, query: GetQuery) -> Record | None:
-        id = _canonical_id(query.id)
+        id = canonical_id(query.id)
         if id is None:
             return None
         params: dict[str, Any] = {"_id": id}
@@ -188,7 +188,7 @@ class SqlDatabase:
         fields: tuple[str, ...] | None = None,
         where: Expr | None = None,
     ) -> list[Record]:
-        wanted = sorted({c for c in map(_canonical_id, ids) if c is not None})
+        wanted = sorted({c for c in map(canonical_id, ids) if c is not None})
         if not wanted:
             return []
         params: dict[str, Any] = {"_ids": wanted}
@@ -212,8 +212,8 @@ class SqlDatabase:
     async def history(
         self, resource: str, record_id: str, before: str | None, limit: int
     ) -> list[Event]:
-        canonical = _canonical_id(record_id)
-        if canonical is None or (before is not None and _canonical_id(before) is None):
+        canonical = canonical_id(record_id)
+        if canonical is None or (before is not None and canonical_id(before) is None):
             return []
         async with self._reader() as ex:
             return await self._events.history(ex, resource, canonical, before, limit)
@@ -221,14 +221,14 @@ class SqlDatabase:
     async def events_until(
         self, resource: str, record_id: str, at: datetime.datetime
     ) -> list[Event]:
-        canonical = _canonical_id(record_id)
+        canonical = canonical_id(record_id)
         if canonical is None:
             return []
         async with self._reader() as ex:
             return await self._events.until(ex, resource, canonical, at)
 
     async def events_after(self, resource: str, after: str, limit: int) -> list[Event]:
-        canonical = _canonical_id(after)
+        canonical = canonical_id(after)
         if canonical is None:
             return []
         async with self._reader() as ex:
@@ -355,7 +355,7 @@ class SqlTransaction:
     async def get(
         self, resource: str, id: str, *, for_update: bool = False, where: Expr | None = None
     ) -> Record | None:
-        canonical = _canonical_id(id)
+        canonical = canonical_id(id)
         if canonical is None:
             return None
         if where is not None:
@@ -366,7 +366,7 @@ class SqlTransaction:
         return await self._ex.first(stmt, {"_id": canonical})
 
     async def matches(self, resource: str, id: str, where: Expr) -> bool:
-        canonical = _canonical_id(id)
+        canonical = canonical_id(id)
         if canonical is None:
             return False
         stmt = self._rules.matches(resource, where)
@@ -385,7 +385,7 @@ class SqlTransaction:
         return row
 
     async def update(self, plan: Update) -> Record | None:
-        id = _canonical_id(plan.id)
+        id = canonical_id(plan.id)
         if id is None:
             return None
         st = self._catalog.of(plan.resource)
@@ -405,7 +405,7 @@ class SqlTransaction:
             raise await integrity.write_error(self._ex, exc, plan.resource, params) from None
 
     async def delete(self, plan: Delete) -> bool:
-        id = _canonical_id(plan.id)
+        id = canonical_id(plan.id)
         if id is None:
             return False
         st = self._catalog.of(plan.resource)
@@ -421,7 +421,7 @@ class SqlTransaction:
             raise await integrity.delete_error(self._ex, exc, plan.resource, id) from None
 
     async def add_to_counter(self, resource: str, id: str, field: str, delta: int) -> None:
-        canonical = _canonical_id(id)
+        canonical = canonical_id(id)
         if canonical is None:
             return
         stmt = self._catalog.of(resource).counters[field]
@@ -615,7 +615,7 @@ def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, _UNREACHABLE)
 
 
-def _canonical_id(value: str) -> str | None:
+def canonical_id(value: str) -> str | None:
     """The canonical lowercase form of a UUID, or None when `value` is not one."""
     if len(value) > 45:  # the longest accepted spelling: urn:uuid: + 36
         return None

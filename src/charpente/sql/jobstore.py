@@ -12,7 +12,6 @@ claims. An outcome is recorded only while the claimer's token still holds the jo
 from __future__ import annotations
 
 import datetime
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 
 from charpente.compile.plan import Record
 from charpente.runtime.ports import Job
-from charpente.sql.database import SqlDatabase
+from charpente.sql.database import SqlDatabase, canonical_id
 from charpente.sql.schema import JOBS_TABLE
 
 __all__ = ["LEASE_ENDED", "SqlJobStore"]
@@ -135,7 +134,7 @@ class SqlJobStore:
             return await ex.first(self._s["fail"], params) is not None
 
     async def job(self, id: str) -> Job | None:
-        canonical = _canonical_id(id)
+        canonical = canonical_id(id)
         if canonical is None:
             return None
         async with self._db.reader() as ex:
@@ -148,7 +147,7 @@ class SqlJobStore:
         if state is not None:
             query = query.where(j.c.state == state)
         if after is not None:
-            canonical = _canonical_id(after)
+            canonical = canonical_id(after)
             if canonical is None:
                 return []
             query = query.where(j.c.id < canonical)
@@ -159,7 +158,7 @@ class SqlJobStore:
         j = self._j
         stmt = sa.update(j).where(j.c.state == "dead")
         if id is not None:
-            canonical = _canonical_id(id)
+            canonical = canonical_id(id)
             if canonical is None:
                 return 0
             stmt = stmt.where(j.c.id == canonical)
@@ -189,11 +188,3 @@ def _job(row: Record) -> Job:
     values: dict[str, Any] = dict(row)  # the columns of _public: the fields of Job
     values["id"] = str(values["id"])
     return Job(**values)
-
-
-def _canonical_id(value: str) -> str | None:
-    """The id in its canonical form, or None when it is not a UUID (no such job)."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        return None
