@@ -10,11 +10,13 @@ import asyncio
 import dataclasses
 import datetime
 import gc
+import importlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -80,6 +82,7 @@ __all__ = [
     "apply_database_migration",
     "build_application",
     "build_webhooks",
+    "check_drivers",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -388,12 +391,28 @@ def _limiter(
 
     if settings.redis_url is None:
         return memory, nothing
-    try:
-        from charpente.cache.redis import redis_limiter_from_url
-    except ImportError:
-        raise ConfigError("CHARPENTE_REDIS_URL is set: install charpente[redis]") from None
+    redis_limiter_from_url = _redis_adapter().redis_limiter_from_url
     primary = redis_limiter_from_url(settings.redis_url, prefix=f"charpente:rl:{design.name}:")
     return FallbackLimiter(primary, memory), primary.close
+
+
+def check_drivers(settings: Settings, design: Design) -> None:
+    """Stop with the extra to install when a configured URL needs a driver that is not
+    installed: once, before serving, rather than in every server process.
+
+    (A PostgreSQL URL without asyncpg already fails where the engine is made.)"""
+    bus_from_url(settings.bus_url, name=design.name)  # builds the adapter, connects nothing
+    if settings.redis_url is not None:
+        _redis_adapter()
+
+
+def _redis_adapter() -> ModuleType:
+    try:
+        return importlib.import_module("charpente.cache.redis")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "redis":
+            raise
+        raise ConfigError("CHARPENTE_REDIS_URL is set: pip install 'charpente[redis]'") from None
 
 
 def load_configured_design(settings: Settings) -> Design:

@@ -25,10 +25,10 @@ from charpente.runtime.ports import Bus
 
 __all__ = ["bus_from_url"]
 
-_EXTRAS: Final = {
-    "charpente.bus.rabbitmq": ("rabbitmq", {"aio_pika", "aiormq", "pamqp", "yarl"}),
-    "charpente.bus.nats": ("nats", {"nats"}),
-    "charpente.bus.redis_streams": ("redis", {"redis"}),
+_EXTRAS: Final = {  # the adapter's extra, the broker's name, the libraries it imports
+    "charpente.bus.rabbitmq": ("rabbitmq", "RabbitMQ", {"aio_pika", "aiormq", "pamqp", "yarl"}),
+    "charpente.bus.nats": ("nats", "NATS", {"nats"}),
+    "charpente.bus.redis_streams": ("redis", "Redis", {"redis"}),
 }
 
 
@@ -59,7 +59,7 @@ def _memory(url: str, _name: str) -> Bus:
 
 def _rabbitmq(url: str, name: str) -> Bus:
     url, options = _own_options(url, {"exchange", "queue", "timeout"})
-    module = _adapter("charpente.bus.rabbitmq", url)
+    module = _adapter("charpente.bus.rabbitmq")
     bus: Bus = module.RabbitBus(
         url,
         exchange=options.get("exchange", "charpente"),
@@ -72,7 +72,7 @@ def _rabbitmq(url: str, name: str) -> Bus:
 
 def _nats(url: str, name: str) -> Bus:
     url, options = _own_options(url, {"prefix", "stream", "max_messages", "timeout"})
-    module = _adapter("charpente.bus.nats", url)
+    module = _adapter("charpente.bus.nats")
     bus: Bus = module.NatsBus(
         url,
         prefix=options.get("prefix", "charpente"),
@@ -86,7 +86,7 @@ def _nats(url: str, name: str) -> Bus:
 
 def _redis(url: str, _name: str) -> Bus:
     url, options = _own_options(url, {"stream", "maxlen", "timeout"})
-    module = _adapter("charpente.bus.redis_streams", url)
+    module = _adapter("charpente.bus.redis_streams")
     bus: Bus = module.RedisStreamBus(
         url,
         stream=options.get("stream", "charpente:events"),
@@ -144,15 +144,14 @@ def _integer(options: dict[str, str], key: str, default: int) -> int:
     return int(value)
 
 
-def _adapter(module: str, url: str) -> ModuleType:
+def _adapter(module: str) -> ModuleType:
     """Import an adapter; a missing client library says which extra to install."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        extra, libraries = _EXTRAS[module]
+        extra, broker, libraries = _EXTRAS[module]
         if exc.name is None or exc.name.split(".")[0] not in libraries:
             raise
-        scheme = url.split("://", 1)[0]
         raise ConfigError(
-            f"a {scheme}:// bus needs the {exc.name} package: pip install 'charpente[{extra}]'"
+            f"CHARPENTE_BUS_URL is {broker}: pip install 'charpente[{extra}]'"
         ) from None

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
-from redis.retry import Retry
 
 from charpente.design.limits import LimitRule
 from charpente.runtime.ratelimit import Decision, bounded_key, decision_at, gcra_params

@@ -21,9 +21,8 @@ from contextlib import (
 )
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -54,23 +53,16 @@ from charpente.sql.executor import Executor, SaExecutor
 from charpente.sql.history import EventStatements
 from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
 from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
-from charpente.sql.postgres import PgCompiler, PgExecutor, PgPool
 from charpente.sql.schema import IDEMPOTENCY_TABLE, JOBS_TABLE, build_metadata
+
+if TYPE_CHECKING:  # asyncpg is an extra: the PostgreSQL adapter is imported when it is used
+    from charpente.sql.postgres import PgCompiler, PgPool
 
 __all__ = ["SqlDatabase", "SqlTransaction", "canonical_id"]
 
 IDEMPOTENCY_TTL = datetime.timedelta(hours=24)
 _SYSTEM_UNSETTABLE = frozenset({"id", "version", "created_at"})
 _RETRY_AFTER = {"Retry-After": "5"}
-# What a busy or unreachable database raises: answered 503, never a bug.
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.PostgresConnectionError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +124,17 @@ class SqlDatabase:
         self._catalog = _catalog(engine, design, tables, metadata, statements)
         self._memory = is_memory_sqlite(engine)
         self._pg: tuple[PgPool, PgCompiler] | None = None
+        # What a busy or unreachable database raises: answered 503, never a bug.
+        self._unreachable: tuple[type[BaseException], ...] = (OSError,)
         size = _pool_size(engine)
         if not is_sqlite(engine):
+            from charpente.sql import postgres
+
             options = postgres_options(engine)
             size = options.pool_size
-            self._pg = PgPool(options.connect, size), _compiler(engine, self._catalog)
+            self._pg = postgres.PgPool(options.connect, size), _compiler(engine, self._catalog)
+            self._executor = postgres.PgExecutor
+            self._unreachable += postgres.UNREACHABLE
             for stmt in self._events.prebuilt():
                 self._pg[1].keep(stmt)
         compiler = None if self._pg is None else self._pg[1]
@@ -245,7 +243,7 @@ class SqlDatabase:
         if self._active.get() is not None:
             # The gate (and SQLite's writer lock) is not reentrant: waiting would never end.
             raise RuntimeError("a transaction is already open in this task")
-        with _unavailable_on_busy():
+        with _unavailable_on_busy(self._unreachable):
             async with self._open_transaction() as ex:
                 token = self._active.set(ex)
                 try:
@@ -285,7 +283,7 @@ class SqlDatabase:
         if self._pg is not None:
             pool, compiler = self._pg
             async with self._gate, pool.acquire() as conn, conn.transaction():
-                yield PgExecutor(conn, compiler)
+                yield self._executor(conn, compiler)
             return
         lock = writer_lock(self._engine) if is_sqlite(self._engine) else nullcontext()
         async with lock, self._gate, self._writes.connect() as conn, conn.begin():
@@ -299,7 +297,7 @@ class SqlDatabase:
         if active is not None:
             yield active
             return
-        with _unavailable_on_busy():
+        with _unavailable_on_busy(self._unreachable):
             async with self._open_reader(snapshot) as ex:
                 yield ex
 
@@ -312,10 +310,10 @@ class SqlDatabase:
         pool, compiler = self._pg
         async with self._gate, pool.acquire() as conn:
             if not snapshot:
-                yield PgExecutor(conn, compiler)
+                yield self._executor(conn, compiler)
                 return
             async with conn.transaction(isolation="repeatable_read"):
-                yield PgExecutor(conn, compiler)
+                yield self._executor(conn, compiler)
 
     @asynccontextmanager
     async def _connection(self, source: AsyncEngine) -> AsyncIterator[AsyncConnection]:
@@ -559,6 +557,8 @@ def _claim(idem: sa.Table, on_sqlite: bool) -> Any:
 
 
 def _compiler(engine: AsyncEngine, catalog: _Catalog) -> PgCompiler:
+    from charpente.sql.postgres import PgCompiler
+
     compiler = PgCompiler(engine.dialect)
     for stmt in catalog.prebuilt():
         compiler.keep(stmt)
@@ -593,26 +593,27 @@ def _pool_size(engine: AsyncEngine) -> int:
 
 
 @contextmanager
-def _unavailable_on_busy() -> Iterator[None]:
+def _unavailable_on_busy(unreachable: tuple[type[BaseException], ...]) -> Iterator[None]:
     """Answer 503 with Retry-After when the database is locked past the busy timeout or
-    cannot be reached; every other error goes through unchanged."""
+    cannot be reached (`unreachable`: the driver's errors that say so); every other error
+    goes through unchanged."""
     try:
         yield
     except Exception as exc:
-        if not _is_busy(exc):
+        if not _is_busy(exc, unreachable):
             raise
         detail = "the database is busy or not reachable; retry shortly"
         raise Unavailable(detail=detail, headers=_RETRY_AFTER) from exc
 
 
-def _is_busy(exc: BaseException) -> bool:
+def _is_busy(exc: BaseException, unreachable: tuple[type[BaseException], ...]) -> bool:
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
         if exc.connection_invalidated:
             return True
         exc = exc.orig
     if isinstance(exc, sqlite3.OperationalError):
         return "database is locked" in str(exc)
-    return isinstance(exc, _UNREACHABLE)
+    return isinstance(exc, unreachable)
 
 
 def canonical_id(value: str) -> str | None:

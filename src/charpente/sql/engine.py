@@ -154,6 +154,12 @@ def _postgres_engine(url: sa.URL, schema: str | None, pool_size: int) -> AsyncEn
         connect_args["server_settings"] = {"search_path": schema}
     # Overflow connections serve the rare concurrent use of the engine itself (migrations,
     # checks), closed when returned.
+    try:
+        import asyncpg  # noqa: F401  (SQLAlchemy's dialect imports it when the engine is made)
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "CHARPENTE_DATABASE_URL is PostgreSQL: pip install 'charpente[postgres]'"
+        ) from None
     engine = create_async_engine(
         url,
         pool_size=_PG_ENGINE_POOL,

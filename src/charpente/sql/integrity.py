@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 
 from charpente.design.model import Design, Kind, OnDelete
@@ -20,8 +19,8 @@ from charpente.sql.executor import Executor
 
 __all__ = ["INTEGRITY_ERRORS", "IntegrityMap", "Violation", "classify"]
 
-INTEGRITY_ERRORS = (sa.exc.IntegrityError, asyncpg.IntegrityConstraintViolationError)
-"""What a refused write raises: through SQLAlchemy, or from asyncpg directly."""
+INTEGRITY_ERRORS = (sa.exc.IntegrityError,)
+"""What a refused write raises, through SQLAlchemy or the PostgreSQL executor alike."""
 
 _PG_CODES = {"23505": "unique", "23503": "foreign_key", "23502": "not_null"}
 _SQLITE_CODES = {
@@ -45,12 +44,12 @@ class Violation:
 def classify(exc: Exception) -> Violation:
     """The violation behind an integrity error (one of INTEGRITY_ERRORS), without reading
     PostgreSQL's text."""
-    if isinstance(exc, asyncpg.PostgresError):
-        return _postgres_violation(exc.sqlstate, exc)
     orig: Any = getattr(exc, "orig", exc)
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate is not None:
-        return _postgres_violation(sqlstate, orig.__cause__)
+        # asyncpg's own error (the PostgreSQL executor), or SQLAlchemy's adaptation of it
+        cause = orig if hasattr(orig, "constraint_name") else orig.__cause__
+        return _postgres_violation(sqlstate, cause)
     kind = _SQLITE_CODES.get(getattr(orig, "sqlite_errorname", ""), "other")
     if str(orig).startswith("FOREIGN KEY constraint failed"):
         kind = "foreign_key"  # ON DELETE RESTRICT fails as SQLITE_CONSTRAINT_TRIGGER

@@ -8,7 +8,7 @@ canonical str, jsonb as parsed JSON; asyncpg already gives aware UTC datetimes a
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +20,20 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from charpente.compile.plan import Record
 from charpente.sql.executor import Params
 
-__all__ = ["PgCompiler", "PgExecutor", "PgPool", "PgStatement"]
+__all__ = ["UNREACHABLE", "PgCompiler", "PgExecutor", "PgPool", "PgStatement"]
 
 _MAX_SHAPES = 1000  # compiled dynamic statements kept; beyond that the cache starts over
 
 Processor = Callable[[Any], Any]
+
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
+"""What asyncpg raises when the server cannot be reached or will not take the statement now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,28 +140,37 @@ class PgCompiler:
 
 
 class PgExecutor:
-    """An Executor on one asyncpg connection (see charpente.sql.executor.Executor)."""
+    """An Executor on one asyncpg connection (see charpente.sql.executor.Executor).
+
+    A refused write raises SQLAlchemy's IntegrityError (asyncpg's error as its `orig`), as
+    on SQLite, so that nothing outside this module needs asyncpg to recognise one.
+    """
 
     def __init__(self, conn: asyncpg.Connection, compiler: PgCompiler) -> None:
         self.conn = conn
         self._compiler = compiler
 
     async def rows(self, stmt: sa.Executable, params: Params = None) -> list[Record]:
-        sql, args = self._compiler.bind(stmt, params)
-        return [dict(row) for row in await self.conn.fetch(sql, *args)]
+        return [dict(row) for row in await self._call(self.conn.fetch, stmt, params)]
 
     async def first(self, stmt: sa.Executable, params: Params = None) -> Record | None:
-        sql, args = self._compiler.bind(stmt, params)
-        row = await self.conn.fetchrow(sql, *args)
+        row = await self._call(self.conn.fetchrow, stmt, params)
         return None if row is None else dict(row)
 
     async def scalar(self, stmt: sa.Executable, params: Params = None) -> Any:
-        sql, args = self._compiler.bind(stmt, params)
-        return await self.conn.fetchval(sql, *args)
+        return await self._call(self.conn.fetchval, stmt, params)
 
     async def run(self, stmt: sa.Executable, params: Params = None) -> None:
+        await self._call(self.conn.execute, stmt, params)
+
+    async def _call(
+        self, method: Callable[..., Awaitable[Any]], stmt: sa.Executable, params: Params
+    ) -> Any:
         sql, args = self._compiler.bind(stmt, params)
-        await self.conn.execute(sql, *args)
+        try:
+            return await method(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise sa.exc.IntegrityError(sql, None, exc, hide_parameters=True) from exc
 
 
 class PgPool:

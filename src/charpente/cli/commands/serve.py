@@ -21,6 +21,7 @@ from charpente.settings import Settings, export_to_process, redacted_url
 from charpente.wiring import (
     BEHIND_MESSAGE,
     apply_database_migration,
+    check_drivers,
     field_cipher,
     is_database_current,
     load_configured_hooks,
@@ -77,6 +78,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
     field_cipher(settings, loaded)  # encrypted fields need their keys: say so before starting
+    check_drivers(settings, loaded)
     if migrate:
         _migrate_safely(settings, loaded)
     if not on_database(settings, is_database_current(settings, loaded)):
