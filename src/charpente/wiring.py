@@ -54,7 +54,7 @@ from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
-from charpente.sql.engine import create_engine
+from charpente.sql.engine import create_engine, missing_sqlite_file
 from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
@@ -481,7 +481,10 @@ async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 async def plan_database_migration(settings: Settings, design: Design) -> MigrationPlan:
-    """What it takes to bring the configured database up to `design`."""
+    """What it takes to bring the configured database up to `design` (a SQLite file that
+    does not exist is planned as an empty database, and not created)."""
+    if missing_sqlite_file(settings.database_url):
+        settings = dataclasses.replace(settings, database_url="sqlite+aiosqlite://")
     async with open_engine(settings) as engine:
         return await with_encryption_steps(engine, design, await plan_migration(engine, design))
 

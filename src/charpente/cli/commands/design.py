@@ -16,18 +16,31 @@ from charpente.settings import DEFAULT_DESIGN_FILE
 from charpente.templates import template_names, template_text
 from charpente.wiring import load_configured_design
 
-__all__ = ["check", "init", "openapi"]
+__all__ = ["DesignArgument", "DesignOption", "check", "chosen_design", "init", "openapi"]
 
 DesignOption = Annotated[
     Path | None,
     typer.Option(
         "--design",
         "-d",
-        help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml, "
-        "else the social template).",
+        help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml).",
         show_default=False,
     ),
 ]
+DesignArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The design file, as --design (either may be used).",
+        show_default=False,
+    ),
+]
+
+
+def chosen_design(positional: Path | None, option: Path | None) -> Path | None:
+    """The design given positionally or with --design (both: only when they agree)."""
+    if positional is not None and option is not None and positional != option:
+        raise fail(f"two designs given ({positional} and --design {option}): give one", code=2)
+    return positional if positional is not None else option
 
 
 @reports_errors
@@ -53,18 +66,9 @@ def init(
 
 
 @reports_errors
-def check(
-    design: Annotated[
-        Path | None,
-        typer.Argument(
-            help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+def check(design: DesignArgument = None, design_option: DesignOption = None) -> None:
     """Check a design: print every problem as file:line:col; exit 1 if any is an error."""
-    design = design if design is not None else _default_design()
-    settings = settings_for(design)
+    settings = settings_for(chosen_design(design, design_option))
     try:
         loaded = load_configured_design(settings)
     except DesignError as exc:
@@ -74,25 +78,18 @@ def check(
     for warning in loaded.warnings:
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
     count = len(loaded.resources)
-    say(f"{design}: ok ({count} resource{'s' if count != 1 else ''})")
+    say(f"{settings.design_label}: ok ({count} resource{'s' if count != 1 else ''})")
 
 
 @reports_errors
 def openapi(
-    design: DesignOption = None,
+    design: DesignArgument = None,
+    design_option: DesignOption = None,
     indent: Annotated[
         int, typer.Option(min=0, max=8, help="Spaces per level; 0 prints one line.")
     ] = 2,
 ) -> None:
     """Print the OpenAPI 3.1 document of a design (what /openapi.json serves)."""
-    loaded, _ = design_and_settings(design)
+    loaded, _ = design_and_settings(chosen_design(design, design_option))
     document = openapi_document(loaded)
     say(json.dumps(document, indent=indent or None, ensure_ascii=False))
-
-
-def _default_design() -> Path:
-    """$CHARPENTE_DESIGN when set, else ./design.yaml when it exists."""
-    path = settings_for(None).design_path
-    if path is None:
-        raise fail(f"no {DEFAULT_DESIGN_FILE} here: write one with `charpente init`")
-    return path

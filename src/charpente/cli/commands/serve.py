@@ -14,7 +14,7 @@ import typer
 import uvicorn
 
 from charpente.cli.commands.config import design_and_settings, on_database
-from charpente.cli.commands.design import DesignOption
+from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
 from charpente.settings import Settings, export_to_process, redacted_url
@@ -37,7 +37,8 @@ _PEM: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True, "sh
 
 @reports_errors
 def serve(  # noqa: PLR0913 (a command's options are its parameters)
-    design: DesignOption = None,
+    design: DesignArgument = None,
+    design_option: DesignOption = None,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="The TCP port.")] = 8000,
     workers: Annotated[
@@ -73,7 +74,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     ] = False,
 ) -> None:
     """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM."""
-    loaded, settings = design_and_settings(design)
+    loaded, settings = design_and_settings(chosen_design(design, design_option))
     tls = _tls_options(tls_cert, tls_key)
     proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker

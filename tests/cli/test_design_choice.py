@@ -1,0 +1,101 @@
+"""Which design a command works on: named on its first line, never a silent template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from charpente.cli.main import app
+
+BLOG = """\
+charpente: 1
+name: blog
+api_version: 1
+resources:
+  posts:
+    access: {read: true, create: true, update: true, delete: true}
+    fields:
+      body: {type: text, required: true, max_length: 2000}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder, no CHARPENTE_DESIGN, its own SQLite file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHARPENTE_DESIGN", raising=False)
+    monkeypatch.setenv("CHARPENTE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    return tmp_path
+
+
+COMMANDS = [
+    ["serve"],
+    ["worker"],
+    ["migrate", "plan"],
+    ["migrate", "apply", "--yes"],
+    ["openapi"],
+    ["check"],
+    ["accounts", "create", "ada@example.com", "--generate"],
+    ["accounts", "invite"],
+    ["keys", "list"],
+    ["jobs", "list"],
+    ["webhooks", "list"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_without_a_design_every_command_stops_with_the_hint_to_init(
+    workdir: Path, command: list[str]
+) -> None:
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: no design.yaml here and CHARPENTE_DESIGN is not set: write one with "
+        "`charpente init` (or pass --design PATH)"
+    ]
+    assert not (workdir / "app.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["openapi"], ["migrate", "plan"], ["keys", "list"]], ids=" ".join
+)
+def test_the_first_line_names_the_design(workdir: Path, command: list[str]) -> None:
+    (workdir / "blog.yaml").write_text(BLOG, encoding="utf-8")
+    result = CliRunner().invoke(app, [*command, "-d", "blog.yaml"])
+    assert result.stderr.splitlines()[0] == "design: blog.yaml (blog)"
+    template = CliRunner().invoke(app, command, env={"CHARPENTE_DESIGN": "template:social"})
+    assert template.stderr.splitlines()[0] == "design: template:social (social)"
+
+
+def test_migrate_plan_creates_no_database_file(workdir: Path) -> None:
+    (workdir / "design.yaml").write_text(BLOG, encoding="utf-8")
+    result = CliRunner().invoke(app, ["migrate", "plan"])
+    assert result.exit_code == 0, result.output
+    assert "create table posts" in result.stdout.lower()
+    assert not (workdir / "app.db").exists()
+    assert sorted(p.name for p in workdir.iterdir()) == ["design.yaml"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check"], ["openapi"], ["migrate", "plan"], ["migrate", "apply", "--yes"]],
+    ids=" ".join,
+)
+def test_the_design_may_be_given_positionally_or_with_d(workdir: Path, command: list[str]) -> None:
+    (workdir / "blog.yaml").write_text(BLOG, encoding="utf-8")
+    for given in (["blog.yaml"], ["-d", "blog.yaml"], ["--design", "blog.yaml"]):
+        result = CliRunner().invoke(app, [*command, *given])
+        assert result.exit_code == 0, (given, result.output)
+    both = CliRunner().invoke(app, [*command, "blog.yaml", "-d", "other.yaml"])
+    assert both.exit_code == 2
+    assert "two designs given" in both.stderr
+
+
+def test_check_accepts_d_and_says_ok(workdir: Path) -> None:
+    (workdir / "blog.yaml").write_text(BLOG, encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", "-d", "blog.yaml"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "blog.yaml: ok (2 resources)\n"  # posts and the built-in accounts
