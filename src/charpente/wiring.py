@@ -83,6 +83,7 @@ __all__ = [
     "build_application",
     "build_webhooks",
     "check_drivers",
+    "check_worker_bus",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -96,6 +97,11 @@ __all__ = [
     "plan_database_migration",
     "reseal_encrypted_values",
 ]
+
+SEPARATE_NEEDS_BROKER = (
+    "CHARPENTE_WORKER=separate needs a broker: set CHARPENTE_BUS_URL (amqp://, nats:// or "
+    "redis://); with the in-process bus the worker's events would never reach any server"
+)
 
 BEHIND_MESSAGE = (
     "the database is behind the design: "
@@ -125,6 +131,7 @@ def _settle_garbage_collector() -> None:
 def build_application(settings: Settings, design: Design | None = None) -> Starlette:
     """The whole app: refuses to start when the database is behind, disposes the engine at exit."""
     design = design if design is not None else load_configured_design(settings)
+    check_worker_bus(settings)
     hooks = load_configured_hooks(settings, design)
     cipher = field_cipher(settings, design)
     engine = _engine(settings)
@@ -233,6 +240,7 @@ def build_webhooks(
 
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
+    check_worker_bus(settings)
     hooks = load_configured_hooks(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
@@ -404,6 +412,13 @@ def check_drivers(settings: Settings, design: Design) -> None:
     bus_from_url(settings.bus_url, name=design.name)  # builds the adapter, connects nothing
     if settings.redis_url is not None:
         _redis_adapter()
+
+
+def check_worker_bus(settings: Settings) -> None:
+    """A separate worker talks to the servers through a broker only: refuse the in-process
+    bus with it. Raises ConfigError."""
+    if settings.worker == "separate" and settings.bus_url is None:
+        raise ConfigError(SEPARATE_NEEDS_BROKER)
 
 
 def _redis_adapter() -> ModuleType:

@@ -99,3 +99,29 @@ def test_check_accepts_d_and_says_ok(workdir: Path) -> None:
     result = CliRunner().invoke(app, ["check", "-d", "blog.yaml"])
     assert result.exit_code == 0, result.output
     assert result.stdout == "blog.yaml: ok (2 resources)\n"  # posts and the built-in accounts
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["worker"]], ids=" ".join)
+def test_a_separate_worker_without_a_broker_is_refused_at_start(
+    workdir: Path, command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "design.yaml").write_text(BLOG, encoding="utf-8")
+    monkeypatch.setenv("CHARPENTE_WORKER", "separate")
+    monkeypatch.delenv("CHARPENTE_BUS_URL", raising=False)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[1:] == [
+        "error: CHARPENTE_WORKER=separate needs a broker: set CHARPENTE_BUS_URL (amqp://, "
+        "nats:// or redis://); with the in-process bus the worker's events would never reach "
+        "any server"
+    ]
+    assert not (workdir / "app.db").exists()
+
+
+def test_the_app_factory_refuses_a_separate_worker_without_a_broker() -> None:
+    from charpente.errors import ConfigError
+    from charpente.settings import Settings
+    from charpente.wiring import build_application
+
+    with pytest.raises(ConfigError, match="needs a broker"):
+        build_application(Settings(worker="separate", design_template="social"))

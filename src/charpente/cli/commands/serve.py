@@ -22,6 +22,7 @@ from charpente.wiring import (
     BEHIND_MESSAGE,
     apply_database_migration,
     check_drivers,
+    check_worker_bus,
     field_cipher,
     is_database_current,
     load_configured_hooks,
@@ -80,6 +81,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
     field_cipher(settings, loaded)  # encrypted fields need their keys: say so before starting
     check_drivers(settings, loaded)
+    check_worker_bus(settings)
     if migrate:
         _migrate_safely(settings, loaded)
     if not on_database(settings, is_database_current(settings, loaded)):
