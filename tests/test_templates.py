@@ -47,7 +47,7 @@ def test_social_accounts_have_unique_handles_and_exact_counters():
     assert counters == {
         "follower_count": CountSource("follows", "followee"),
         "following_count": CountSource("follows", "follower"),
-        "post_count": CountSource("posts", "author"),
+        "post_count": CountSource("posts", "author", hidden=True),
     }
 
 
@@ -73,3 +73,7 @@ def test_social_follows_are_unique_and_never_of_oneself():
     follows = load_design_text(template_text("social")).resources["follows"]
     assert follows.unique == (("follower", "followee"),)
     assert [c.source for c in follows.checks] == ["follower != followee"]
+
+
+def test_the_untouched_social_template_loads_without_a_warning():
+    assert load_design_text(template_text("social")).warnings == ()
