@@ -77,3 +77,24 @@ def test_social_follows_are_unique_and_never_of_oneself():
 
 def test_the_untouched_social_template_loads_without_a_warning():
     assert load_design_text(template_text("social")).warnings == ()
+
+
+def test_every_template_loads_without_a_warning_and_blank_is_accounts_and_one_example():
+    assert template_names() == ["blank", "social"]
+    for name in template_names():
+        assert load_design_text(template_text(name), name).warnings == (), name
+    blank = load_design_text(template_text("blank"))
+    assert sorted(blank.resources) == ["accounts", "notes"]
+
+
+def test_init_lists_the_templates_with_what_each_holds():
+    from typer.testing import CliRunner
+
+    from charpente.cli.main import app
+
+    result = CliRunner().invoke(app, ["init", "--list"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "blank   accounts, and one example resource to rename or replace.",
+        "social  accounts that post, follow each other, like, comment and share.",
+    ]

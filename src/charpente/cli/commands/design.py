@@ -13,7 +13,7 @@ from charpente.cli.commands.output import fail, print_problems, reports_errors, 
 from charpente.compile.openapi import openapi_document
 from charpente.errors import DesignError
 from charpente.settings import DEFAULT_DESIGN_FILE
-from charpente.templates import template_names, template_text
+from charpente.templates import template_names, template_summary, template_text
 from charpente.wiring import load_configured_design
 
 __all__ = ["DesignArgument", "DesignOption", "check", "chosen_design", "init", "openapi"]
@@ -46,14 +46,23 @@ def chosen_design(positional: Path | None, option: Path | None) -> Path | None:
 @reports_errors
 def init(
     template: Annotated[
-        str, typer.Argument(help="The starter design to copy (`social`, …).")
+        str,
+        typer.Argument(help=f"The starter design to copy: {', '.join(template_names())}."),
     ] = "social",
     directory: Annotated[
         Path, typer.Argument(help="Where to write design.yaml (created if missing).")
     ] = Path("."),
+    list_templates: Annotated[
+        bool, typer.Option("--list", help="List the templates and what each holds.")
+    ] = False,
 ) -> None:
     """Write DIRECTORY/design.yaml from a template; never overwrites a file."""
     names = template_names()
+    if list_templates:
+        width = max(len(name) for name in names)
+        for name in names:
+            say(f"{name:<{width}}  {template_summary(name)}")
+        return
     if template not in names:
         raise fail(f"no template {template!r}; templates: {', '.join(names)}", code=2)
     target = directory / DEFAULT_DESIGN_FILE
@@ -61,7 +70,7 @@ def init(
         raise fail(f"{target} already exists: not overwriting it")
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(template_text(template), encoding="utf-8")
-    say(f"wrote {target} (the {template} template)")
+    say(f"wrote {target} (the {template} template; others: `charpente init --list`)")
     say("next: edit it, then `charpente check` and `charpente serve --migrate`")
 
 
