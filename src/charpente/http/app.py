@@ -27,6 +27,7 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.index import index_routes
 from charpente.http.middleware import (
     BodyLimitMiddleware,
     EdgeIdentityMiddleware,
@@ -100,7 +101,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
-    Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
+    Routes: `/` (an index), the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
     (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
@@ -120,6 +121,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,
+        *index_routes(design),  # after the custom routes: a hooks module may own `/`
     ]
     app = CharpenteApp(
         rest=rest,
