@@ -125,3 +125,27 @@ def test_the_app_factory_refuses_a_separate_worker_without_a_broker() -> None:
 
     with pytest.raises(ConfigError, match="needs a broker"):
         build_application(Settings(worker="separate", design_template="social"))
+
+
+def test_a_port_in_use_stops_serve_with_exit_3_before_it_says_it_serves(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from charpente.cli.commands import serve as serve_module
+
+    started: list[object] = []
+    monkeypatch.setattr(serve_module.uvicorn, "run", lambda *a, **k: started.append(a))
+    (workdir / "design.yaml").write_text(BLOG, encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", "--migrate", "--port", str(port)])
+    assert result.exit_code == 3, result.output
+    assert "serving" not in result.output
+    assert result.stderr.splitlines()[1:] == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another server uses it: stop it or pick another --port)"
+    ]
+    assert started == []

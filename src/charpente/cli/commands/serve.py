@@ -7,6 +7,8 @@ response carries Strict-Transport-Security.
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -82,6 +84,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     field_cipher(settings, loaded)  # encrypted fields need their keys: say so before starting
     check_drivers(settings, loaded)
     check_worker_bus(settings)
+    _check_port(host, port)
     if migrate:
         _migrate_safely(settings, loaded)
     if not on_database(settings, is_database_current(settings, loaded)):
@@ -107,6 +110,31 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         **proxies,
         **tls,
     )
+
+
+CANNOT_START = 3  # the exit code when the server cannot start (uvicorn's, too)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Stop (exit 3) before saying it serves when the address cannot be listened on."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc}", code=CANNOT_START) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            in_use = exc.errno == errno.EADDRINUSE
+            hint = " (another server uses it: stop it or pick another --port)" if in_use else ""
+            raise fail(
+                f"cannot listen on {host}:{port}: {reason}{hint}", code=CANNOT_START
+            ) from None
 
 
 def _tls_options(cert: Path | None, key: Path | None) -> dict[str, Any]:
