@@ -32,6 +32,7 @@ from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
+from charpente.runtime.activity import Activity, ActivityLog
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.encryption import (
@@ -175,9 +176,28 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
 class Background:
     """The bus, and the worker's loops over it: the outbox relay (then webhooks and jobs)."""
 
-    def __init__(self, bus: Bus, relay: Relay, loops: Loops, webhooks: Webhooks) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        relay: Relay,
+        loops: Loops,
+        webhooks: Webhooks,
+        jobs: JobRunner | None = None,
+    ) -> None:
         self.bus, self.relay, self.loops = bus, relay, loops
         self.webhooks = webhooks
+        self.jobs = jobs
+
+    def activity(self) -> Activity:
+        """What this process's loops have done since it started."""
+        jobs = self.jobs
+        return Activity(
+            relayed=self.relay.published,
+            sent=self.webhooks.sent,
+            send_failed=self.webhooks.failed,
+            jobs_done=jobs.done if jobs is not None else 0,
+            jobs_failed=jobs.failed if jobs is not None else 0,
+        )
 
     async def start(self) -> None:
         """Connect the bus and start the loops; a bus that cannot be reached yet is retried
@@ -219,7 +239,7 @@ def build_background(
     )
     jobs = JobRunner(service, SqlJobStore(database), RunnerOptions())
     loops = Loops({"relay": relay.run, "webhooks": webhooks.run, "jobs": jobs.run})
-    return Background(bus, relay, loops, webhooks)
+    return Background(bus, relay, loops, webhooks, jobs)
 
 
 def build_webhooks(
@@ -251,12 +271,22 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)
+        activity = ActivityLog(background.activity)
         try:
-            await stop.wait()
+            await activity.run(stop)
         finally:
             await background.stop()
+            activity.stopped(await _waiting(background))
     finally:
         await database.close()
+
+
+async def _waiting(background: Background) -> int | None:
+    """How many events wait in the outbox (None when the database cannot say)."""
+    try:
+        return (await background.relay.status()).pending
+    except Exception:  # the database went away: the summary says the rest
+        return None
 
 
 def build_accounts(
