@@ -64,6 +64,9 @@ class Settings:
     bus_url: str | None = field(default=None, repr=False)  # None: in-process (memory)
     worker: str = "embedded"  # embedded: serve relays, delivers and runs jobs; separate: it doesn't
     history_retention_days: int | None = None  # `charpente history archive` without --older-than
+    design_missing: bool = field(
+        default=False, compare=False
+    )  # neither CHARPENTE_DESIGN nor ./design.yaml: commands stop
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -89,6 +92,7 @@ class Settings:
             bus_url=_bus_url(environ.get("CHARPENTE_BUS_URL")),
             worker=_worker(environ.get("CHARPENTE_WORKER")),
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
+            design_missing=_design_missing(environ.get("CHARPENTE_DESIGN"), cwd or Path()),
         )
 
     @property
@@ -220,6 +224,11 @@ def _design(value: str | None, cwd: Path) -> tuple[Path | None, str]:
     if not path.is_file():
         raise ConfigError(f"CHARPENTE_DESIGN {value!r}: no such file")
     return path, "social"
+
+
+def _design_missing(value: str | None, cwd: Path) -> bool:
+    """Whether no design was named (CHARPENTE_DESIGN) and none is at ./design.yaml."""
+    return (value is None or not value.strip()) and not (cwd / DEFAULT_DESIGN_FILE).is_file()
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -32,6 +32,7 @@ from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
+from charpente.runtime.activity import Activity, ActivityLog
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.encryption import (
@@ -54,7 +55,7 @@ from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
-from charpente.sql.engine import create_engine
+from charpente.sql.engine import create_engine, missing_sqlite_file
 from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
@@ -83,6 +84,7 @@ __all__ = [
     "build_application",
     "build_webhooks",
     "check_drivers",
+    "check_worker_bus",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -96,6 +98,11 @@ __all__ = [
     "plan_database_migration",
     "reseal_encrypted_values",
 ]
+
+SEPARATE_NEEDS_BROKER = (
+    "CHARPENTE_WORKER=separate needs a broker: set CHARPENTE_BUS_URL (amqp://, nats:// or "
+    "redis://); with the in-process bus the worker's events would never reach any server"
+)
 
 BEHIND_MESSAGE = (
     "the database is behind the design: "
@@ -125,6 +132,7 @@ def _settle_garbage_collector() -> None:
 def build_application(settings: Settings, design: Design | None = None) -> Starlette:
     """The whole app: refuses to start when the database is behind, disposes the engine at exit."""
     design = design if design is not None else load_configured_design(settings)
+    check_worker_bus(settings)
     hooks = load_configured_hooks(settings, design)
     cipher = field_cipher(settings, design)
     engine = _engine(settings)
@@ -168,9 +176,28 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
 class Background:
     """The bus, and the worker's loops over it: the outbox relay (then webhooks and jobs)."""
 
-    def __init__(self, bus: Bus, relay: Relay, loops: Loops, webhooks: Webhooks) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        relay: Relay,
+        loops: Loops,
+        webhooks: Webhooks,
+        jobs: JobRunner | None = None,
+    ) -> None:
         self.bus, self.relay, self.loops = bus, relay, loops
         self.webhooks = webhooks
+        self.jobs = jobs
+
+    def activity(self) -> Activity:
+        """What this process's loops have done since it started."""
+        jobs = self.jobs
+        return Activity(
+            relayed=self.relay.published,
+            sent=self.webhooks.sent,
+            send_failed=self.webhooks.failed,
+            jobs_done=jobs.done if jobs is not None else 0,
+            jobs_failed=jobs.failed if jobs is not None else 0,
+        )
 
     async def start(self) -> None:
         """Connect the bus and start the loops; a bus that cannot be reached yet is retried
@@ -212,7 +239,7 @@ def build_background(
     )
     jobs = JobRunner(service, SqlJobStore(database), RunnerOptions())
     loops = Loops({"relay": relay.run, "webhooks": webhooks.run, "jobs": jobs.run})
-    return Background(bus, relay, loops, webhooks)
+    return Background(bus, relay, loops, webhooks, jobs)
 
 
 def build_webhooks(
@@ -233,6 +260,7 @@ def build_webhooks(
 
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
+    check_worker_bus(settings)
     hooks = load_configured_hooks(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
@@ -243,12 +271,22 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)
+        activity = ActivityLog(background.activity)
         try:
-            await stop.wait()
+            await activity.run(stop)
         finally:
             await background.stop()
+            activity.stopped(await _waiting(background))
     finally:
         await database.close()
+
+
+async def _waiting(background: Background) -> int | None:
+    """How many events wait in the outbox (None when the database cannot say)."""
+    try:
+        return (await background.relay.status()).pending
+    except Exception:  # the database went away: the summary says the rest
+        return None
 
 
 def build_accounts(
@@ -406,6 +444,13 @@ def check_drivers(settings: Settings, design: Design) -> None:
         _redis_adapter()
 
 
+def check_worker_bus(settings: Settings) -> None:
+    """A separate worker talks to the servers through a broker only: refuse the in-process
+    bus with it. Raises ConfigError."""
+    if settings.worker == "separate" and settings.bus_url is None:
+        raise ConfigError(SEPARATE_NEEDS_BROKER)
+
+
 def _redis_adapter() -> ModuleType:
     try:
         return importlib.import_module("charpente.cache.redis")
@@ -481,7 +526,10 @@ async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 async def plan_database_migration(settings: Settings, design: Design) -> MigrationPlan:
-    """What it takes to bring the configured database up to `design`."""
+    """What it takes to bring the configured database up to `design` (a SQLite file that
+    does not exist is planned as an empty database, and not created)."""
+    if missing_sqlite_file(settings.database_url):
+        settings = dataclasses.replace(settings, database_url="sqlite+aiosqlite://")
     async with open_engine(settings) as engine:
         return await with_encryption_steps(engine, design, await plan_migration(engine, design))
 

@@ -357,7 +357,7 @@ async def test_a_field_becoming_required_needs_a_backfill_and_names_the_rows_mis
         "add unique constraint on posts (body)",
         True,
     )
-    with pytest.raises(MigrationError, match="1 rows have no value"):
+    with pytest.raises(MigrationError, match="1 row has no value"):
         await apply_migration(engine, d2)
 
 

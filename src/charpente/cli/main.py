@@ -1,7 +1,8 @@
 """The `charpente` command: the subcommand table, `--version`, and the exit codes.
 
-Exit codes: 0 success, 1 a CharpenteError (printed as one line per problem, never a
-traceback), 2 a usage error.
+Exit codes (docs/cli.md lists them): 0 success, 1 a CharpenteError (printed as one line
+per problem, never a traceback), 2 a usage error, 3 `serve` could not start (its port is
+taken, or the server failed while starting).
 """
 
 from __future__ import annotations

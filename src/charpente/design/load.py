@@ -64,6 +64,7 @@ _FIELD_KEYS = (
     *("type", "required", "default", "unique", "readonly", "writeonly", "immutable"),
     *("min", "max", "min_length", "max_length", "pattern", "values", "enum"),
     *("ref", "on_delete", "count", "precision", "scale", "description", "encrypted"),
+    "count_hidden",
 )
 _TYPES = tuple(k.value for k in Kind if k is not Kind.COUNT)
 _IMPLIED = {"ref": Kind.REF, "enum": Kind.ENUM, "count": Kind.COUNT}
@@ -76,10 +77,11 @@ _OPTION_KINDS = {
     **dict.fromkeys(("ref", "on_delete"), frozenset({Kind.REF})),
     **dict.fromkeys(("precision", "scale"), frozenset({Kind.DECIMAL})),
     "count": frozenset({Kind.COUNT}),
+    "count_hidden": frozenset({Kind.COUNT}),
     "encrypted": frozenset({Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.JSON}),
 }
 _VOWEL_KINDS = frozenset({Kind.INT, Kind.ENUM, Kind.EMAIL})
-_COUNTER_KEYS = ("count", "description")
+_COUNTER_KEYS = ("count", "count_hidden", "description")
 _COUNT_SOURCE = re.compile(r"([a-z][a-z0-9_]{0,62})\.([a-z][a-z0-9_]{0,62})")
 _INT_RANGE = 2**63
 _MAX_CHOICES = 500
@@ -532,7 +534,7 @@ def _count(reader: Reader, options: dict[str, Node]) -> CountSource | None:
             options["count"], "`count` is written `resource.field`, e.g. `count: likes.post`"
         )
         return None
-    return CountSource(match[1], match[2])
+    return CountSource(match[1], match[2], hidden=bool(reader.flag(options, "count_hidden")))
 
 
 def _digits(reader: Reader, options: dict[str, Node]) -> tuple[int, int]:

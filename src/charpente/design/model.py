@@ -95,10 +95,14 @@ class Default:
 
 @dataclass(frozen=True, slots=True)
 class CountSource:
-    """`count: likes.post`: rows of `resource` whose `field` references this record."""
+    """`count: likes.post`: rows of `resource` whose `field` references this record.
+
+    `hidden`: `count_hidden: true`, the design counts rows the reader may not read on
+    purpose (no warning)."""
 
     resource: str
     field: str
+    hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.index import index_routes
 from charpente.http.middleware import (
     BodyLimitMiddleware,
     EdgeIdentityMiddleware,
@@ -35,6 +36,7 @@ from charpente.http.middleware import (
 from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
+from charpente.http.routes import with_route_context
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.hooks import Hooks
@@ -100,7 +102,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
-    Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
+    Routes: `/` (an index), the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
     (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
@@ -118,8 +120,9 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *(changes_routes(changes, design) if changes is not None else ()),
         *rest.routes(),
-        *hook_routes(service.hooks),
+        *hook_routes(service.hooks, service),
         *extra_routes,
+        *index_routes(design),  # after the custom routes: a hooks module may own `/`
     ]
     app = CharpenteApp(
         rest=rest,
@@ -168,9 +171,13 @@ CORS_EXPOSED_HEADERS = (
 )
 
 
-def hook_routes(hooks: Hooks) -> list[BaseRoute]:
-    """The custom endpoints a hooks module declared with `@hooks.route`."""
-    return [Route(r.path, r.endpoint, methods=list(r.methods)) for r in hooks.routes]
+def hook_routes(hooks: Hooks, service: Service | None = None) -> list[BaseRoute]:
+    """The custom endpoints a hooks module declared with `@hooks.route`; those declared
+    `f(request, ctx)` get a RouteContext (the caller authentication found) as well."""
+    return [
+        Route(r.path, with_route_context(r.endpoint, service), methods=list(r.methods))
+        for r in hooks.routes
+    ]
 
 
 Readiness = Callable[[], Awaitable[Mapping[str, object]]]

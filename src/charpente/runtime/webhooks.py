@@ -146,6 +146,7 @@ class Webhooks:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._secrets = EndpointSecrets(sealer)
         self._next_prune = 0.0
+        self.sent, self.failed = 0, 0  # attempts made by this process: answered 2xx, or not
 
     # --- the relay's side ----------------------------------------------------------------
 
@@ -238,8 +239,10 @@ class Webhooks:
             raise
         if sent.ok:
             breaker.succeeded()
+            self.sent += 1
         else:
             breaker.failed()
+            self.failed += 1
         await self._settle(delivery, token, self._outcome(delivery, sent, now))
         if sent.status == 410:
             await self._gone(target)

@@ -206,7 +206,8 @@ def _alter_column(facts: Facts, op: Any) -> MigrationStep:
         description = f"make {where} required (not null)"
         if not missing:
             return MigrationStep(description, Safety.BACKFILL)
-        blocker = f"{missing} rows have no value; fill them first"
+        rows = "1 row has" if missing == 1 else f"{missing} rows have"
+        blocker = f"{rows} no value; fill them first"
         return MigrationStep(description, Safety.BACKFILL, blocker=blocker)
     return MigrationStep(f"alter column {where}", Safety.SAFE)
 

@@ -8,12 +8,25 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import typer
+
 from charpente.design.model import Design
 from charpente.errors import CharpenteError, ConfigError
 from charpente.settings import Settings, redacted_url, settings_from_process
 from charpente.wiring import load_configured_design
 
-__all__ = ["design_and_settings", "on_database", "settings_for"]
+__all__ = [
+    "NO_DESIGN_MESSAGE",
+    "design_and_settings",
+    "on_database",
+    "say_design",
+    "settings_for",
+]
+
+NO_DESIGN_MESSAGE = (
+    "no design.yaml here and CHARPENTE_DESIGN is not set: write one with `charpente init` "
+    "(or pass --design PATH)"
+)
 
 T = TypeVar("T")
 
@@ -22,6 +35,8 @@ def settings_for(design: Path | None) -> Settings:
     """The process's settings, with `--design` (when given) in place of CHARPENTE_DESIGN."""
     settings = settings_from_process()
     if design is None:
+        if settings.design_missing:
+            raise ConfigError(NO_DESIGN_MESSAGE)
         return settings
     if not design.is_file():
         raise ConfigError(f"{design}: no such design file (write one with `charpente init`)")
@@ -31,7 +46,15 @@ def settings_for(design: Path | None) -> Settings:
 def design_and_settings(design: Path | None) -> tuple[Design, Settings]:
     """The loaded design and the settings it came from. Raises DesignError, ConfigError."""
     settings = settings_for(design)
-    return load_configured_design(settings), settings
+    loaded = load_configured_design(settings)
+    say_design(settings, loaded)
+    return loaded, settings
+
+
+def say_design(settings: Settings, design: Design) -> None:
+    """The first line of a command: which design it works on (on stderr, so that what a
+    command prints on stdout stays fit for pipes)."""
+    typer.echo(f"design: {settings.design_label} ({design.name})", err=True)
 
 
 def on_database(settings: Settings, work: Coroutine[Any, Any, T]) -> T:

@@ -7,20 +7,23 @@ import asyncio
 import signal
 
 from charpente.cli.commands.config import design_and_settings, on_database
-from charpente.cli.commands.design import DesignOption
+from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
 from charpente.cli.commands.output import reports_errors, say
 from charpente.settings import redacted_url
-from charpente.wiring import run_worker
+from charpente.wiring import check_worker_bus, configure_logging, run_worker
 
 __all__ = ["worker"]
 
 
 @reports_errors
-def worker(design: DesignOption = None) -> None:
+def worker(design: DesignArgument = None, design_option: DesignOption = None) -> None:
     """Relay events to the bus, deliver webhooks and run jobs, until stopped."""
-    loaded, settings = design_and_settings(design)
+    loaded, settings = design_and_settings(chosen_design(design, design_option))
+    check_worker_bus(settings)
     bus = redacted_url(settings.bus_url) if settings.bus_url else "in-process (memory://)"
     say(f"charpente worker: {loaded.name} on {redacted_url(settings.database_url)}, bus {bus}")
+
+    configure_logging(settings.log_level)  # what it does, at info, every few seconds at most
 
     async def main() -> None:
         stop = asyncio.Event()
