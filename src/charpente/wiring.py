@@ -28,6 +28,7 @@ from charpente.design.model import Design
 from charpente.errors import ConfigError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
+from charpente.http.drain import ClosingMiddleware
 from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
@@ -44,6 +45,7 @@ from charpente.runtime.events import Message as BusMessage, event_source
 from charpente.runtime.health import DEGRADED, DOWN, OK, Component, DesignWatch, Health, timed
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
+from charpente.runtime.lifecycle import Drain
 from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
@@ -140,6 +142,8 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     feed = ChangeFeed(design, database, background.bus)
     start = background.start if settings.worker == "embedded" else background.start_bus
     prefix = f"/v{design.api_version}"
+    health = build_health(engine, design, database, background, limiter)
+    drain = Drain(settings.drain_seconds, on_start=[health.start_draining], on_end=[feed.drain])
     app = build_app(
         service,
         design,
@@ -152,8 +156,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *webhook_routes(background.webhooks, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start],
+        on_startup=[accounts.start, start, feed.start, drain.install],
         on_shutdown=[
+            drain.uninstall,
             feed.stop,
             accounts.stop,
             background.stop,
@@ -162,10 +167,11 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             database.close,
         ],
         readiness=background.readiness,
-        health=(health := build_health(engine, design, database, background, limiter)),
+        health=health,
     )
-    app.state.health = health
+    app.state.health, app.state.drain = health, drain
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
+    app.add_middleware(ClosingMiddleware, drain=drain)
     return app
 
 
