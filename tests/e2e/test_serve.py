@@ -74,7 +74,7 @@ def test_serve_migrates_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     }
     command = [sys.executable, "-c", "from charpente.cli.main import main; main()"]
     process = subprocess.Popen(
-        [*command, "serve", "--migrate", "--host", "127.0.0.1", "--port", str(port)],
+        [*command, "serve", "--migrate", "--port", str(port), "--drain-seconds", "0.5"],
         env=environ,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -125,7 +125,6 @@ def test_serve_migrates_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
             raise AssertionError("the server did not stop on SIGTERM in time") from None
     output = process.stdout.read().decode() if process.stdout else ""
     logs = process.stderr.read().decode() if process.stderr else ""
-    # uvicorn shuts down gracefully, then re-raises the signal it caught
-    assert process.returncode in (0, -signal.SIGTERM), logs
+    assert process.returncode == 0, logs  # drained, then stopped
     assert "Application shutdown complete" in logs
     assert f"at {base}" in output
