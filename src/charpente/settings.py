@@ -67,6 +67,7 @@ class Settings:
     design_missing: bool = field(
         default=False, compare=False
     )  # neither CHARPENTE_DESIGN nor ./design.yaml: commands stop
+    drain_seconds: float = 5.0  # after SIGTERM: seconds serving (not ready) before stopping
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -93,6 +94,7 @@ class Settings:
             worker=_worker(environ.get("CHARPENTE_WORKER")),
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
             design_missing=_design_missing(environ.get("CHARPENTE_DESIGN"), cwd or Path()),
+            drain_seconds=_drain_seconds(environ.get("CHARPENTE_DRAIN_SECONDS")),
         )
 
     @property
@@ -125,6 +127,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_MAX_BODY_BYTES": str(settings.max_body_bytes),
         "CHARPENTE_LOG_LEVEL": settings.log_level,
         "CHARPENTE_ACCESS_LOG": "true" if settings.access_log else "false",
+        "CHARPENTE_DRAIN_SECONDS": str(settings.drain_seconds),
     }
     if settings.database_schema is not None:
         environ["CHARPENTE_DATABASE_SCHEMA"] = settings.database_schema
@@ -338,3 +341,21 @@ def _public_url(value: str | None) -> str | None:
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.path not in ("", "/"):
         raise ConfigError("CHARPENTE_PUBLIC_URL must be like https://api.example.com (no path)")
     return value.rstrip("/")
+
+
+MAX_DRAIN_SECONDS = 300.0
+
+
+def _drain_seconds(value: str | None) -> float:
+    if value is None or not value.strip():
+        return 5.0
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_DRAIN_SECONDS:  # also refuses nan
+        raise ConfigError(
+            f"CHARPENTE_DRAIN_SECONDS is a number of seconds, 0 to {MAX_DRAIN_SECONDS:g}, "
+            f"not {value!r}"
+        )
+    return seconds

@@ -28,6 +28,7 @@ from charpente.design.model import Design
 from charpente.errors import ConfigError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
+from charpente.http.drain import ClosingMiddleware
 from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
@@ -42,8 +43,10 @@ from charpente.runtime.encryption import (
     encrypted_fields,
 )
 from charpente.runtime.events import Message as BusMessage, event_source
+from charpente.runtime.health import DEGRADED, DOWN, OK, Component, DesignWatch, Health, timed
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
+from charpente.runtime.lifecycle import Drain
 from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
@@ -55,6 +58,7 @@ from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
+from charpente.sql.drift import missing_from_database
 from charpente.sql.engine import create_engine, missing_sqlite_file
 from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
@@ -146,6 +150,8 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     feed = ChangeFeed(design, database, background.bus)
     start = background.start if settings.worker == "embedded" else background.start_bus
     prefix = f"/v{design.api_version}"
+    health = build_health(engine, design, database, background, limiter)
+    drain = Drain(settings.drain_seconds, on_start=[health.start_draining], on_end=[feed.drain])
     app = build_app(
         service,
         design,
@@ -158,8 +164,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *webhook_routes(background.webhooks, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start],
+        on_startup=[accounts.start, start, feed.start, drain.install],
         on_shutdown=[
+            drain.uninstall,
             feed.stop,
             accounts.stop,
             background.stop,
@@ -168,8 +175,11 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             database.close,
         ],
         readiness=background.readiness,
+        health=health,
     )
+    app.state.health, app.state.drain = health, drain
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
+    app.add_middleware(ClosingMiddleware, drain=drain)
     return app
 
 
@@ -625,3 +635,61 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replaying_receive
+
+
+def build_health(
+    engine: AsyncEngine,
+    design: Design,
+    database: SqlDatabase,
+    background: Background,
+    limiter: Limiter,
+) -> Health:
+    """What /readyz checks: the database and the design applied to it (required), the
+    pool, the outbox relay, the bus's breaker and Redis (shown only)."""
+    watch = DesignWatch(lambda: missing_from_database(engine, design), lambda: database.mismatches)
+
+    async def database_check() -> Component:
+        try:
+            ping_ms = await timed(database.ping)
+        except Exception:  # unreachable: the reason is enough, the log has the rest
+            return Component("database", DOWN, reason="the database is not reachable")
+        return Component("database", OK, {"ping_ms": ping_ms})
+
+    async def pool_check() -> Component:
+        in_use, size = database.pool_use()
+        return Component("pool", OK, {"in_use": in_use, "size": size})
+
+    async def outbox_check() -> Component:
+        status = await background.relay.status()
+        details = {"pending": status.pending, "lag_seconds": status.lag_seconds}
+        return Component("outbox", OK, {**details, "published": status.published})
+
+    async def bus_check() -> Component:
+        relay = background.relay
+        breaker = relay.breaker.state
+        details = {"name": relay.bus.name, "breaker": breaker, "last_error": relay.last_error}
+        return Component("bus", OK if breaker == "closed" else DEGRADED, details)
+
+    checks: list[tuple[str, Callable[[], Coroutine[Any, Any, Component]], bool]] = [
+        ("database", database_check, True),
+        ("design", watch.check, True),
+        ("pool", pool_check, False),
+        ("outbox", outbox_check, False),
+        ("bus", bus_check, False),
+    ]
+    if isinstance(limiter, FallbackLimiter):
+        checks.append(("redis", _redis_check(limiter), False))
+    return Health(checks)
+
+
+def _redis_check(limiter: FallbackLimiter) -> Callable[[], Coroutine[Any, Any, Component]]:
+    async def check() -> Component:
+        ping = getattr(limiter.primary, "ping", None)
+        try:
+            ping_ms = None if ping is None else await timed(ping)
+        except Exception:  # down: rate limits are decided per process meanwhile
+            return Component("redis", DEGRADED, {"fallback": True}, "Redis is not reachable")
+        state = DEGRADED if limiter.degraded else OK
+        return Component("redis", state, {"ping_ms": ping_ms, "fallback": limiter.degraded})
+
+    return check

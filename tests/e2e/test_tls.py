@@ -86,7 +86,7 @@ def serving(tmp_path: Path, *options: str, environ: dict[str, str] | None = None
     }
     command = [sys.executable, "-c", "from charpente.cli.main import main; main()"]
     process = subprocess.Popen(
-        [*command, "serve", "--migrate", "--port", str(port), *options],
+        [*command, "serve", "--migrate", "--port", str(port), "--drain-seconds", "0", *options],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -1058,7 +1058,7 @@ def start_server(environ: dict[str, str], cwd: Path, *options: str) -> tuple[Any
     port = free_port()
     command = [sys.executable, "-c", "from charpente.cli.main import main; main()", "serve"]
     process = subprocess.Popen(
-        [*command, *options, "--host", "127.0.0.1", "--port", str(port)],
+        [*command, *options, "--host", "127.0.0.1", "--port", str(port), "--drain-seconds", "0"],
         env=environ,
         cwd=cwd,
         stdout=subprocess.DEVNULL,

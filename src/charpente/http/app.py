@@ -28,6 +28,7 @@ from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
 from charpente.http.index import index_routes
+from charpente.http.health import health_routes
 from charpente.http.middleware import (
     BodyLimitMiddleware,
     EdgeIdentityMiddleware,
@@ -39,6 +40,7 @@ from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.http.routes import with_route_context
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.health import Health
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.ratelimit import Limiter
 from charpente.runtime.service import Service
@@ -99,6 +101,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     lifespan: Lifespan | None = None,
     readiness: Readiness | None = None,
     changes: ChangeFeed | None = None,
+    health: Health | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
@@ -106,7 +109,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
     (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
-    `extra_routes`.
+    `extra_routes`. With `health`, /readyz reports its components (http.health).
     In front (outermost first): CORS (when the design lists origins), the request id,
     authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
     token (after rate limits, so that bad tokens count too), the REST fast path.
@@ -115,7 +118,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     rest = rest_table(service, design)
     prefix = f"/v{design.api_version}"
     routes = [
-        *_health_routes(service, readiness),
+        *(health_routes(health) if health is not None else _health_routes(service, readiness)),
         *_docs_routes(design),
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *(changes_routes(changes, design) if changes is not None else ()),

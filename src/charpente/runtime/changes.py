@@ -257,6 +257,7 @@ class ChangeFeed:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self.draining = False  # the server is stopping: no new stream
 
     def streams(self, resource: str) -> bool:
         """Whether `resource` has live changes (its design lists `events:`)."""
@@ -330,7 +331,15 @@ class ChangeFeed:
         self._per_key[key] = self._per_key.get(key, 0) + 1
         return stream
 
+    def drain(self) -> None:
+        """The server is stopping: end every open stream (their clients resume elsewhere
+        with Last-Event-ID) and refuse new ones (503, Retry-After)."""
+        self.draining = True
+        self._end_all("the server is stopping: resume with Last-Event-ID")
+
     def _check_room(self, key: str) -> None:
+        if self.draining:
+            raise Unavailable(detail="this server is stopping", headers=_RETRY_AFTER)
         if self._subscription is None:
             raise Unavailable(
                 detail="live changes are not available right now", headers=_RETRY_AFTER

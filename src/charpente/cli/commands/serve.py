@@ -7,6 +7,7 @@ response carries Strict-Transport-Security.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 from pathlib import Path
@@ -19,7 +20,7 @@ from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
-from charpente.settings import Settings, export_to_process, redacted_url
+from charpente.settings import MAX_DRAIN_SECONDS, Settings, export_to_process, redacted_url
 from charpente.wiring import (
     BEHIND_MESSAGE,
     apply_database_migration,
@@ -75,9 +76,26 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
             "CHARPENTE_TRUSTED_PROXIES (so HSTS is sent when the proxy terminates TLS).",
         ),
     ] = False,
+    drain_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--drain-seconds",
+            min=0,
+            max=MAX_DRAIN_SECONDS,
+            help="After SIGTERM: seconds to keep serving, not ready (/readyz 503), before "
+            "stopping [default: CHARPENTE_DRAIN_SECONDS, 5; 0 with --reload].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM."""
+    """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM.
+
+    On SIGTERM it drains: /readyz answers 503 at once, it keeps serving --drain-seconds
+    (each answer with Connection: close), ends every live stream with a last event, lets
+    the requests in flight finish, and exits 0."""
     loaded, settings = design_and_settings(chosen_design(design, design_option))
+    if drain_seconds is not None or reload:
+        settings = dataclasses.replace(settings, drain_seconds=drain_seconds or 0.0)
     tls = _tls_options(tls_cert, tls_key)
     proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
