@@ -23,6 +23,7 @@ __all__ = [
     "LOG_LEVELS",
     "TEMPLATE_PREFIX",
     "Settings",
+    "export_metrics_directory",
     "export_to_process",
     "redacted_url",
     "settings_from_process",
@@ -64,6 +65,8 @@ class Settings:
     bus_url: str | None = field(default=None, repr=False)  # None: in-process (memory)
     worker: str = "embedded"  # embedded: serve relays, delivers and runs jobs; separate: it doesn't
     history_retention_days: int | None = None  # `charpente history archive` without --older-than
+    log_format: str = "text"  # text | json (one JSON object per line)
+    metrics_directory: str | None = None  # PROMETHEUS_MULTIPROC_DIR: serve's processes share it
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -89,6 +92,8 @@ class Settings:
             bus_url=_bus_url(environ.get("CHARPENTE_BUS_URL")),
             worker=_worker(environ.get("CHARPENTE_WORKER")),
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
+            log_format=_log_format(environ.get("CHARPENTE_LOG_FORMAT")),
+            metrics_directory=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
 
     @property
@@ -132,6 +137,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_PUBLIC_URL": settings.public_url,
         "CHARPENTE_BUS_URL": settings.bus_url,
         "CHARPENTE_WORKER": settings.worker,
+        "CHARPENTE_LOG_FORMAT": settings.log_format,
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
     return environ
@@ -153,6 +159,21 @@ def export_to_process(settings: Settings) -> None:
     os.environ.update(to_environ(settings))
     if settings.database_schema is None:
         os.environ.pop("CHARPENTE_DATABASE_SCHEMA", None)
+
+
+def export_metrics_directory(directory: str) -> None:
+    """Make the server processes started from now on share their metrics in `directory`
+    (prometheus-client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR when it loads)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def _log_format(value: str | None) -> str:
+    if value is None or not value.strip():
+        return "text"
+    found = value.strip().lower()
+    if found not in ("text", "json"):
+        raise ConfigError(f"CHARPENTE_LOG_FORMAT must be text or json, not {value!r}")
+    return found
 
 
 def redacted_url(url: str) -> str:

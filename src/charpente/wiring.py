@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from charpente import __version__
 from charpente.bus import bus_from_url
 from charpente.design.model import Design
 from charpente.errors import ConfigError, MigrationError
@@ -32,6 +33,7 @@ from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
+from charpente.runtime import metrics
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.encryption import (
@@ -43,6 +45,7 @@ from charpente.runtime.encryption import (
 from charpente.runtime.events import Message as BusMessage, event_source
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
+from charpente.runtime.logcontext import JsonFormatter, TextFormatter
 from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
@@ -108,7 +111,10 @@ logger = logging.getLogger("charpente")
 def app_from_env() -> Starlette:
     """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn)."""
     settings = settings_from_process()
-    configure_logging(settings.log_level, access_log=settings.access_log)
+    configure_logging(
+        settings.log_level, access_log=settings.access_log, log_format=settings.log_format
+    )
+    metrics.share_directory(settings.metrics_directory)
     app = build_application(settings)
     _settle_garbage_collector()
     return app
@@ -130,6 +136,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
     service = Service(design, database, hooks=hooks, cipher=cipher)
+    metrics.set_build_info(__version__, design.name)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
@@ -511,17 +518,22 @@ async def _is_current(engine: AsyncEngine, design: Design) -> bool:
     return not await encryption_steps(engine, design)
 
 
-def configure_logging(level: str, *, access_log: bool = False) -> None:
-    """One line per record on stderr for charpente's loggers; the access log (one JSON line
-    per request) only when asked: it costs about a tenth of a small request's time."""
+def configure_logging(level: str, *, access_log: bool = False, log_format: str = "text") -> None:
+    """One line per record on stderr for charpente's loggers (`log_format` json: one JSON
+    object per line); the access log (one line per request) only when asked: it costs about
+    a tenth of a small request's time."""
     root = logging.getLogger("charpente")
     root.setLevel(level.upper())
     logging.getLogger("charpente.access").setLevel(level.upper() if access_log else "WARNING")
-    if not any(getattr(h, "_charpente", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._charpente = True  # type: ignore[attr-defined]  # marks ours: configure once
-        root.addHandler(handler)
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    ours = [h for h in root.handlers if getattr(h, "_charpente", False)]
+    if ours:
+        ours[0].setFormatter(formatter)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler._charpente = True  # type: ignore[attr-defined]  # marks ours: configure once
+    root.addHandler(handler)
 
 
 def _engine(settings: Settings) -> AsyncEngine:

@@ -27,11 +27,13 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.metrics import metrics_routes
 from charpente.http.middleware import (
     BodyLimitMiddleware,
     EdgeIdentityMiddleware,
     RequestContextMiddleware,
 )
+from charpente.http.observe import ObservabilityMiddleware, RouteNames
 from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
@@ -120,6 +122,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,
+        *metrics_routes(),
     ]
     app = CharpenteApp(
         rest=rest,
@@ -144,6 +147,9 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         app.add_middleware(
             AuthenticationMiddleware, accounts=accounts, trusted_proxies=trusted_proxies
         )
+    app.add_middleware(
+        ObservabilityMiddleware, routes=RouteNames(app, rest.prefix, rest.collections, rest.items)
+    )
     app.add_middleware(EdgeIdentityMiddleware)
     if design.cors.origins:
         app.add_middleware(

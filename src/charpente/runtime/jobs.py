@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import msgspec
 
 from charpente.compile.plan import Record
+from charpente.runtime import metrics
 from charpente.runtime.hooks import Enqueue, Hooks, JobFunction, RecordReader
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Job, JobStore, NewJob
@@ -254,6 +255,7 @@ class JobRunner:
             await self._failed(job, claim, exc)
         else:
             await self._settle(job, self.store.finish(job.id, claim.token, claim.now()))
+            metrics.JOBS.labels("done").inc()
             logger.debug("job %s %s done (attempt %d)", job.name, job.id, job.attempts)
 
     async def _failed(self, job: Job, claim: _Claim, exc: Exception) -> None:
@@ -271,6 +273,7 @@ class JobRunner:
                 exc_info=trace,
             )
             await self._settle(job, self.store.fail(job.id, claim.token, error, now, None))
+            metrics.JOBS.labels("dead").inc()
             return
         wait = self._retry_delay(job.attempts)
         logger.warning(
@@ -285,6 +288,7 @@ class JobRunner:
         )
         retry_at = now + datetime.timedelta(seconds=wait)
         await self._settle(job, self.store.fail(job.id, claim.token, error, now, retry_at))
+        metrics.JOBS.labels("retry").inc()
 
     async def _settle(self, job: Job, outcome: Awaitable[bool]) -> None:
         """Record an outcome; when it cannot be, the job runs again after its lease."""

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from charpente.runtime import metrics
 from charpente.runtime.events import Message
 from charpente.runtime.ports import Bus, BusError, Clock, FanOut, Outbox
 from charpente.runtime.resilience import Backoff, CircuitBreaker
@@ -30,6 +31,7 @@ BATCH = 500  # messages claimed per round
 IDLE = 0.05  # seconds between rounds that found less than a full batch
 LAG_LOG_EVERY = 30.0  # seconds between warnings while the relay lags
 LAG_WARNING = 5.0  # seconds of lag worth a warning
+GAUGES_EVERY = 2.0  # seconds between updates of the outbox lag and pending metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class Relay:
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         self._last_lag_log = 0.0
+        self._last_gauges = 0.0
 
     def notify(self) -> None:
         """Something was just written to the outbox: start the next round now."""
@@ -87,6 +90,7 @@ class Relay:
             finally:
                 await batch.done(confirmed, self.fan_out)
             self.published += confirmed
+            metrics.OUTBOX_PUBLISHED.inc(confirmed)
             return confirmed
 
     async def _publish(self, messages: Sequence[Message]) -> int:
@@ -141,6 +145,20 @@ class Relay:
             stopping.cancel()
             waking.cancel()
         await self._log_lag()
+        await self._update_gauges()
+
+    async def _update_gauges(self) -> None:
+        """The outbox lag and pending metrics, every GAUGES_EVERY seconds at most."""
+        now = time.monotonic()
+        if now - self._last_gauges < GAUGES_EVERY:
+            return
+        self._last_gauges = now
+        try:
+            status = await self.status()
+        except Exception:  # the database is away: the lag stays as last seen
+            return
+        metrics.OUTBOX_LAG.set(status.lag_seconds)
+        metrics.OUTBOX_PENDING.set(status.pending)
 
     async def _log_lag(self) -> None:
         now = time.monotonic()

@@ -31,6 +31,7 @@ from charpente.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from charpente.runtime import metrics
 from charpente.runtime.caller import Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.events import Message
@@ -224,6 +225,7 @@ class Webhooks:
             reason = self._problems.get(delivery.webhook, "no enabled webhook has this name")
             error = _short(f"not sent: {reason}")
             await self._settle(delivery, token, _dead(delivery, now, error))
+            _count_outcome("dead")
             return
         breaker = self._breaker(target.name)
         if not breaker.allow():  # open: postponed, not an attempt
@@ -240,7 +242,9 @@ class Webhooks:
             breaker.succeeded()
         else:
             breaker.failed()
-        await self._settle(delivery, token, self._outcome(delivery, sent, now))
+        settled = self._outcome(delivery, sent, now)
+        await self._settle(delivery, token, settled)
+        _count_outcome(settled.state)
         if sent.status == 410:
             await self._gone(target)
 
@@ -427,6 +431,14 @@ def _runtime(found: WebhookEndpoint | Webhook) -> WebhookEndpoint:
     if isinstance(found, Webhook):
         raise Conflict(detail=f"webhook {found.name!r} is declared in the design: change it there")
     return found
+
+
+def _count_outcome(state: str) -> None:
+    """One attempt in charpente_webhook_deliveries (and a dead letter when it was the last)."""
+    outcome = {"delivered": "delivered", "dead": "dead"}.get(state, "failed")
+    metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+    if outcome == "dead":
+        metrics.WEBHOOK_DEAD_LETTERS.inc()
 
 
 def _dead(delivery: Delivery, now: datetime.datetime, error: str) -> Settled:

@@ -8,7 +8,6 @@ in-memory database. PostgreSQL runs them through asyncpg (charpente.sql.postgres
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import sqlite3
 import uuid
@@ -41,6 +40,7 @@ from charpente.design.model import Design, Resource
 from charpente.errors import Unavailable
 from charpente.runtime.events import Event
 from charpente.runtime.ids import new_id
+from charpente.runtime.metrics import PoolGate
 from charpente.runtime.ports import IdempotentResponse, NewJob
 from charpente.sql.engine import (
     SQLITE_BEGIN,
@@ -145,7 +145,7 @@ class SqlDatabase:
         # Callers wait here, first come first served, rather than in the pool's queue, which
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
-        self._gate = asyncio.Semaphore(size)
+        self._gate = PoolGate(size)  # an asyncio.Semaphore that reports the pool's use
         # The executor of the transaction this task holds, if any.
         self._active: ContextVar[Executor | None] = ContextVar("active", default=None)
         if is_sqlite(engine):

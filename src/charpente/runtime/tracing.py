@@ -1,0 +1,86 @@
+"""Traces: OpenTelemetry's API in the code, an SDK only when one is configured.
+
+Without a configured SDK (`configure_from_environment` found no OTEL_* exporter setting, or
+the `otel` extra is not installed) `enabled()` is False and the engine makes no span at all:
+tracing then costs one boolean test per request and per statement. With one, the HTTP edge
+opens a server span per request, the SQL adapter a client span per statement, and the
+context travels with the work (the outbox, webhooks, jobs) as a W3C `traceparent`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context, propagate, trace
+
+__all__ = [
+    "current_traceparent",
+    "database_span",
+    "enable",
+    "enabled",
+    "extract",
+    "ids_of_current_span",
+    "inject",
+    "tracer",
+]
+
+_state = {"enabled": False}
+tracer = trace.get_tracer("charpente")
+
+
+def enabled() -> bool:
+    """Whether a tracer provider was configured (spans are made and exported)."""
+    return _state["enabled"]
+
+
+def enable(on: bool = True) -> None:
+    """Make spans from now on (after a tracer provider was set); `enable(False)` stops."""
+    _state["enabled"] = on
+
+
+@contextmanager
+def database_span(system: str, operation: str, collection: str, text: str) -> Iterator[None]:
+    """A client span around one statement: `SELECT posts`, with the compiled text."""
+    name = f"{operation} {collection}" if collection else operation
+    attributes: dict[str, Any] = {
+        "db.system.name": system,
+        "db.operation.name": operation,
+        "db.query.text": text,
+    }
+    if collection:
+        attributes["db.collection.name"] = collection
+    with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes):
+        yield
+
+
+def inject(carrier: dict[str, str]) -> dict[str, str]:
+    """`carrier` with the current context's `traceparent` (and `tracestate`), when tracing."""
+    if enabled():
+        propagate.inject(carrier)
+    return carrier
+
+
+def current_traceparent() -> str | None:
+    """The current span's W3C traceparent, or None (no span, or tracing off)."""
+    if not enabled():
+        return None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def extract(carrier: Mapping[str, str]) -> otel_context.Context:
+    """The context a `traceparent` (and `tracestate`) in `carrier` names."""
+    return propagate.extract(carrier)
+
+
+def ids_of_current_span() -> tuple[str, str] | None:
+    """(trace_id, span_id) in hex of the current span, or None when there is none."""
+    if not enabled():
+        return None
+    found = trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return None
+    return format(found.trace_id, "032x"), format(found.span_id, "016x")
