@@ -78,7 +78,7 @@ async def test_statements_are_named_by_the_engine_not_by_their_text(api: Any) ->
     labels = {"db_system_name": system, "db_operation_name": "INSERT"}
     inserted = samples(after, name, **labels, db_collection_name="users")
     assert sum(inserted) - sum(samples(before, name, **labels, db_collection_name="users")) >= 1
-    used = samples(after, "db_client_connection_count", db_client_connection_state="used")
+    used = samples(after, "db_client_connections_usage", state="used")
     assert used
     assert used[0] >= 0
     assert samples(after, "db_client_connection_wait_time_seconds_count")

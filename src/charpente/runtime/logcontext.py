@@ -66,12 +66,11 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         found = _current.get()
+        line["request_id"] = None if found is None else found[0]
         if found is not None:
-            line["request_id"] = found[0]
             line["http.route"] = found[1]
         ids = tracing.ids_of_current_span()
-        if ids is not None:
-            line["trace_id"], line["span_id"] = ids
+        line["trace_id"], line["span_id"] = (None, None) if ids is None else ids
         access = record.__dict__.get("access")
         if isinstance(access, dict):  # the access log: its fields at the top
             line.update(access)

@@ -81,10 +81,12 @@ DB_DURATION = Histogram(
     ("db_system_name", "db_operation_name", "db_collection_name"),
     buckets=_DB_BUCKETS,
 )
+# OpenTelemetry's db.client.connection.count would be db_client_connection_count, which
+# promtool refuses (a gauge named _count); this is its earlier name, db.client.connections.usage.
 DB_CONNECTIONS = Gauge(
-    "db_client_connection_count",
+    "db_client_connections_usage",
     "Database connections of the pool by state (used: held by a request or a loop).",
-    ("db_client_connection_state",),
+    ("state",),
     multiprocess_mode="livesum",
 )
 DB_PENDING = Gauge(
