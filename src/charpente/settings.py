@@ -67,6 +67,8 @@ class Settings:
     history_retention_days: int | None = None  # `charpente history archive` without --older-than
     log_format: str = "text"  # text | json (one JSON object per line)
     metrics_directory: str | None = None  # PROMETHEUS_MULTIPROC_DIR: serve's processes share it
+    traces_exporter: str | None = None  # otlp | console, from the standard OTEL_* variables
+    otel_service_name: str | None = None  # OTEL_SERVICE_NAME (default charpente-<design>)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -94,6 +96,8 @@ class Settings:
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
             log_format=_log_format(environ.get("CHARPENTE_LOG_FORMAT")),
             metrics_directory=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            traces_exporter=_traces_exporter(environ),
+            otel_service_name=environ.get("OTEL_SERVICE_NAME") or None,
         )
 
     @property
@@ -165,6 +169,23 @@ def export_metrics_directory(directory: str) -> None:
     """Make the server processes started from now on share their metrics in `directory`
     (prometheus-client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR when it loads)."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def _traces_exporter(environ: Mapping[str, str]) -> str | None:
+    """Where spans go, from OpenTelemetry's standard variables: None (tracing off, the
+    default), `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT set, or
+    OTEL_TRACES_EXPORTER=otlp) or `console`. The SDK reads the other OTEL_* itself."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    named = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if named == "none":
+        return None
+    if named in ("otlp", "console"):
+        return named
+    if named:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER must be otlp, console or none, not {named!r}")
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(environ.get(name, "").strip() for name in endpoints) else None
 
 
 def _log_format(value: str | None) -> str:

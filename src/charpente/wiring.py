@@ -115,7 +115,9 @@ def app_from_env() -> Starlette:
         settings.log_level, access_log=settings.access_log, log_format=settings.log_format
     )
     metrics.share_directory(settings.metrics_directory)
-    app = build_application(settings)
+    design = load_configured_design(settings)
+    start_tracing(settings, design)
+    app = build_application(settings, design)
     _settle_garbage_collector()
     return app
 
@@ -241,6 +243,7 @@ def build_webhooks(
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
     hooks = load_configured_hooks(settings, design)
+    stop_tracing = start_tracing(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
     try:
@@ -256,6 +259,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
             await background.stop()
     finally:
         await database.close()
+        stop_tracing()
 
 
 def build_accounts(
@@ -411,6 +415,25 @@ def check_drivers(settings: Settings, design: Design) -> None:
     bus_from_url(settings.bus_url, name=design.name)  # builds the adapter, connects nothing
     if settings.redis_url is not None:
         _redis_adapter()
+    if settings.traces_exporter is not None:
+        from charpente.outbound.otel import require_sdk
+
+        require_sdk()
+
+
+def start_tracing(settings: Settings, design: Design) -> Callable[[], None]:
+    """Spans exported where the OTEL_* variables say, when they say so (else nothing, at no
+    cost); the function that flushes and stops them."""
+    if settings.traces_exporter is None:
+        return _nothing
+    from charpente.outbound.otel import configure_tracing
+
+    name = settings.otel_service_name or f"charpente-{design.name}"
+    return configure_tracing(settings.traces_exporter, name)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _redis_adapter() -> ModuleType:
