@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from charpente.runtime import metrics
+from charpente.runtime import metrics, tracing
 from charpente.runtime.events import Message
 from charpente.runtime.ports import Bus, BusError, Clock, FanOut, Outbox
 from charpente.runtime.resilience import Backoff, CircuitBreaker
@@ -96,7 +96,11 @@ class Relay:
     async def _publish(self, messages: Sequence[Message]) -> int:
         """Publish in order; how many the bus confirmed (all, or raises BusError)."""
         await self.bus.start()  # connects the first time, and after a failed start
-        await self.bus.publish(messages)
+        if not tracing.enabled():
+            await self.bus.publish(messages)
+            return len(messages)
+        with tracing.send_spans(messages, self.bus.name) as sent:
+            await self.bus.publish(sent)
         return len(messages)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -9,11 +9,15 @@ context travels with the work (the outbox, webhooks, jobs) as a W3C `traceparent
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context, propagate, trace
+
+if TYPE_CHECKING:
+    from charpente.runtime.events import Message
 
 __all__ = [
     "current_traceparent",
@@ -23,6 +27,9 @@ __all__ = [
     "extract",
     "ids_of_current_span",
     "inject",
+    "producer_context",
+    "send_spans",
+    "traceparent_of",
     "tracer",
 ]
 
@@ -84,3 +91,64 @@ def ids_of_current_span() -> tuple[str, str] | None:
     if not found.is_valid:
         return None
     return format(found.trace_id, "032x"), format(found.span_id, "016x")
+
+
+def traceparent_of(span: trace.Span) -> str:
+    """The W3C traceparent that names `span`."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier["traceparent"]
+
+
+def producer_context(destination: str) -> str | None:
+    """A producer span for a message a write creates (`create posts.created`), child of the
+    current span; its traceparent, which the outbox row keeps for the relay."""
+    span = tracer.start_span(
+        f"create {destination}",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.operation.type": "create",
+            "messaging.operation.name": "create",
+            "messaging.destination.name": destination,
+        },
+    )
+    try:
+        return traceparent_of(span) if span.get_span_context().is_valid else None
+    finally:
+        span.end()
+
+
+@contextmanager
+def send_spans(messages: Sequence[Message], system: str) -> Iterator[list[Message]]:
+    """The relay's send span of each traced message, a child of the write's producer span
+    (its traceparent came with the outbox row); the messages to publish, whose transport
+    headers carry the send span (the CloudEvent keeps the write's context)."""
+    spans: list[trace.Span] = []
+    sent: list[Message] = []
+    for message in messages:
+        if message.traceparent is None:
+            sent.append(message)
+            continue
+        span = tracer.start_span(
+            f"send {message.key}",
+            context=extract({"traceparent": message.traceparent}),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": system,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": message.key,
+                "messaging.message.id": message.id,
+            },
+        )
+        spans.append(span)
+        sent.append(dataclasses.replace(message, traceparent=traceparent_of(span)))
+    try:
+        yield sent
+    except BaseException as exc:
+        for span in spans:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        for span in spans:
+            span.end()

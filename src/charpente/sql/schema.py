@@ -283,6 +283,9 @@ def event_tables(metadata: sa.MetaData) -> None:
         sa.Column("key", sa.Text(), nullable=False),  # {resource}.{action}
         sa.Column("subject", sa.Text(), nullable=False),  # the record id: order is kept per subject
         sa.Column("created_at", UtcDateTime(), nullable=False),
+        # The W3C traceparent of the write (its producer span) when it was traced: the relay
+        # continues that trace, in whichever process it runs.
+        sa.Column("traceparent", sa.Text(), nullable=True),
         # The message itself is built from the history row when it is published: a write
         # stores its record once. No index on subject: the outbox holds what waits, few rows.
     )  # fmt: skip
