@@ -10,10 +10,12 @@ context travels with the work (the outbox, webhooks, jobs) as a W3C `traceparent
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from opentelemetry import context as otel_context, propagate, trace
 
 if TYPE_CHECKING:
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "current_traceparent",
     "database_span",
+    "delivery_span",
     "enable",
     "enabled",
     "extract",
@@ -29,6 +32,7 @@ __all__ = [
     "inject",
     "producer_context",
     "send_spans",
+    "traceparent_in",
     "traceparent_of",
     "tracer",
 ]
@@ -152,3 +156,38 @@ def send_spans(messages: Sequence[Message], system: str) -> Iterator[list[Messag
     finally:
         for span in spans:
             span.end()
+
+
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+class _Traced(msgspec.Struct):
+    traceparent: str | None = None
+
+
+_traced = msgspec.json.Decoder(_Traced)
+
+
+def traceparent_in(cloudevent: bytes) -> str | None:
+    """The `traceparent` extension of a CloudEvent's bytes, when it has a well-formed one."""
+    try:
+        found = _traced.decode(cloudevent).traceparent
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return found if found is not None and _TRACEPARENT.fullmatch(found) else None
+
+
+@contextmanager
+def delivery_span(webhook: str, written: str) -> Iterator[str]:
+    """A client span for one webhook attempt, child of the write (`written`, the CloudEvent's
+    traceparent); the traceparent the request sends. Without tracing, the write's own."""
+    if not enabled():
+        yield written
+        return
+    with tracer.start_as_current_span(
+        f"POST webhook {webhook}",
+        context=extract({"traceparent": written}),
+        kind=trace.SpanKind.CLIENT,
+        attributes={"http.request.method": "POST", "charpente.webhook": webhook},
+    ) as span:
+        yield traceparent_of(span)

@@ -31,7 +31,7 @@ from charpente.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from charpente.runtime import metrics
+from charpente.runtime import metrics, tracing
 from charpente.runtime.caller import Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.events import Message
@@ -252,7 +252,12 @@ class Webhooks:
         timestamp = int(self.clock.now().timestamp())
         signed = signature_headers(target.key, delivery.message_id, timestamp, delivery.body)
         headers = {"content-type": CONTENT_TYPE, **signed}
-        return await self.outbound.post(target.url, headers, delivery.body)
+        written = tracing.traceparent_in(delivery.body)  # the write's, in the CloudEvent
+        if written is None:
+            return await self.outbound.post(target.url, headers, delivery.body)
+        with tracing.delivery_span(target.name, written) as sent_as:
+            headers["traceparent"] = sent_as
+            return await self.outbound.post(target.url, headers, delivery.body)
 
     def _outcome(self, delivery: Delivery, sent: Sent, now: datetime.datetime) -> Settled:
         attempts = delivery.attempts + 1
