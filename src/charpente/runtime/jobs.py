@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import msgspec
 
 from charpente.compile.plan import Record
-from charpente.runtime import metrics
+from charpente.runtime import metrics, tracing
 from charpente.runtime.hooks import Enqueue, Hooks, JobFunction, RecordReader
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Job, JobStore, NewJob
@@ -128,7 +128,8 @@ def checked_job(
         raise ValueError(f"job {job!r}: delay must be between 0 and {MAX_DELAY:.0f} s (30 days)")
     text = _encoded_args(job, args)
     run_at = now + datetime.timedelta(seconds=float(delay))
-    return NewJob(registered.name, text, registered.max_attempts, run_at, now)
+    traced = tracing.current_traceparent()  # the job continues the request's trace
+    return NewJob(registered.name, text, registered.max_attempts, run_at, now, traced)
 
 
 def retry_delay(attempt: int, draw: Callable[[], float] = random.random) -> float:
@@ -250,7 +251,11 @@ class JobRunner:
             self.service.enqueue_job,
         )
         try:
-            await _attempt(registered, job, context)
+            if job.traceparent is None or not tracing.enabled():
+                await _attempt(registered, job, context)
+            else:
+                with tracing.continued(f"job {job.name}", job.traceparent):
+                    await _attempt(registered, job, context)
         except Exception as exc:
             await self._failed(job, claim, exc)
         else:

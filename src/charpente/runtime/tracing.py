@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from charpente.runtime.events import Message
 
 __all__ = [
+    "continued",
     "current_traceparent",
     "database_span",
     "delivery_span",
@@ -191,3 +192,10 @@ def delivery_span(webhook: str, written: str) -> Iterator[str]:
         attributes={"http.request.method": "POST", "charpente.webhook": webhook},
     ) as span:
         yield traceparent_of(span)
+
+
+@contextmanager
+def continued(name: str, parent: str) -> Iterator[None]:
+    """An internal span continuing the trace `parent` (a traceparent) names: a job's run."""
+    with tracer.start_as_current_span(name, context=extract({"traceparent": parent})):
+        yield  # an exception is recorded on the span, and sets its status to error

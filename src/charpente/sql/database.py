@@ -457,6 +457,7 @@ class SqlTransaction:
             "max_attempts": job.max_attempts,
             "run_at": job.run_at,
             "created_at": job.created_at,
+            "traceparent": job.traceparent,
         }
         await self._ex.run(self._catalog.enqueue, row)
         return id

@@ -354,6 +354,8 @@ def job_tables(metadata: sa.MetaData) -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("finished_at", UtcDateTime(), nullable=True),
+        # The W3C traceparent of the request whose hook queued it, when traced.
+        sa.Column("traceparent", sa.Text(), nullable=True),
     )
     # Claiming reads queued jobs by run_at, and running ones whose lease has ended.
     sa.Index(None, jobs.c.state, jobs.c.run_at)
