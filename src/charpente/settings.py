@@ -23,6 +23,7 @@ __all__ = [
     "LOG_LEVELS",
     "TEMPLATE_PREFIX",
     "Settings",
+    "export_metrics_directory",
     "export_to_process",
     "redacted_url",
     "settings_from_process",
@@ -68,6 +69,10 @@ class Settings:
         default=False, compare=False
     )  # neither CHARPENTE_DESIGN nor ./design.yaml: commands stop
     drain_seconds: float = 5.0  # after SIGTERM: seconds serving (not ready) before stopping
+    log_format: str = "text"  # text | json (one JSON object per line)
+    metrics_directory: str | None = None  # PROMETHEUS_MULTIPROC_DIR: serve's processes share it
+    traces_exporter: str | None = None  # otlp | console, from the standard OTEL_* variables
+    otel_service_name: str | None = None  # OTEL_SERVICE_NAME (default charpente-<design>)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -95,6 +100,10 @@ class Settings:
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
             design_missing=_design_missing(environ.get("CHARPENTE_DESIGN"), cwd or Path()),
             drain_seconds=_drain_seconds(environ.get("CHARPENTE_DRAIN_SECONDS")),
+            log_format=_log_format(environ.get("CHARPENTE_LOG_FORMAT")),
+            metrics_directory=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            traces_exporter=_traces_exporter(environ),
+            otel_service_name=environ.get("OTEL_SERVICE_NAME") or None,
         )
 
     @property
@@ -139,6 +148,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_PUBLIC_URL": settings.public_url,
         "CHARPENTE_BUS_URL": settings.bus_url,
         "CHARPENTE_WORKER": settings.worker,
+        "CHARPENTE_LOG_FORMAT": settings.log_format,
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
     return environ
@@ -160,6 +170,38 @@ def export_to_process(settings: Settings) -> None:
     os.environ.update(to_environ(settings))
     if settings.database_schema is None:
         os.environ.pop("CHARPENTE_DATABASE_SCHEMA", None)
+
+
+def export_metrics_directory(directory: str) -> None:
+    """Make the server processes started from now on share their metrics in `directory`
+    (prometheus-client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR when it loads)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def _traces_exporter(environ: Mapping[str, str]) -> str | None:
+    """Where spans go, from OpenTelemetry's standard variables: None (tracing off, the
+    default), `otlp` (OTEL_EXPORTER_OTLP_ENDPOINT or ..._TRACES_ENDPOINT set, or
+    OTEL_TRACES_EXPORTER=otlp) or `console`. The SDK reads the other OTEL_* itself."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    named = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if named == "none":
+        return None
+    if named in ("otlp", "console"):
+        return named
+    if named:
+        raise ConfigError(f"OTEL_TRACES_EXPORTER must be otlp, console or none, not {named!r}")
+    endpoints = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return "otlp" if any(environ.get(name, "").strip() for name in endpoints) else None
+
+
+def _log_format(value: str | None) -> str:
+    if value is None or not value.strip():
+        return "text"
+    found = value.strip().lower()
+    if found not in ("text", "json"):
+        raise ConfigError(f"CHARPENTE_LOG_FORMAT must be text or json, not {value!r}")
+    return found
 
 
 def redacted_url(url: str) -> str:

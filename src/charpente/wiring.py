@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from charpente import __version__
 from charpente.bus import bus_from_url
 from charpente.design.model import Design
 from charpente.errors import ConfigError, MigrationError
@@ -33,6 +34,7 @@ from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
+from charpente.runtime import metrics
 from charpente.runtime.activity import Activity, ActivityLog
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
@@ -47,6 +49,7 @@ from charpente.runtime.health import DEGRADED, DOWN, OK, Component, DesignWatch,
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.lifecycle import Drain
+from charpente.runtime.logcontext import JsonFormatter, TextFormatter
 from charpente.runtime.oauth import OAuthClient, Provider
 from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
@@ -119,8 +122,13 @@ logger = logging.getLogger("charpente")
 def app_from_env() -> Starlette:
     """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn)."""
     settings = settings_from_process()
-    configure_logging(settings.log_level, access_log=settings.access_log)
-    app = build_application(settings)
+    configure_logging(
+        settings.log_level, access_log=settings.access_log, log_format=settings.log_format
+    )
+    metrics.share_directory(settings.metrics_directory)
+    design = load_configured_design(settings)
+    start_tracing(settings, design)
+    app = build_application(settings, design)
     _settle_garbage_collector()
     return app
 
@@ -142,6 +150,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
     service = Service(design, database, hooks=hooks, cipher=cipher)
+    metrics.set_build_info(__version__, design.name)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
@@ -272,6 +281,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
     check_worker_bus(settings)
     hooks = load_configured_hooks(settings, design)
+    stop_tracing = start_tracing(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
     try:
@@ -289,6 +299,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
             activity.stopped(await _waiting(background))
     finally:
         await database.close()
+        stop_tracing()
 
 
 async def _waiting(background: Background) -> int | None:
@@ -452,6 +463,25 @@ def check_drivers(settings: Settings, design: Design) -> None:
     bus_from_url(settings.bus_url, name=design.name)  # builds the adapter, connects nothing
     if settings.redis_url is not None:
         _redis_adapter()
+    if settings.traces_exporter is not None:
+        from charpente.outbound.otel import require_sdk
+
+        require_sdk()
+
+
+def start_tracing(settings: Settings, design: Design) -> Callable[[], None]:
+    """Spans exported where the OTEL_* variables say, when they say so (else nothing, at no
+    cost); the function that flushes and stops them."""
+    if settings.traces_exporter is None:
+        return _nothing
+    from charpente.outbound.otel import configure_tracing
+
+    name = settings.otel_service_name or f"charpente-{design.name}"
+    return configure_tracing(settings.traces_exporter, name)
+
+
+def _nothing() -> None:
+    return None
 
 
 def check_worker_bus(settings: Settings) -> None:
@@ -569,17 +599,22 @@ async def _is_current(engine: AsyncEngine, design: Design) -> bool:
     return not await encryption_steps(engine, design)
 
 
-def configure_logging(level: str, *, access_log: bool = False) -> None:
-    """One line per record on stderr for charpente's loggers; the access log (one JSON line
-    per request) only when asked: it costs about a tenth of a small request's time."""
+def configure_logging(level: str, *, access_log: bool = False, log_format: str = "text") -> None:
+    """One line per record on stderr for charpente's loggers (`log_format` json: one JSON
+    object per line); the access log (one line per request) only when asked: it costs about
+    a tenth of a small request's time."""
     root = logging.getLogger("charpente")
     root.setLevel(level.upper())
     logging.getLogger("charpente.access").setLevel(level.upper() if access_log else "WARNING")
-    if not any(getattr(h, "_charpente", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._charpente = True  # type: ignore[attr-defined]  # marks ours: configure once
-        root.addHandler(handler)
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
+    ours = [h for h in root.handlers if getattr(h, "_charpente", False)]
+    if ours:
+        ours[0].setFormatter(formatter)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    handler._charpente = True  # type: ignore[attr-defined]  # marks ours: configure once
+    root.addHandler(handler)
 
 
 def _engine(settings: Settings) -> AsyncEngine:

@@ -260,8 +260,11 @@ class NatsBus:
 
 
 def _headers(message: Message) -> dict[str, str]:
-    return {
+    headers = {
         ID_HEADER: message.id,
         SUBJECT_HEADER: message.subject,
         TYPE_HEADER: message.content_type,
     }
+    if message.traceparent is not None:
+        headers["traceparent"] = message.traceparent
+    return headers

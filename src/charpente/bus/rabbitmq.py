@@ -39,6 +39,7 @@ __all__ = ["RabbitBus"]
 logger = logging.getLogger("charpente.bus")
 
 SUBJECT_HEADER = "ce-subject"
+TRACEPARENT_HEADER = "traceparent"
 _ERRORS = (*CONNECTION_EXCEPTIONS, TimeoutError)
 
 
@@ -187,7 +188,7 @@ class RabbitBus:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message.id,
             type=message.key,
-            headers={SUBJECT_HEADER: message.subject},
+            headers=_headers(message),
         )
         return await exchange.publish(amqp, message.key, mandatory=False)
 
@@ -216,6 +217,13 @@ class RabbitBus:
         detail = without_secrets(str(exc) or "no answer in time", self._url)
         where = masked_url(self._url)
         return BusError(f"rabbitmq bus ({where}): {doing}: {type(exc).__name__}: {detail}")
+
+
+def _headers(message: Message) -> dict[str, Any]:
+    """The subject, and the trace context (W3C `traceparent`) when the message has one."""
+    if message.traceparent is None:
+        return {SUBJECT_HEADER: message.subject}
+    return {SUBJECT_HEADER: message.subject, TRACEPARENT_HEADER: message.traceparent}
 
 
 def _message_from(incoming: AbstractIncomingMessage) -> Message:

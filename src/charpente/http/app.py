@@ -27,13 +27,15 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
-from charpente.http.index import index_routes
 from charpente.http.health import health_routes
+from charpente.http.index import index_routes
+from charpente.http.metrics import metrics_routes
 from charpente.http.middleware import (
     BodyLimitMiddleware,
     EdgeIdentityMiddleware,
     RequestContextMiddleware,
 )
+from charpente.http.observe import ObservabilityMiddleware, RouteNames
 from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
@@ -126,6 +128,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *hook_routes(service.hooks, service),
         *extra_routes,
         *index_routes(design),  # after the custom routes: a hooks module may own `/`
+        *metrics_routes(),
     ]
     app = CharpenteApp(
         rest=rest,
@@ -150,6 +153,9 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         app.add_middleware(
             AuthenticationMiddleware, accounts=accounts, trusted_proxies=trusted_proxies
         )
+    app.add_middleware(
+        ObservabilityMiddleware, routes=RouteNames(app, rest.prefix, rest.collections, rest.items)
+    )
     app.add_middleware(EdgeIdentityMiddleware)
     if design.cors.origins:
         app.add_middleware(

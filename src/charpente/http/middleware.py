@@ -215,14 +215,18 @@ def log_access(scope: Scope, status: int, started_at: float, request_id: str) ->
     """One JSON line per request on `charpente.access`, when that logger is enabled for INFO."""
     if not access_logger.isEnabledFor(logging.INFO):
         return
+    elapsed = time.perf_counter() - started_at
     line: MutableMapping[str, Any] = {
         "method": scope["method"],
         "path": scope["path"],  # never the query string: its values may be personal data
         "status": status,
-        "duration_ms": round((time.perf_counter() - started_at) * 1000, 3),
+        "duration_ms": round(elapsed * 1000, 3),
         "request_id": request_id,
     }
-    access_logger.info(_encode(line).decode())
+    # The same fields for the json log format (runtime.logcontext.JsonFormatter).
+    fields = {"http.request.method": scope["method"], "url.path": scope["path"]}
+    fields |= {"status": status, "duration_s": round(elapsed, 6), "request_id": request_id}
+    access_logger.info(_encode(line).decode(), extra={"access": fields})
 
 
 def _first(scope: Scope, name: bytes) -> bytes | None:

@@ -20,6 +20,7 @@ from charpente.design.limits import LimitRule
 from charpente.errors import TooManyRequests
 from charpente.http.clientip import IPNetwork, client_ip
 from charpente.http.problems import problem_response, request_id_of
+from charpente.runtime import metrics
 from charpente.runtime.caller import Caller
 from charpente.runtime.ratelimit import Decision, Limiter, limit_headers
 
@@ -122,6 +123,7 @@ def _closeness(checked: _Checked) -> tuple[int, float]:
 
 def _too_many(scope: Scope, refused: _Checked) -> Response:
     name, rule, decision = refused
+    metrics.RATE_LIMIT_REFUSALS.labels(name).inc()
     headers = dict(limit_headers(name, rule, decision))
     detail = f"The rate limit {name!r} ({rule}) is reached; retry after {headers['Retry-After']} s."
     error = TooManyRequests(detail=detail, headers=headers)

@@ -51,6 +51,9 @@ class Event:
     # `changes` and `record` already encoded as JSON (by the recorder), so that the history
     # row and the CloudEvent reuse the same bytes rather than encoding them twice each
     encoded: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+    # The W3C traceparent of the write that made the event (its producer span), when traced:
+    # stored with the outbox row, carried as the CloudEvent's `traceparent` extension.
+    traceparent: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def type(self) -> str:
@@ -67,6 +70,9 @@ class Message:
     subject: str  # the record id: order is kept per subject
     body: bytes  # the CloudEvent, structured JSON mode
     content_type: str = "application/cloudevents+json"
+    # The trace context for the transport's headers (the relay's send span once it sends;
+    # the write's until then); the CloudEvent's own `traceparent` stays the write's.
+    traceparent: str | None = None
 
 
 def event_source(design_name: str) -> str:
@@ -95,7 +101,10 @@ def to_cloudevent(event: Event, source: str) -> Message:
             "record": _raw(event, 1, event.record),
         },
     }
-    return Message(event.id, event.type, event.record_id, _encoder.encode(envelope))
+    if event.traceparent is not None:  # CloudEvents' distributed tracing extension
+        envelope["traceparent"] = event.traceparent
+    body = _encoder.encode(envelope)
+    return Message(event.id, event.type, event.record_id, body, traceparent=event.traceparent)
 
 
 def event_from_cloudevent(body: bytes) -> Event:

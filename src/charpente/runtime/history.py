@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from charpente.compile.plan import Record
 from charpente.design.model import Design, Kind, Resource
+from charpente.runtime import tracing
 from charpente.runtime.caller import Caller
 from charpente.runtime.events import REDACTED, Event, encoded_parts
 from charpente.runtime.ids import new_id
@@ -101,7 +102,8 @@ class Recorder:
         )
         queued = action in kept.outbox
         if queued:  # the record is stored with the event, and encoded once for both
-            event = dataclasses.replace(event, encoded=encoded_parts(event))
+            traced = tracing.producer_context(event.type) if tracing.enabled() else None
+            event = dataclasses.replace(event, encoded=encoded_parts(event), traceparent=traced)
         await tx.append_event(event, outbox=queued)
         return event
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import msgspec
 
 from charpente.compile.plan import Record
+from charpente.runtime import metrics, tracing
 from charpente.runtime.hooks import Enqueue, Hooks, JobFunction, RecordReader
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Clock, Job, JobStore, NewJob
@@ -127,7 +128,8 @@ def checked_job(
         raise ValueError(f"job {job!r}: delay must be between 0 and {MAX_DELAY:.0f} s (30 days)")
     text = _encoded_args(job, args)
     run_at = now + datetime.timedelta(seconds=float(delay))
-    return NewJob(registered.name, text, registered.max_attempts, run_at, now)
+    traced = tracing.current_traceparent()  # the job continues the request's trace
+    return NewJob(registered.name, text, registered.max_attempts, run_at, now, traced)
 
 
 def retry_delay(attempt: int, draw: Callable[[], float] = random.random) -> float:
@@ -250,13 +252,18 @@ class JobRunner:
             self.service.enqueue_job,
         )
         try:
-            await _attempt(registered, job, context)
+            if job.traceparent is None or not tracing.enabled():
+                await _attempt(registered, job, context)
+            else:
+                with tracing.continued(f"job {job.name}", job.traceparent):
+                    await _attempt(registered, job, context)
         except Exception as exc:
             self.failed += 1
             await self._failed(job, claim, exc)
         else:
             self.done += 1
             await self._settle(job, self.store.finish(job.id, claim.token, claim.now()))
+            metrics.JOBS.labels("done").inc()
             logger.debug("job %s %s done (attempt %d)", job.name, job.id, job.attempts)
 
     async def _failed(self, job: Job, claim: _Claim, exc: Exception) -> None:
@@ -274,6 +281,7 @@ class JobRunner:
                 exc_info=trace,
             )
             await self._settle(job, self.store.fail(job.id, claim.token, error, now, None))
+            metrics.JOBS.labels("dead").inc()
             return
         wait = self._retry_delay(job.attempts)
         logger.warning(
@@ -288,6 +296,7 @@ class JobRunner:
         )
         retry_at = now + datetime.timedelta(seconds=wait)
         await self._settle(job, self.store.fail(job.id, claim.token, error, now, retry_at))
+        metrics.JOBS.labels("retry").inc()
 
     async def _settle(self, job: Job, outcome: Awaitable[bool]) -> None:
         """Record an outcome; when it cannot be, the job runs again after its lease."""

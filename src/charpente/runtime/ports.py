@@ -445,6 +445,7 @@ class NewJob:
     max_attempts: int
     run_at: datetime.datetime
     created_at: datetime.datetime
+    traceparent: str | None = None  # the trace of the request that queued it, when traced
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +464,7 @@ class Job:
     claimed_until: datetime.datetime | None = None
     last_error: str | None = None
     finished_at: datetime.datetime | None = None
+    traceparent: str | None = None  # the trace of the request that queued it, when traced
 
 
 class JobStore(Protocol):

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from charpente.errors import Unavailable
+from charpente.runtime import metrics, tracing
 from charpente.runtime.events import Message
 from charpente.runtime.ports import Bus, BusError, Clock, FanOut, Outbox
 from charpente.runtime.resilience import Backoff, CircuitBreaker
@@ -31,6 +32,7 @@ BATCH = 500  # messages claimed per round
 IDLE = 0.05  # seconds between rounds that found less than a full batch
 LAG_LOG_EVERY = 30.0  # seconds between warnings while the relay lags
 LAG_WARNING = 5.0  # seconds of lag worth a warning
+GAUGES_EVERY = 2.0  # seconds between updates of the outbox lag and pending metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._last_lag_log = 0.0
         self._failing_since = 0.0
+        self._last_gauges = 0.0
 
     def notify(self) -> None:
         """Something was just written to the outbox: start the next round now."""
@@ -89,12 +92,17 @@ class Relay:
             finally:
                 await batch.done(confirmed, self.fan_out)
             self.published += confirmed
+            metrics.OUTBOX_PUBLISHED.inc(confirmed)
             return confirmed
 
     async def _publish(self, messages: Sequence[Message]) -> int:
         """Publish in order; how many the bus confirmed (all, or raises BusError)."""
         await self.bus.start()  # connects the first time, and after a failed start
-        await self.bus.publish(messages)
+        if not tracing.enabled():
+            await self.bus.publish(messages)
+            return len(messages)
+        with tracing.send_spans(messages, self.bus.name) as sent:
+            await self.bus.publish(sent)
         return len(messages)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -151,6 +159,20 @@ class Relay:
             stopping.cancel()
             waking.cancel()
         await self._log_lag()
+        await self._update_gauges()
+
+    async def _update_gauges(self) -> None:
+        """The outbox lag and pending metrics, every GAUGES_EVERY seconds at most."""
+        now = time.monotonic()
+        if now - self._last_gauges < GAUGES_EVERY:
+            return
+        self._last_gauges = now
+        try:
+            status = await self.status()
+        except Exception:  # the database is away: the lag stays as last seen
+            return
+        metrics.OUTBOX_LAG.set(status.lag_seconds)
+        metrics.OUTBOX_PENDING.set(status.pending)
 
     async def _log_lag(self) -> None:
         now = time.monotonic()

@@ -31,6 +31,7 @@ from charpente.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from charpente.runtime import metrics, tracing
 from charpente.runtime.caller import Caller
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.events import Message
@@ -268,6 +269,7 @@ class Webhooks:
             reason = self._problems.get(delivery.webhook, "no enabled webhook has this name")
             error = _short(f"not sent: {reason}")
             await self._settle(delivery, token, _dead(delivery, now, error))
+            _count_outcome("dead")
             return
         breaker = self._breaker(target.name)
         if not breaker.allow():  # open: postponed, not an attempt
@@ -287,7 +289,9 @@ class Webhooks:
         else:
             breaker.failed()
             self.failed += 1
-        await self._settle(delivery, token, self._outcome(delivery, sent, attempted))
+        settled = self._outcome(delivery, sent, attempted)
+        await self._settle(delivery, token, settled)
+        _count_outcome(settled.state)
         if sent.status == 410:
             await self._gone(target)
 
@@ -295,7 +299,12 @@ class Webhooks:
         timestamp = int(self.clock.now().timestamp())
         signed = signature_headers(target.key, delivery.message_id, timestamp, delivery.body)
         headers = {"content-type": CONTENT_TYPE, **signed}
-        return await self.outbound.post(target.url, headers, delivery.body)
+        written = tracing.traceparent_in(delivery.body)  # the write's, in the CloudEvent
+        if written is None:
+            return await self.outbound.post(target.url, headers, delivery.body)
+        with tracing.delivery_span(target.name, written) as sent_as:
+            headers["traceparent"] = sent_as
+            return await self.outbound.post(target.url, headers, delivery.body)
 
     def _outcome(self, delivery: Delivery, sent: Sent, now: datetime.datetime) -> Settled:
         attempts = delivery.attempts + 1
@@ -474,6 +483,14 @@ def _runtime(found: WebhookEndpoint | Webhook) -> WebhookEndpoint:
     if isinstance(found, Webhook):
         raise Conflict(detail=f"webhook {found.name!r} is declared in the design: change it there")
     return found
+
+
+def _count_outcome(state: str) -> None:
+    """One attempt in charpente_webhook_deliveries (and a dead letter when it was the last)."""
+    outcome = {"delivered": "delivered", "dead": "dead"}.get(state, "failed")
+    metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
+    if outcome == "dead":
+        metrics.WEBHOOK_DEAD_LETTERS.inc()
 
 
 def _dead(delivery: Delivery, now: datetime.datetime, error: str) -> Settled:

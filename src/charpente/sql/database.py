@@ -43,6 +43,7 @@ from charpente.design.model import Design, Resource
 from charpente.errors import DesignMismatch, Unavailable
 from charpente.runtime.events import Event
 from charpente.runtime.ids import new_id
+from charpente.runtime.metrics import PoolGate
 from charpente.runtime.ports import IdempotentResponse, NewJob
 from charpente.sql.engine import (
     SQLITE_BEGIN,
@@ -162,7 +163,7 @@ class SqlDatabase:
         # Callers wait here, first come first served, rather than in the pool's queue, which
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
-        self._gate = asyncio.Semaphore(size)
+        self._gate = PoolGate(size)  # an asyncio.Semaphore that reports the pool's use
         self._size = size
         # The executor of the transaction this task holds, if any.
         self._active: ContextVar[Executor | None] = ContextVar("active", default=None)
@@ -541,6 +542,7 @@ class SqlTransaction:
             "max_attempts": job.max_attempts,
             "run_at": job.run_at,
             "created_at": job.created_at,
+            "traceparent": job.traceparent,
         }
         await self._ex.run(self._catalog.enqueue, row)
         return id

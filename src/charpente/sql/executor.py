@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from charpente.compile.plan import Record
+from charpente.sql.observe import observed
 
 __all__ = ["Executor", "Params", "SaExecutor"]
 
@@ -41,16 +42,25 @@ class SaExecutor:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self._system = conn.dialect.name  # "sqlite", "postgresql"
 
     async def rows(self, stmt: sa.Executable, params: Params = None) -> list[Record]:
-        return [row._asdict() for row in await self.conn.execute(stmt, params)]
+        return [row._asdict() for row in await self._execute(stmt, params)]
 
     async def first(self, stmt: sa.Executable, params: Params = None) -> Record | None:
-        row = (await self.conn.execute(stmt, params)).first()
+        row = (await self._execute(stmt, params)).first()
         return None if row is None else row._asdict()
 
     async def scalar(self, stmt: sa.Executable, params: Params = None) -> Any:
-        return (await self.conn.execute(stmt, params)).scalar_one()
+        return (await self._execute(stmt, params)).scalar_one()
 
     async def run(self, stmt: sa.Executable, params: Params = None) -> None:
-        await self.conn.execute(stmt, params)
+        await self._execute(stmt, params)
+
+    async def _execute(self, stmt: sa.Executable, params: Params) -> sa.CursorResult[Any]:
+        with observed(self._system, stmt, lambda: self._text(stmt)):
+            return await self.conn.execute(stmt, params)
+
+    def _text(self, stmt: sa.Executable) -> str:
+        """The statement as the dialect compiles it, with placeholders for the values."""
+        return str(stmt.compile(dialect=self.conn.dialect))  # type: ignore[attr-defined]

@@ -80,6 +80,7 @@ class EventStatements:
             "key": event.type,
             "subject": event.record_id,
             "created_at": event.at,
+            "traceparent": event.traceparent,
         }
         if self._insert_both is None:
             await ex.run(self.insert_event, row)
@@ -109,7 +110,7 @@ class EventStatements:
         return [event_of_row(r) for r in await ex.rows(self._after, params)]
 
 
-_QUEUED = ("id", "key", "subject", "created_at")
+_QUEUED = ("id", "key", "subject", "created_at", "traceparent")
 
 
 def _event_row(event: Event, *, keep_record: bool) -> dict[str, object]:

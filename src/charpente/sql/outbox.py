@@ -50,6 +50,7 @@ def _event(row: Mapping[str, Any]) -> Event:
         actor=None if row["actor"] is None else str(row["actor"]),
         request_id=None if row["request_id"] is None else str(row["request_id"]),
         encoded=(str(row["changes"]).encode(), b"{}" if record is None else str(record).encode()),
+        traceparent=row.get("traceparent"),
     )
 
 
@@ -91,7 +92,10 @@ class SqlOutbox:
         events = database.metadata_tables[EVENTS_TABLE]
         self._table = table
         # what a message is made of: the outbox row's order, the history row's content
-        columns = (table.c.seq, table.c.subject, *(events.c[n] for n in _EVENT_COLUMNS))
+        columns = (
+            *(table.c.seq, table.c.subject, table.c.traceparent),
+            *(events.c[n] for n in _EVENT_COLUMNS),
+        )
         head = (
             sa.select(*columns)
             .select_from(table.join(events, events.c.id == table.c.id))

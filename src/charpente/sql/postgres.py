@@ -19,6 +19,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from charpente.compile.plan import Record
 from charpente.sql.executor import Params
+from charpente.sql.observe import observed
 
 __all__ = ["MISMATCH", "UNREACHABLE", "PgCompiler", "PgExecutor", "PgPool", "PgStatement"]
 
@@ -181,7 +182,8 @@ class PgExecutor:
     ) -> Any:
         sql, args = self._compiler.bind(stmt, params)
         try:
-            return await method(sql, *args)
+            with observed("postgresql", stmt, lambda: sql):
+                return await method(sql, *args)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise sa.exc.IntegrityError(sql, None, exc, hide_parameters=True) from exc
 

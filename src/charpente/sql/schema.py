@@ -283,6 +283,9 @@ def event_tables(metadata: sa.MetaData) -> None:
         sa.Column("key", sa.Text(), nullable=False),  # {resource}.{action}
         sa.Column("subject", sa.Text(), nullable=False),  # the record id: order is kept per subject
         sa.Column("created_at", UtcDateTime(), nullable=False),
+        # The W3C traceparent of the write (its producer span) when it was traced: the relay
+        # continues that trace, in whichever process it runs.
+        sa.Column("traceparent", sa.Text(), nullable=True),
         # The message itself is built from the history row when it is published: a write
         # stores its record once. No index on subject: the outbox holds what waits, few rows.
     )  # fmt: skip
@@ -351,6 +354,8 @@ def job_tables(metadata: sa.MetaData) -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("finished_at", UtcDateTime(), nullable=True),
+        # The W3C traceparent of the request whose hook queued it, when traced.
+        sa.Column("traceparent", sa.Text(), nullable=True),
     )
     # Claiming reads queued jobs by run_at, and running ones whose lease has ended.
     sa.Index(None, jobs.c.state, jobs.c.run_at)

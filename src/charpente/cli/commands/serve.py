@@ -18,8 +18,10 @@ import uvicorn
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
+from charpente.cli.commands.observe import start_metrics, with_log_format
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
+from charpente.runtime.logcontext import uvicorn_log_config
 from charpente.settings import MAX_DRAIN_SECONDS, Settings, export_to_process, redacted_url
 from charpente.wiring import (
     BEHIND_MESSAGE,
@@ -87,6 +89,27 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
             show_default=False,
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics (Prometheus) on this port, apart from the API.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address /metrics listens on.")
+    ] = "127.0.0.1",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="text, or json: one JSON object per line (default CHARPENTE_LOG_FORMAT).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM.
 
@@ -96,6 +119,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     loaded, settings = design_and_settings(chosen_design(design, design_option))
     if drain_seconds is not None or reload:
         settings = dataclasses.replace(settings, drain_seconds=drain_seconds or 0.0)
+    settings = with_log_format(settings, log_format)
     tls = _tls_options(tls_cert, tls_key)
     proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
@@ -109,6 +133,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         raise fail(BEHIND_MESSAGE)
     _announce(settings, loaded, host, port, https=bool(tls))
     export_to_process(settings)  # the workers build the app from these (the factory)
+    start_metrics(metrics_host, metrics_port, several=workers > 1 or reload)
     uvicorn.run(
         FACTORY,
         factory=True,
@@ -127,6 +152,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
         **proxies,
         **tls,
+        **uvicorn_log_config(settings.log_format),
     )
 
 
