@@ -415,9 +415,13 @@ class Accounts:
                     await self.store.remove_password(account, tx)
                 await self.store.link(provider, subject, account, email, now, tx)
             if not proven:
+                # Whoever held the password account loses it: its refresh tokens end, and its
+                # access tokens here now and in every other process at its next reload (the
+                # log event is one of the session-ending ones).
+                self._end_access_tokens(account, now)
                 ended = await self.store.revoke_account(account, now)
                 detail = f"{provider}; unproven email: password removed, {ended} tokens ended"
-                await self.store.log("identity_linked", account, ip, detail, now)
+                await self.store.log("account_reclaimed", account, ip, detail, now)
             else:
                 await self.store.log("identity_linked", account, ip, provider, now)
             return account
@@ -583,13 +587,14 @@ class Accounts:
             await asyncio.sleep(RELOAD_SECONDS if loaded else 2.0)
             try:
                 await (self.reload_keys() if loaded else self._load_or_create_keys())
-                await self._learn_ended_sessions()
+                await self.learn_ended_sessions()
             except Exception:  # a database hiccup: keep the keys we have, try again later
                 log.warning("could not reload the signing keys; keeping the current ones")
 
-    async def _learn_ended_sessions(self) -> None:
-        """What other processes ended (a disable, a role or password change): their access
-        tokens stop working here too, within one reload period."""
+    async def learn_ended_sessions(self) -> None:
+        """What other processes ended (a disable, a role or password change, an unproven
+        account reclaimed by its email's owner): their access tokens stop working here
+        too, within one reload period."""
         now = self.clock.now()
         ttl = datetime.timedelta(seconds=self.design.auth.access_token_ttl)
         for account, when in await self.store.sessions_ended_since(now - ttl - LEEWAY):

@@ -276,12 +276,16 @@ def issue_access_token(
     ttl: int = 900,
 ) -> str:
     """A signed access token: iss, aud, sub, exp (now + ttl seconds), iat, jti and role."""
-    issued = int(now.timestamp())
+    # iat to the millisecond (RFC 7519 NumericDate may have a fraction), rounded down: a
+    # session that ends refuses exactly the tokens issued before it, not every token of
+    # the same second (the one an OAuth login issues right after linking, say).
+    stamp = now.timestamp()
+    issued = math.floor(stamp * 1000) / 1000
     claims = {
         "iss": issuer,
         "aud": audience,
         "sub": subject,
-        "exp": issued + ttl,
+        "exp": int(stamp) + ttl,
         "iat": issued,
         "jti": new_id(),
         "role": role,

@@ -25,7 +25,7 @@ from charpente.sql.integrity import INTEGRITY_ERRORS
 
 __all__ = ["SESSION_ENDING", "SqlAuthStore"]
 
-SESSION_ENDING = ("account_disabled", "role_changed", "password_changed")
+SESSION_ENDING = ("account_disabled", "role_changed", "password_changed", "account_reclaimed")
 """Log events after which the account's earlier access tokens stop working."""
 
 
