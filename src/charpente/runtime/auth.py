@@ -37,6 +37,7 @@ from charpente.errors import (
 )
 from charpente.runtime.caller import ANONYMOUS, SYSTEM, Caller
 from charpente.runtime.ids import new_id
+from charpente.runtime.mail import MailTemplates, Postman
 from charpente.runtime.passwords import PasswordHasher, check_password
 from charpente.runtime.ports import AuthStore, Clock, Transaction
 from charpente.runtime.secrets import Sealer
@@ -102,7 +103,7 @@ class TokenPair:
 class Accounts:
     """Signup, sign-in and tokens for one design, over a Service and an AuthStore."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only collaborators, each with its default)
         self,
         design: Design,
         service: Service,
@@ -112,8 +113,15 @@ class Accounts:
         hasher: PasswordHasher | None = None,
         sealer: Sealer | None = None,
         issuer: str | None = None,
+        postman: Postman | None = None,
     ) -> None:
         self.design = design
+        self.postman = postman or Postman(
+            service,
+            MailTemplates(),
+            app_name=design.auth.app_name or design.name,
+            app_url=design.auth.app_url,
+        )
         self.service = service
         self.store = store
         self.clock = clock

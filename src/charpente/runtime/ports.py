@@ -26,6 +26,8 @@ __all__ = [
     "IdempotentResponse",
     "Job",
     "JobStore",
+    "MailMessage",
+    "Mailer",
     "NewJob",
     "Outbound",
     "Outbox",
@@ -509,3 +511,27 @@ class JobStore(Protocol):
 
     async def prune(self, finished_before: datetime.datetime, limit: int) -> int:
         """Delete up to `limit` done jobs finished before that time; how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailMessage:
+    """One email, rendered: its recipient, subject, plain text and (optionally) HTML body.
+    `kind` names the template it came from (for logs: a message's body never is)."""
+
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    kind: str = "mail"
+
+
+class Mailer(Protocol):
+    """Where email goes: an SMTP server, or the log (development). `send` raises when the
+    message was not accepted; the mail job then retries it later."""
+
+    @property
+    def name(self) -> str:
+        """What the logs call it: `smtp://host:port` (no credentials) or `log`."""
+
+    async def send(self, message: MailMessage) -> None:
+        """Hand `message` over for delivery."""
