@@ -140,6 +140,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     service = Service(design, database, hooks=hooks, cipher=cipher)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
+    accounts.limiter = limiter  # the per-email limits of the account flows, shared too
     oauth = OAuthClient(login_providers(design))
     background = build_background(settings, design, service, database)
     # live changes come from the bus, so the bus runs even when a separate worker relays

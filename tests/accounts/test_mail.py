@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from mailbox import SmtpServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from smtpbox import SmtpServer
 
 from charpente.errors import ConfigError
 from charpente.loader import load_design_text

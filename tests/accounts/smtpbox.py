@@ -4,6 +4,7 @@ starting it with a self-signed certificate its clients trust, and reading back w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import email
@@ -72,6 +73,16 @@ class SmtpServer:
                             record["rcpt_tos"], parsed)
                 )  # fmt: skip
         return found
+
+    async def arrival(self, to: str, count: int = 1, timeout: float = 10.0) -> list[Arrived]:
+        """wait_for, letting the event loop run (the backend's worker sends meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.arrived(to)
+            if len(found) >= count or time.monotonic() > deadline:
+                assert len(found) >= count, f"{len(found)} of {count} messages for {to}"
+                return found
+            await asyncio.sleep(0.05)
 
     def wait_for(self, to: str, count: int = 1, timeout: float = 10.0) -> list[Arrived]:
         deadline = time.monotonic() + timeout
