@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-OPTIONAL_DRIVERS = ("asyncpg", "redis", "aio_pika", "nats", "opentelemetry.sdk")
+OPTIONAL_DRIVERS = ("asyncpg", "redis", "aio_pika", "nats", "opentelemetry.sdk", "aiosmtplib")
 
 
 def _python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,11 +10,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from charpente.errors import ConfigError
 from charpente.http.clientip import parse_trusted_proxies
+from charpente.outbound.mail import smtp_target
 from charpente.runtime.secrets import Sealer
 
 __all__ = [
@@ -40,6 +43,7 @@ _MAX_BODY_CEILING = 1 << 30  # 1 GiB: beyond that a body belongs in object stora
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_ADDRESS = re.compile(r"[^@\s<>]{1,64}@[^@\s<>]{1,253}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class Settings:
     metrics_directory: str | None = None  # PROMETHEUS_MULTIPROC_DIR: serve's processes share it
     traces_exporter: str | None = None  # otlp | console, from the standard OTEL_* variables
     otel_service_name: str | None = None  # OTEL_SERVICE_NAME (default charpente-<design>)
+    smtp_url: str | None = field(default=None, repr=False)  # None: mail goes to the log
+    mail_from: str | None = None  # the From of the engine's email
+    mail_dir: Path | None = None  # where the log mailer also writes each message (.eml)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -104,6 +111,7 @@ class Settings:
             metrics_directory=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
             traces_exporter=_traces_exporter(environ),
             otel_service_name=environ.get("OTEL_SERVICE_NAME") or None,
+            **_mail(environ),
         )
 
     @property
@@ -123,7 +131,8 @@ class Settings:
             f"trusted_proxies={self.trusted_proxies!r}, "
             f"secret_keys={'set' if self.secret_keys else 'none'}, "
             f"bus={redacted_url(self.bus_url) if self.bus_url else 'memory'!r}, "
-            f"worker={self.worker!r})"
+            f"worker={self.worker!r}, "
+            f"smtp={'set' if self.smtp_url else 'none'})"
         )
 
 
@@ -149,6 +158,9 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_BUS_URL": settings.bus_url,
         "CHARPENTE_WORKER": settings.worker,
         "CHARPENTE_LOG_FORMAT": settings.log_format,
+        "CHARPENTE_SMTP_URL": settings.smtp_url,
+        "CHARPENTE_MAIL_FROM": settings.mail_from,
+        "CHARPENTE_MAIL_DIR": None if settings.mail_dir is None else str(settings.mail_dir),
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
     return environ
@@ -401,3 +413,20 @@ def _drain_seconds(value: str | None) -> float:
             f"not {value!r}"
         )
     return seconds
+
+
+def _mail(environ: Mapping[str, str]) -> dict[str, Any]:
+    """CHARPENTE_SMTP_URL (checked now, never echoed), CHARPENTE_MAIL_FROM (required with
+    it: an address, or `Name <address>`) and CHARPENTE_MAIL_DIR."""
+    url = (environ.get("CHARPENTE_SMTP_URL") or "").strip() or None
+    sender = (environ.get("CHARPENTE_MAIL_FROM") or "").strip() or None
+    if url is not None:
+        smtp_target(url)  # raises ConfigError naming what is wrong
+        if sender is None:
+            raise ConfigError("CHARPENTE_SMTP_URL is set: set CHARPENTE_MAIL_FROM too")
+    if sender is not None:
+        address = parseaddr(sender)[1]
+        if not _ADDRESS.fullmatch(address) or "\n" in sender or "\r" in sender:
+            raise ConfigError("CHARPENTE_MAIL_FROM must be an email address, or `Name <address>`")
+    folder = (environ.get("CHARPENTE_MAIL_DIR") or "").strip()
+    return {"smtp_url": url, "mail_from": sender, "mail_dir": Path(folder) if folder else None}

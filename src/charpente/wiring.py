@@ -33,6 +33,7 @@ from charpente.http.drain import ClosingMiddleware
 from charpente.http.oauth import oauth_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
+from charpente.outbound.mail import LogMailer, smtp_target
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime import metrics
 from charpente.runtime.activity import Activity, ActivityLog
@@ -50,8 +51,15 @@ from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.lifecycle import Drain
 from charpente.runtime.logcontext import JsonFormatter, TextFormatter
+from charpente.runtime.mail import (
+    MAIL_JOB,
+    MailTemplates,
+    Postman,
+    register_mail_job,
+    template_folder,
+)
 from charpente.runtime.oauth import OAuthClient, Provider
-from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
+from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Mailer, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
@@ -145,7 +153,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     """The whole app: refuses to start when the database is behind, disposes the engine at exit."""
     design = design if design is not None else load_configured_design(settings)
     check_worker_bus(settings)
-    hooks = load_configured_hooks(settings, design)
+    hooks = with_mail_job(settings, load_configured_hooks(settings, design))
     cipher = field_cipher(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
@@ -153,6 +161,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     metrics.set_build_info(__version__, design.name)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
+    accounts.limiter = limiter  # the per-email limits of the account flows, shared too
     oauth = OAuthClient(login_providers(design))
     background = build_background(settings, design, service, database)
     # live changes come from the bus, so the bus runs even when a separate worker relays
@@ -173,7 +182,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *webhook_routes(background.webhooks, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start, drain.install],
+        on_startup=[accounts.start, start, feed.start, drain.install, mail_warning(settings)],
         on_shutdown=[
             drain.uninstall,
             feed.stop,
@@ -280,7 +289,7 @@ def build_webhooks(
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
     check_worker_bus(settings)
-    hooks = load_configured_hooks(settings, design)
+    hooks = with_mail_job(settings, load_configured_hooks(settings, design))
     stop_tracing = start_tracing(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
@@ -324,7 +333,75 @@ def build_accounts(
         clock=service.clock,
         sealer=sealer,
         issuer=settings.issuer,
+        postman=build_postman(settings, design, service),
     )
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    """SMTP when CHARPENTE_SMTP_URL is set (the `mail` extra), else the log mailer."""
+    if settings.smtp_url is None:
+        return LogMailer(settings.mail_dir, settings.mail_from)
+    try:
+        smtp = importlib.import_module("charpente.outbound.smtp")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "aiosmtplib":
+            raise
+        raise ConfigError("CHARPENTE_SMTP_URL is set: pip install 'charpente[mail]'") from None
+    assert settings.mail_from is not None  # settings require it with an SMTP URL
+    mailer: Mailer = smtp.SmtpMailer(smtp_target(settings.smtp_url), settings.mail_from)
+    return mailer
+
+
+def with_mail_job(settings: Settings, hooks: Hooks | None) -> Hooks:
+    """The design's hooks (or none) with the job that sends the engine's email."""
+    hooks = hooks or Hooks()
+    if MAIL_JOB not in hooks.jobs:
+        register_mail_job(hooks, build_mailer(settings), _sealer(settings))
+    return hooks
+
+
+def mail_warning(settings: Settings) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What the server says loudly as it starts when its email only goes to the log."""
+
+    async def warn() -> None:
+        if settings.smtp_url is None:
+            logger.warning(
+                "CHARPENTE_SMTP_URL is not set: email (verification, password reset) is NOT "
+                "sent to anyone, it goes to the log%s",
+                "" if settings.mail_dir is None else f" and to {settings.mail_dir}",
+            )
+
+    return warn
+
+
+def build_postman(settings: Settings, design: Design, service: Service) -> Postman:
+    """What renders and queues the engine's email: the shipped templates, with the design's
+    own (`auth.mail_templates`, a folder beside the design file) on top."""
+    overrides: dict[str, str] = {}
+    if design.auth.mail_templates is not None:
+        base = settings.design_path.parent if settings.design_path else Path(design.source).parent
+        folder = base / design.auth.mail_templates
+        if not folder.is_dir():
+            raise ConfigError(f"auth.mail_templates: {folder} is not a folder")
+        try:
+            overrides = template_folder(folder)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"auth.mail_templates: {error}") from None
+    try:
+        templates = MailTemplates(overrides)
+    except ValueError as error:
+        raise ConfigError(f"auth.mail_templates: {error}") from None
+    return Postman(
+        service,
+        templates,
+        app_name=design.auth.app_name or design.name,
+        app_url=design.auth.app_url,
+        sealer=_sealer(settings),
+    )
+
+
+def _sealer(settings: Settings) -> Sealer | None:
+    return None if settings.secret_keys is None else Sealer.from_env_value(settings.secret_keys)
 
 
 def login_providers(design: Design) -> list[Provider]:
@@ -385,7 +462,7 @@ async def open_accounts(settings: Settings, design: Design) -> AsyncIterator[Acc
     try:
         if not await _is_current(engine, design):
             raise MigrationError(BEHIND_MESSAGE)
-        service = Service(design, database, cipher=cipher)
+        service = Service(design, database, hooks=with_mail_job(settings, None), cipher=cipher)
         accounts = build_accounts(settings, design, service, database)
         await accounts.reload_keys()
         yield accounts

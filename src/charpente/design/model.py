@@ -267,6 +267,10 @@ class AuthConfig:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 86400
     algorithm: str = "EdDSA"  # or ES256
+    app_name: str | None = None  # what emails call the application (default: the design's name)
+    app_url: str | None = None  # the application: every link an email carries points under it
+    verify_email: str = "off"  # required | optional | off
+    mail_templates: str | None = None  # a folder of templates, relative to the design file
 
     def provider(self, name: str) -> Provider | None:
         return next((p for p in self.providers if p.name == name), None)

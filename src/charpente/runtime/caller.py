@@ -6,7 +6,7 @@ commands, hooks reading on the engine's behalf): access rules do not apply to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ANONYMOUS", "SYSTEM", "Caller"]
 
@@ -18,6 +18,8 @@ class Caller:
     id: str | None = None
     role: str | None = None
     system: bool = False
+    # The sign-in (refresh-token family) the caller's access token belongs to, if any.
+    session: str | None = field(default=None, compare=False)
 
     @property
     def signed_in(self) -> bool:

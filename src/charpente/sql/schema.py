@@ -227,6 +227,17 @@ def auth_tables(metadata: sa.MetaData) -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
     )
     sa.Table(
+        "charpente_email_tokens",  # one-time links sent by email: verify, reset, change
+        metadata,
+        sa.Column("hash", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("purpose", sa.Text(), nullable=False),
+        sa.Column("email", sa.Text(), nullable=False),  # the address the link was sent to
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("used_at", UtcDateTime(), nullable=True),
+    )
+    sa.Table(
         "charpente_signing_keys",
         metadata,
         sa.Column("kid", sa.Text(), primary_key=True),
