@@ -43,7 +43,7 @@ from charpente.errors import (
     Unauthorized,
     Unavailable,
 )
-from charpente.runtime.caller import Caller
+from charpente.runtime.caller import Caller, rule_auth
 from charpente.runtime.event_view import Change, EventView, typed_record
 from charpente.runtime.events import Event, Message, event_from_cloudevent
 from charpente.runtime.ids import new_id
@@ -308,7 +308,7 @@ class ChangeFeed:
         spec = self._resources.get(resource)
         if spec is None:
             raise NotFound(detail=f"{resource} has no live changes")
-        auth = None if caller.system else {"id": caller.id, "role": caller.role}
+        auth = rule_auth(caller)
         rule = row_filter(spec, "list", auth)
         if rule is DENIED:
             raise _refused(caller, resource)
