@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import gc
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -24,8 +25,9 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.bus import bus_from_url
+from charpente.design.flags import hook_flag_problems
 from charpente.design.model import Design
-from charpente.errors import ConfigError, MigrationError
+from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.oauth import oauth_routes
@@ -442,7 +444,7 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
     if spec.endswith(".py") and not (base / spec).is_file():
         raise ConfigError(f"the hooks file {spec!r} named by the design does not exist in {base}")
     try:
-        return load_hooks(spec, base)
+        hooks = load_hooks(spec, base)
     except SyntaxError as exc:
         where = f"line {exc.lineno}" if exc.lineno else "somewhere"
         raise ConfigError(
@@ -454,6 +456,19 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
         raise ConfigError(
             f"the hooks module {spec!r} failed while loading: {type(exc).__name__}: {exc}"
         ) from None
+    check_hook_flags(design, spec, base)
+    return hooks
+
+
+def check_hook_flags(design: Design, spec: str, base: Path) -> None:
+    """Refuse hooks that read a flag the design does not declare (DesignError at each)."""
+    found = importlib.util.find_spec(spec) if not spec.endswith(".py") else None
+    path = base / spec if found is None else Path(found.origin or "")
+    if not path.is_file():
+        return
+    problems = hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
+    if problems:
+        raise DesignError(problems)
 
 
 async def archive_history(

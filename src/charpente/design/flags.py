@@ -14,12 +14,16 @@ flags:
 
 from __future__ import annotations
 
+import ast
 import datetime
+import difflib
 import re
+from collections.abc import Iterable
 
 from charpente.design.expr import Name
 from charpente.design.model import Flag, FlagVariant
 from charpente.design.source import Node, Reader, did_you_mean
+from charpente.errors import Problem
 
 __all__ = [
     "BY_CHOICES",
@@ -28,6 +32,7 @@ __all__ = [
     "MAX_FLAGS",
     "flag_key",
     "flag_name",
+    "hook_flag_problems",
     "parse_percent",
     "read_flags",
 ]
@@ -184,3 +189,33 @@ def _variants(reader: Reader, node: Node | None) -> tuple[FlagVariant, ...]:
     elif len(variants) == len(pairs) and sum(v.weight for v in variants) != 100:
         reader.error(node, "the variants' shares must add up to 100%")
     return tuple(variants)
+
+
+def hook_flag_problems(source: str, file: str, declared: Iterable[str]) -> list[Problem]:
+    """Each `….flag("name")` call of a hooks module's source naming an undeclared flag,
+    at its line and column (a name that is not a literal string is only checked when
+    the hook runs)."""
+    try:
+        tree = ast.parse(source, file)
+    except SyntaxError:
+        return []  # reported when the module is imported
+    known = list(declared)
+    problems = []
+    for node in ast.walk(tree):
+        name = _flag_call_name(node)
+        if name is not None and name not in known:
+            assert isinstance(node, ast.Call)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"unknown flag {name!r} in a hook: declare it under `flags`{hint}"
+            problems.append(Problem(message, file, node.lineno, node.col_offset + 1))
+    return problems
+
+
+def _flag_call_name(node: ast.AST) -> str | None:
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return None
+    if node.func.attr != "flag" or len(node.args) != 1:
+        return None
+    first = node.args[0]
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None

@@ -27,6 +27,7 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.flags import FlagMiddleware
 from charpente.http.middleware import (
     BodyLimitMiddleware,
     EdgeIdentityMiddleware,
@@ -131,6 +132,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     app.state.service = service
     app.state.design = design
     app.state.accounts = accounts
+    if service.flags.flags:  # innermost of these: after authentication found the caller
+        app.add_middleware(FlagMiddleware, board=service.flags)
     if accounts is not None:
         app.add_middleware(AuthRefusalMiddleware)
     if limiter is not None:
@@ -161,6 +164,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
 CORS_REQUEST_HEADERS = (
     *("Authorization", "Content-Type", "If-Match", "If-None-Match"),
     *("Idempotency-Key", "X-Request-ID", "Last-Event-ID"),
+    "X-Client-ID",
 )
 CORS_EXPOSED_HEADERS = (
     *("ETag", "Location", "Link", "X-Request-ID", "Retry-After"),
