@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.bus import bus_from_url
-from charpente.design.flags import hook_flag_problems
+from charpente.design.flags import hook_flag_problems, rules_reading
 from charpente.design.model import Design
 from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.http.app import build_app
@@ -43,6 +43,7 @@ from charpente.runtime.encryption import (
     encrypted_fields,
 )
 from charpente.runtime.events import Message as BusMessage, event_source
+from charpente.runtime.flag_control import FlagControl, FlagSync
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.oauth import OAuthClient, Provider
@@ -57,6 +58,7 @@ from charpente.settings import Settings, environment_secret, settings_from_proce
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
+from charpente.sql.flagstore import SqlFlagStore
 from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
@@ -139,6 +141,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     # live changes come from the bus, so the bus runs even when a separate worker relays
     feed = ChangeFeed(design, database, background.bus)
     start = background.start if settings.worker == "embedded" else background.start_bus
+    flags, flag_sync = build_flags(design, service, database, background.bus, feed)
     prefix = f"/v{design.api_version}"
     app = build_app(
         service,
@@ -152,8 +155,10 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *webhook_routes(background.webhooks, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start],
+        flags=flags,
+        on_startup=[accounts.start, start, feed.start, flag_sync.start],
         on_shutdown=[
+            flag_sync.stop,
             feed.stop,
             accounts.stop,
             background.stop,
@@ -165,6 +170,30 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     )
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     return app
+
+
+def build_flags(
+    design: Design, service: Service, database: SqlDatabase, bus: Bus, feed: ChangeFeed
+) -> tuple[FlagControl | None, FlagSync | _NoSync]:
+    """The flag admin over the database, following the bus (nothing without flags)."""
+    if not design.flags:
+        return None, _NoSync()
+    control = FlagControl(design, service.flags, SqlFlagStore(database), bus=bus)
+    reading = rules_reading(design)
+
+    async def rebind_streams(names: Sequence[str]) -> None:
+        feed.rebind([r for r, read in reading.items() if read & set(names)], service.flags)
+
+    control.listeners.append(rebind_streams)
+    return control, FlagSync(control)
+
+
+class _NoSync:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 class Background:

@@ -20,8 +20,8 @@ import difflib
 import re
 from collections.abc import Iterable
 
-from charpente.design.expr import Name
-from charpente.design.model import Flag, FlagVariant
+from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
+from charpente.design.model import Design, Flag, FlagVariant
 from charpente.design.source import Node, Reader, did_you_mean
 from charpente.errors import Problem
 
@@ -32,9 +32,11 @@ __all__ = [
     "MAX_FLAGS",
     "flag_key",
     "flag_name",
+    "flags_read",
     "hook_flag_problems",
     "parse_percent",
     "read_flags",
+    "rules_reading",
 ]
 
 FLAG_KEYS = (
@@ -219,3 +221,35 @@ def _flag_call_name(node: ast.AST) -> str | None:
         return None
     first = node.args[0]
     return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
+def flags_read(expr: Expr) -> set[str]:
+    """The flags a resolved expression reads."""
+    match expr:
+        case Name(("auth", key)) if key.startswith(_PREFIX):
+            return {key.removeprefix(_PREFIX)}
+        case Compare(_, left, right) | And(left, right) | Or(left, right):
+            return flags_read(left) | flags_read(right)
+        case Not(operand):
+            return flags_read(operand)
+        case Call(_, args):
+            return set().union(*(flags_read(arg) for arg in args))
+    return set()
+
+
+def rules_reading(design: Design) -> dict[str, set[str]]:
+    """For each resource, the flags its access rules (row and field rules) read."""
+    found: dict[str, set[str]] = {}
+    for resource in design.resources.values():
+        access = resource.access
+        if access is None:
+            continue
+        rules = [
+            *access.rules.values(),
+            *access.fields_read.values(),
+            *access.fields_write.values(),
+        ]
+        names = set().union(*(flags_read(rule.expr) for rule in rules))
+        if names:
+            found[resource.name] = names
+    return found

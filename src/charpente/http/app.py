@@ -27,6 +27,7 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.flag_routes import flag_routes
 from charpente.http.flags import FlagMiddleware
 from charpente.http.middleware import (
     BodyLimitMiddleware,
@@ -38,6 +39,7 @@ from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.flag_control import FlagControl
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.ratelimit import Limiter
 from charpente.runtime.service import Service
@@ -98,13 +100,15 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     lifespan: Lifespan | None = None,
     readiness: Readiness | None = None,
     changes: ChangeFeed | None = None,
+    flags: FlagControl | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
     Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
-    (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
+    (`/v{n}/{resource}/changes`, Server-Sent Events), with `flags` the flag admin API
+    (`/v{n}/_flags`), then the hooks module's routes and
     `extra_routes`.
     In front (outermost first): CORS (when the design lists origins), the request id,
     authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
@@ -118,6 +122,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *_docs_routes(design),
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *(changes_routes(changes, design) if changes is not None else ()),
+        *(flag_routes(flags, prefix) if flags is not None else ()),
         *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,

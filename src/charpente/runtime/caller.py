@@ -21,6 +21,7 @@ class Caller:
     role: str | None = None
     system: bool = False
     flags: tuple[tuple[str, bool | str | None], ...] = ()  # each flag's value, per request
+    client_id: str | None = None  # what an anonymous caller's flags are bucketed by
 
     @property
     def signed_in(self) -> bool:

@@ -84,6 +84,21 @@ class FlagSetting:
     def of(cls, flag: Flag) -> FlagSetting:
         return cls(flag.default, flag.rollout, flag.allow, flag.variants)
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> FlagSetting:
+        """The setting `as_json` wrote (stored settings are read back with it)."""
+        variants = data.get("variants") or {}
+        allow = data.get("allow") or []
+        rollout = data.get("rollout")
+        assert isinstance(variants, dict)
+        assert isinstance(allow, list)
+        return cls(
+            default=data.get("default") is True,
+            rollout=rollout if isinstance(rollout, int) else None,
+            allow=tuple(str(role) for role in allow),
+            variants=tuple(FlagVariant(str(n), int(w)) for n, w in variants.items()),
+        )
+
     def as_json(self) -> dict[str, object]:
         return {
             "default": self.default,
@@ -138,7 +153,8 @@ class FlagBoard:
         """`caller` carrying its flag values (nothing to do for the engine itself)."""
         if caller.system or not self.flags:
             return caller
-        return replace(caller, flags=self.values_for(caller, client_id))
+        values = self.values_for(caller, client_id)
+        return replace(caller, flags=values, client_id=client_id)
 
     def apply(self, settings: Iterable[tuple[str, FlagSetting]]) -> bool:
         """Take stored settings (unknown flags are skipped); whether anything changed."""
