@@ -15,7 +15,7 @@ import datetime
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import msgspec
 
@@ -51,8 +51,8 @@ class StoredFlag:
     """A flag's setting as admins last stored it."""
 
     name: str
-    setting: FlagSetting
-    changed_at: datetime.datetime
+    setting: FlagSetting | None  # None: never set at run time (the design's applies)
+    changed_at: datetime.datetime  # when it was set, or first seen
     changed_by: str | None
 
 
@@ -82,6 +82,10 @@ class FlagStore(Protocol):
     """Stored flag settings and their history (sql.flagstore)."""
 
     async def stored(self) -> list[StoredFlag]: ...
+
+    async def seen(self, names: Sequence[str], at: datetime.datetime) -> None:
+        """Record that these flags exist (the first time only), for hygiene."""
+        ...
 
     async def change(
         self,
@@ -128,8 +132,11 @@ class FlagControl:
         """Take the stored settings; the names that changed here (listeners are told)."""
         stored = await self.store.stored()
         self._changed_at = {s.name: s for s in stored}
+        unseen = [name for name in self.design.flags if name not in self._changed_at]
+        if unseen:
+            await self.store.seen(unseen, self.clock.now())
         wanted = {name: FlagSetting.of(flag) for name, flag in self.design.flags.items()}
-        wanted.update((s.name, s.setting) for s in stored if s.name in wanted)
+        wanted.update((s.name, s.setting) for s in stored if s.name in wanted and s.setting)
         changed = [n for n, s in wanted.items() if self.board.settings.get(n) != s]
         if changed:
             self.board.apply(wanted.items())
@@ -188,7 +195,7 @@ class FlagControl:
             "owner": flag.owner,
             "description": flag.description,
             "design": FlagSetting.of(flag).as_json(),
-            "changed_at": None if stored is None else _timestamp(stored.changed_at),
+            "changed_at": None if not _was_set(stored) else _timestamp(stored.changed_at),
             "changed_by": None if stored is None else stored.changed_by,
         }
 
@@ -271,6 +278,10 @@ class FlagSync:
             await self.control.reload()
         except Exception as exc:  # the database is away for a moment: next time
             logger.warning("flags: cannot reload the settings: %s", exc)
+
+
+def _was_set(stored: StoredFlag | None) -> TypeGuard[StoredFlag]:
+    return stored is not None and stored.setting is not None
 
 
 def _require_admin(caller: Caller) -> None:

@@ -1,7 +1,9 @@
 """The FlagStore port over `charpente_flags` and `charpente_flag_history` (sql.schema).
 
-A change is one write transaction: the flag's row is created from the design's default if
-it is missing, read (locked FOR UPDATE on PostgreSQL, the single writer on SQLite), changed,
+A flag's row is created the first time a process sees the flag (its setting null: the
+design's, and `changed_at` when it was first seen), so that hygiene can tell how long a
+flag has stayed as it is. A change is one write transaction: the row is created if it is
+missing, read (locked FOR UPDATE on PostgreSQL, the single writer on SQLite), changed,
 and its history entry inserted beside it, so concurrent admins never lose each other's
 changes and the history always matches the stored setting.
 """
@@ -9,7 +11,7 @@ changes and the history always matches the stored setting.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -67,16 +69,25 @@ class SqlFlagStore:
         actor: str | None,
         at: datetime.datetime,
     ) -> FlagChange:
-        seed = {"name": name, "setting": _json(default), "changed_at": at, "changed_by": None}
+        seed = {"name": name, "setting": None, "changed_at": at, "changed_by": None}
         async with self._db.writer() as ex:
             await ex.run(self._s["seed"], seed)
-            before = _setting(await ex.scalar(self._s["locked"], {"_name": name}))
+            found = await ex.scalar(self._s["locked"], {"_name": name})
+            before = default if found is None else _setting(found)
             after = change(before)
             values = {"_name": name, "setting": _json(after), "changed_at": at, "changed_by": actor}
             await ex.run(self._s["save"], values)
             done = FlagChange(history_id(), name, at, actor, before, after)
             await ex.run(self._s["log"], _history_row(done))
         return done
+
+    async def seen(self, names: Sequence[str], at: datetime.datetime) -> None:
+        if not names:
+            return
+        async with self._db.writer() as ex:
+            for name in names:
+                seed = {"name": name, "setting": None, "changed_at": at, "changed_by": None}
+                await ex.run(self._s["seed"], seed)
 
     async def history(self, name: str, limit: int) -> list[FlagChange]:
         async with self._db.reader() as ex:
@@ -90,11 +101,9 @@ def _moment(value: object) -> datetime.datetime:
 
 
 def _stored(row: Record) -> StoredFlag:
-    by = row["changed_by"]
-    at = _moment(row["changed_at"])
-    return StoredFlag(
-        str(row["name"]), _setting(row["setting"]), at, None if by is None else str(by)
-    )
+    by, at = row["changed_by"], _moment(row["changed_at"])
+    setting = None if row["setting"] is None else _setting(row["setting"])
+    return StoredFlag(str(row["name"]), setting, at, None if by is None else str(by))
 
 
 def _json(setting: FlagSetting) -> str:

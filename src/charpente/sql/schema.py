@@ -385,8 +385,8 @@ def flag_tables(metadata: sa.MetaData) -> None:
         FLAGS_TABLE,
         metadata,
         sa.Column("name", sa.Text(), primary_key=True),
-        sa.Column("setting", sa.Text(), nullable=False),  # a JSON object
-        sa.Column("changed_at", UtcDateTime(), nullable=False),
+        sa.Column("setting", sa.Text(), nullable=True),  # a JSON object; null: the design's
+        sa.Column("changed_at", UtcDateTime(), nullable=False),  # or first seen, if never set
         sa.Column("changed_by", sa.Text(), nullable=True),
     )
     history = sa.Table(
