@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.bus import bus_from_url
-from charpente.design.flags import hook_flag_problems, rules_reading
+from charpente.design.flags import hook_flag_problems, hook_flags_read, rules_reading
 from charpente.design.model import Design
 from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.http.app import build_app
@@ -44,6 +44,7 @@ from charpente.runtime.encryption import (
 )
 from charpente.runtime.events import Message as BusMessage, event_source
 from charpente.runtime.flag_control import FlagControl, FlagSync
+from charpente.runtime.flags import FlagBoard
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.oauth import OAuthClient, Provider
@@ -491,13 +492,56 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
 
 def check_hook_flags(design: Design, spec: str, base: Path) -> None:
     """Refuse hooks that read a flag the design does not declare (DesignError at each)."""
-    found = importlib.util.find_spec(spec) if not spec.endswith(".py") else None
-    path = base / spec if found is None else Path(found.origin or "")
-    if not path.is_file():
+    path = _hooks_source(spec, base)
+    if path is None:
         return
     problems = hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
     if problems:
         raise DesignError(problems)
+
+
+def flags_in_use(settings: Settings, design: Design) -> set[str]:
+    """The flags the design's rules and its hooks module (read, not run) read."""
+    used = set().union(*rules_reading(design).values())
+    if design.hooks is not None:
+        base = (settings.design_path or Path(design.source)).parent
+        with suppress(ImportError, ValueError, OSError):
+            path = _hooks_source(design.hooks, base)
+            if path is not None:
+                used |= hook_flags_read(path.read_text(encoding="utf-8"))
+    return used
+
+
+def _hooks_source(spec: str, base: Path) -> Path | None:
+    """The file of a hooks module (a .py path relative to `base`, or a dotted module)."""
+    found = importlib.util.find_spec(spec) if not spec.endswith(".py") else None
+    path = base / spec if found is None else Path(found.origin or "")
+    return path if path.is_file() else None
+
+
+@asynccontextmanager
+async def open_flags(settings: Settings, design: Design) -> AsyncIterator[FlagControl]:
+    """The flags over the configured database and bus, for commands that run without a
+    server (a change is announced on the bus). Raises MigrationError when behind."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    bus = bus_from_url(settings.bus_url, name=design.name)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        try:
+            await bus.start()
+        except Exception as exc:  # a broker's own errors too: servers catch up by reloading
+            logger.warning(
+                "the bus %s is not reachable (%s): servers reload within 10 s", bus.name, exc
+            )
+        control = FlagControl(design, FlagBoard(design.flags), SqlFlagStore(database), bus=bus)
+        await control.reload()
+        yield control
+    finally:
+        with suppress(Exception):
+            await bus.close()
+        await database.close()
 
 
 async def archive_history(

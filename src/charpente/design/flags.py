@@ -18,7 +18,7 @@ import ast
 import datetime
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from charpente.design.expr import And, Call, Compare, Expr, Name, Not, Or
 from charpente.design.model import Design, Flag, FlagVariant
@@ -34,6 +34,7 @@ __all__ = [
     "flag_name",
     "flags_read",
     "hook_flag_problems",
+    "hook_flags_read",
     "parse_percent",
     "read_flags",
     "rules_reading",
@@ -47,7 +48,7 @@ BY_CHOICES = ("account", "client")
 FLAG_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_FLAGS = 200
 MAX_VARIANTS = 20
-_PERCENT = re.compile(r"(\d{1,3})\s*%")
+_PERCENT = re.compile(r"(\d{1,3})\s*%?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _PREFIX = "flag:"
 
@@ -203,15 +204,29 @@ def hook_flag_problems(source: str, file: str, declared: Iterable[str]) -> list[
         return []  # reported when the module is imported
     known = list(declared)
     problems = []
-    for node in ast.walk(tree):
-        name = _flag_call_name(node)
-        if name is not None and name not in known:
-            assert isinstance(node, ast.Call)
+    for node, name in _flag_calls(tree):
+        if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             message = f"unknown flag {name!r} in a hook: declare it under `flags`{hint}"
             problems.append(Problem(message, file, node.lineno, node.col_offset + 1))
     return problems
+
+
+def hook_flags_read(source: str) -> set[str]:
+    """The flags a hooks module's source reads with `….flag("name")`."""
+    try:
+        return {name for _, name in _flag_calls(ast.parse(source))}
+    except SyntaxError:
+        return set()
+
+
+def _flag_calls(tree: ast.AST) -> Iterator[tuple[ast.Call, str]]:
+    for node in ast.walk(tree):
+        name = _flag_call_name(node)
+        if name is not None:
+            assert isinstance(node, ast.Call)
+            yield node, name
 
 
 def _flag_call_name(node: ast.AST) -> str | None:

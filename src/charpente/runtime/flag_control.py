@@ -144,6 +144,11 @@ class FlagControl:
                 await listener(changed)
         return changed
 
+    @property
+    def stored(self) -> Mapping[str, StoredFlag]:
+        """What the store held at the last reload, by flag name."""
+        return self._changed_at
+
     def describe(self, caller: Caller) -> list[dict[str, object]]:
         """Every flag with its current setting (admins only)."""
         _require_admin(caller)
