@@ -34,6 +34,7 @@ from charpente.http.middleware import (
     EdgeIdentityMiddleware,
     RequestContextMiddleware,
 )
+from charpente.http.ofrep import ofrep_routes
 from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
@@ -108,7 +109,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
     (`/v{n}/{resource}/changes`, Server-Sent Events), with `flags` the flag admin API
-    (`/v{n}/_flags`), then the hooks module's routes and
+    (`/v{n}/_flags`), OFREP (`/ofrep/v1/…`) for a design with flags, then the hooks
+    module's routes and
     `extra_routes`.
     In front (outermost first): CORS (when the design lists origins), the request id,
     authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
@@ -123,6 +125,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *(changes_routes(changes, design) if changes is not None else ()),
         *(flag_routes(flags, prefix) if flags is not None else ()),
+        *(ofrep_routes(service.flags) if service.flags.flags else ()),
         *rest.routes(),
         *hook_routes(service.hooks),
         *extra_routes,

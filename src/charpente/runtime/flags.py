@@ -28,6 +28,7 @@ __all__ = [
     "FlagValue",
     "bucket",
     "changed_setting",
+    "explained_value",
     "flag_value",
     "in_rollout",
     "pick_variant",
@@ -112,16 +113,28 @@ def flag_value(
     flag: Flag, setting: FlagSetting, caller: Caller, client_id: str | None
 ) -> FlagValue:
     """The flag for `caller` (bucketed by account id, else `client_id`, as `flag.by` says)."""
+    return explained_value(flag, setting, caller, client_id)[0]
+
+
+def explained_value(
+    flag: Flag, setting: FlagSetting, caller: Caller, client_id: str | None
+) -> tuple[FlagValue, str]:
+    """The flag for `caller` and why, in OpenFeature's words: TARGETING_MATCH (an allowed
+    role), SPLIT (the rollout chose the caller), STATIC (the default, no rollout), DEFAULT
+    (the default, outside the rollout); DISABLED for a multivariate flag that is off."""
     key = caller.id if flag.by == "account" and caller.id is not None else client_id
     group = flag.bucket_group
-    on = (
-        (caller.role is not None and caller.role in setting.allow)
-        or (setting.rollout is not None and in_rollout(setting.rollout, group, key))
-        or setting.default
-    )
+    if caller.role is not None and caller.role in setting.allow:
+        on, reason = True, "TARGETING_MATCH"
+    elif setting.rollout is not None and in_rollout(setting.rollout, group, key):
+        on, reason = True, "SPLIT"
+    else:
+        on, reason = setting.default, "STATIC" if setting.rollout is None else "DEFAULT"
     if not setting.variants:
-        return on
-    return pick_variant(setting.variants, group, key) if on else None
+        return on, reason
+    if not on:
+        return None, "DISABLED"
+    return pick_variant(setting.variants, group, key), reason
 
 
 def valid_client_id(text: str | None) -> str | None:
