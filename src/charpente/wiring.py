@@ -11,10 +11,11 @@ import dataclasses
 import datetime
 import gc
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,8 +26,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente import __version__
 from charpente.bus import bus_from_url
+from charpente.design.flags import hook_flag_problems, hook_flags_read, rules_reading
 from charpente.design.model import Design
-from charpente.errors import ConfigError, MigrationError
+from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.drain import ClosingMiddleware
@@ -46,6 +48,8 @@ from charpente.runtime.encryption import (
     encrypted_fields,
 )
 from charpente.runtime.events import Message as BusMessage, event_source
+from charpente.runtime.flag_control import FlagControl, FlagSync
+from charpente.runtime.flags import FlagBoard
 from charpente.runtime.health import DEGRADED, DOWN, OK, Component, DesignWatch, Health, timed
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
@@ -71,6 +75,7 @@ from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.drift import missing_from_database
 from charpente.sql.engine import create_engine, missing_sqlite_file
+from charpente.sql.flagstore import SqlFlagStore
 from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
@@ -167,6 +172,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     # live changes come from the bus, so the bus runs even when a separate worker relays
     feed = ChangeFeed(design, database, background.bus)
     start = background.start if settings.worker == "embedded" else background.start_bus
+    flags, flag_sync = build_flags(design, service, database, background.bus, feed)
     prefix = f"/v{design.api_version}"
     health = build_health(engine, design, database, background, limiter)
     drain = Drain(settings.drain_seconds, on_start=[health.start_draining], on_end=[feed.drain])
@@ -182,9 +188,18 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *webhook_routes(background.webhooks, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start, drain.install, mail_warning(settings)],
+        flags=flags,
+        on_startup=[
+            accounts.start,
+            start,
+            feed.start,
+            flag_sync.start,
+            drain.install,
+            mail_warning(settings),
+        ],
         on_shutdown=[
             drain.uninstall,
+            flag_sync.stop,
             feed.stop,
             accounts.stop,
             background.stop,
@@ -199,6 +214,30 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     app.add_middleware(ClosingMiddleware, drain=drain)
     return app
+
+
+def build_flags(
+    design: Design, service: Service, database: SqlDatabase, bus: Bus, feed: ChangeFeed
+) -> tuple[FlagControl | None, FlagSync | _NoSync]:
+    """The flag admin over the database, following the bus (nothing without flags)."""
+    if not design.flags:
+        return None, _NoSync()
+    control = FlagControl(design, service.flags, SqlFlagStore(database), bus=bus)
+    reading = rules_reading(design)
+
+    async def rebind_streams(names: Sequence[str]) -> None:
+        feed.rebind([r for r, read in reading.items() if read & set(names)], service.flags)
+
+    control.listeners.append(rebind_streams)
+    return control, FlagSync(control)
+
+
+class _NoSync:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 class Background:
@@ -604,7 +643,7 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
     if spec.endswith(".py") and not (base / spec).is_file():
         raise ConfigError(f"the hooks file {spec!r} named by the design does not exist in {base}")
     try:
-        return load_hooks(spec, base)
+        hooks = load_hooks(spec, base)
     except SyntaxError as exc:
         where = f"line {exc.lineno}" if exc.lineno else "somewhere"
         raise ConfigError(
@@ -616,6 +655,62 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
         raise ConfigError(
             f"the hooks module {spec!r} failed while loading: {type(exc).__name__}: {exc}"
         ) from None
+    check_hook_flags(design, spec, base)
+    return hooks
+
+
+def check_hook_flags(design: Design, spec: str, base: Path) -> None:
+    """Refuse hooks that read a flag the design does not declare (DesignError at each)."""
+    path = _hooks_source(spec, base)
+    if path is None:
+        return
+    problems = hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
+    if problems:
+        raise DesignError(problems)
+
+
+def flags_in_use(settings: Settings, design: Design) -> set[str]:
+    """The flags the design's rules and its hooks module (read, not run) read."""
+    used = set().union(*rules_reading(design).values())
+    if design.hooks is not None:
+        base = (settings.design_path or Path(design.source)).parent
+        with suppress(ImportError, ValueError, OSError):
+            path = _hooks_source(design.hooks, base)
+            if path is not None:
+                used |= hook_flags_read(path.read_text(encoding="utf-8"))
+    return used
+
+
+def _hooks_source(spec: str, base: Path) -> Path | None:
+    """The file of a hooks module (a .py path relative to `base`, or a dotted module)."""
+    found = importlib.util.find_spec(spec) if not spec.endswith(".py") else None
+    path = base / spec if found is None else Path(found.origin or "")
+    return path if path.is_file() else None
+
+
+@asynccontextmanager
+async def open_flags(settings: Settings, design: Design) -> AsyncIterator[FlagControl]:
+    """The flags over the configured database and bus, for commands that run without a
+    server (a change is announced on the bus). Raises MigrationError when behind."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    bus = bus_from_url(settings.bus_url, name=design.name)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        try:
+            await bus.start()
+        except Exception as exc:  # a broker's own errors too: servers catch up by reloading
+            logger.warning(
+                "the bus %s is not reachable (%s): servers reload within 10 s", bus.name, exc
+            )
+        control = FlagControl(design, FlagBoard(design.flags), SqlFlagStore(database), bus=bus)
+        await control.reload()
+        yield control
+    finally:
+        with suppress(Exception):
+            await bus.close()
+        await database.close()
 
 
 async def archive_history(

@@ -14,6 +14,7 @@ import typer
 
 from charpente.cli.commands.accounts import accounts_app, auth_app
 from charpente.cli.commands.design import check, init, openapi
+from charpente.cli.commands.flags import flags_app
 from charpente.cli.commands.history import history_app
 from charpente.cli.commands.jobs import jobs_app
 from charpente.cli.commands.keys import keys_app
@@ -43,6 +44,7 @@ app.add_typer(auth_app)
 app.add_typer(history_app)
 app.add_typer(jobs_app)
 app.add_typer(webhooks_app)
+app.add_typer(flags_app)
 
 
 def package_version() -> str:

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
 from charpente.design.check import check_design
 from charpente.design.events import read_events, read_outbound, read_webhooks, webhook_problems
+from charpente.design.flags import read_flags
 from charpente.design.limits import LimitRule, parse_limit
 from charpente.design.model import (
     SYSTEM_FIELDS,
@@ -51,7 +52,7 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOP_KEYS = (
     *("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources"),
-    *("webhooks", "outbound"),
+    *("webhooks", "outbound", "flags"),
 )
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
@@ -139,6 +140,7 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
         limits=_limits(reader, top.get("limits"), DESIGN_LIMIT_KEYS, "`limits`"),
         webhooks=webhooks,
         outbound_allow=read_outbound(reader, top.get("outbound")),
+        flags=read_flags(reader, top.get("flags"), auth.roles),
     )
 
 

@@ -5,6 +5,7 @@ Pure data, no behaviour beyond lookups. design.load builds it; everything else r
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field as dc_field
@@ -24,6 +25,8 @@ __all__ = [
     "Default",
     "Design",
     "Field",
+    "Flag",
+    "FlagVariant",
     "Index",
     "IndexColumn",
     "Kind",
@@ -318,6 +321,7 @@ class Design:
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict)  # `all`, `auth`
     webhooks: tuple[Webhook, ...] = ()
     outbound_allow: tuple[str, ...] = ()  # private networks webhooks may reach (CIDR)
+    flags: Mapping[str, Flag] = dc_field(default_factory=dict)  # the `flags` section
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)
@@ -325,3 +329,37 @@ class Design:
     def referencing(self, name: str) -> tuple[tuple[Resource, Field], ...]:
         """Every (resource, ref field) that points at resource `name`."""
         return tuple((r, f) for r in self.resources.values() for f in r.fields if f.ref == name)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagVariant:
+    """One value of a multivariate flag and the share of callers (percent) who get it."""
+
+    name: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A feature flag the design declares (`flags:`); its settings are the run-time defaults.
+
+    A caller has the flag on when their role is in `allow`, or when they fall in the first
+    `rollout` percent of `group` (bucketed by `by`); everyone else gets `default`. With
+    `variants`, a caller who has it on gets one variant's name, bucketed by its weights.
+    """
+
+    name: str
+    default: bool = False
+    rollout: int | None = None  # percent, 0..100; None: no rollout (everyone gets default)
+    by: str = "account"  # account (the caller's id, else a client id) | client
+    group: str = ""  # the bucketing group; the flag's name when empty
+    allow: tuple[str, ...] = ()
+    expires: datetime.date | None = None
+    owner: str | None = None
+    variants: tuple[FlagVariant, ...] = ()
+    description: str | None = None
+    pos: Position = dc_field(default_factory=Position)
+
+    @property
+    def bucket_group(self) -> str:
+        return self.group or self.name

@@ -27,6 +27,8 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.flag_routes import flag_routes
+from charpente.http.flags import FlagMiddleware
 from charpente.http.health import health_routes
 from charpente.http.index import index_routes
 from charpente.http.metrics import metrics_routes
@@ -36,12 +38,14 @@ from charpente.http.middleware import (
     RequestContextMiddleware,
 )
 from charpente.http.observe import ObservabilityMiddleware, RouteNames
+from charpente.http.ofrep import ofrep_routes
 from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.http.routes import with_route_context
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.flag_control import FlagControl
 from charpente.runtime.health import Health
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.ratelimit import Limiter
@@ -104,14 +108,17 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     readiness: Readiness | None = None,
     changes: ChangeFeed | None = None,
     health: Health | None = None,
+    flags: FlagControl | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
     Routes: `/` (an index), the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
-    (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
-    `extra_routes`. With `health`, /readyz reports its components (http.health).
+    (`/v{n}/{resource}/changes`, Server-Sent Events), with `flags` the flag admin API
+    (`/v{n}/_flags`), OFREP (`/ofrep/v1/…`) for a design with flags, then the hooks
+    module's routes and `extra_routes`. With `health`, /readyz reports its components
+    (http.health).
     In front (outermost first): CORS (when the design lists origins), the request id,
     authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
     token (after rate limits, so that bad tokens count too), the REST fast path.
@@ -124,6 +131,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *_docs_routes(design),
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *(changes_routes(changes, design) if changes is not None else ()),
+        *(flag_routes(flags, prefix) if flags is not None else ()),
+        *(ofrep_routes(service.flags) if service.flags.flags else ()),
         *rest.routes(),
         *hook_routes(service.hooks, service),
         *extra_routes,
@@ -140,6 +149,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     app.state.service = service
     app.state.design = design
     app.state.accounts = accounts
+    if service.flags.flags:  # innermost of these: after authentication found the caller
+        app.add_middleware(FlagMiddleware, board=service.flags)
     if accounts is not None:
         app.add_middleware(AuthRefusalMiddleware)
     if limiter is not None:
@@ -173,6 +184,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
 CORS_REQUEST_HEADERS = (
     *("Authorization", "Content-Type", "If-Match", "If-None-Match"),
     *("Idempotency-Key", "X-Request-ID", "Last-Event-ID"),
+    "X-Client-ID",
 )
 CORS_EXPOSED_HEADERS = (
     *("ETag", "Location", "Link", "X-Request-ID", "Retry-After"),

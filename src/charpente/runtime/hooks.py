@@ -52,6 +52,14 @@ class HookContext:
     request_id: str | None
     reader: RecordReader = field(repr=False)
     enqueuer: Enqueue | None = field(default=None, repr=False)
+    flags: Mapping[str, bool | str | None] = field(default_factory=dict)
+
+    def flag(self, name: str) -> bool | str | None:
+        """The caller's value of the flag `name` (a variant's name for a multivariate flag,
+        None when it is off); LookupError for a flag the design does not declare."""
+        if name not in self.flags:
+            raise LookupError(f"unknown flag {name!r}: declare it under `flags` in the design")
+        return self.flags[name]
 
     async def get(self, resource: str, id: str) -> Record | None:
         """The record `id` of `resource`, or None."""

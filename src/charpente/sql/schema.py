@@ -17,6 +17,8 @@ from charpente.design.auth import ACCOUNTS
 from charpente.design.model import Design, Field, Index, IndexColumn, Kind, OnDelete, Resource
 
 __all__ = [
+    "FLAGS_TABLE",
+    "FLAG_HISTORY_TABLE",
     "IDEMPOTENCY_TABLE",
     "JOBS_TABLE",
     "MAX_NAME_LENGTH",
@@ -25,6 +27,7 @@ __all__ = [
     "build_metadata",
     "column_type",
     "event_tables",
+    "flag_tables",
     "index_name",
     "job_tables",
     "webhook_tables",
@@ -110,6 +113,8 @@ def build_metadata(design: Design) -> sa.MetaData:
     _idempotency_table(metadata)
     event_tables(metadata)
     job_tables(metadata)
+    if design.flags:
+        flag_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
         webhook_tables(metadata)
@@ -384,3 +389,30 @@ def _idempotency_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("location", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
     )
+
+
+FLAGS_TABLE = "charpente_flags"
+FLAG_HISTORY_TABLE = "charpente_flag_history"
+
+
+def flag_tables(metadata: sa.MetaData) -> None:
+    """Feature flags as admins set them (the design gives the defaults), and every change."""
+    sa.Table(
+        FLAGS_TABLE,
+        metadata,
+        sa.Column("name", sa.Text(), primary_key=True),
+        sa.Column("setting", sa.Text(), nullable=True),  # a JSON object; null: the design's
+        sa.Column("changed_at", UtcDateTime(), nullable=False),  # or first seen, if never set
+        sa.Column("changed_by", sa.Text(), nullable=True),
+    )
+    history = sa.Table(
+        FLAG_HISTORY_TABLE,
+        metadata,
+        sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),  # UUIDv7: in time order
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("at", UtcDateTime(), nullable=False),
+        sa.Column("actor", sa.Text(), nullable=True),
+        sa.Column("before", sa.Text(), nullable=False),
+        sa.Column("after", sa.Text(), nullable=False),
+    )
+    sa.Index(None, history.c.name, history.c.id)
