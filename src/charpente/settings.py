@@ -64,6 +64,8 @@ class Settings:
     bus_url: str | None = field(default=None, repr=False)  # None: in-process (memory)
     worker: str = "embedded"  # embedded: serve relays, delivers and runs jobs; separate: it doesn't
     history_retention_days: int | None = None  # `charpente history archive` without --older-than
+    shape_log: bool = True  # count reads by shape into charpente_query_shapes
+    shape_log_seconds: int = 60  # how often each process stores its counts
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -89,6 +91,8 @@ class Settings:
             bus_url=_bus_url(environ.get("CHARPENTE_BUS_URL")),
             worker=_worker(environ.get("CHARPENTE_WORKER")),
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
+            shape_log=_boolean(environ, "CHARPENTE_SHAPE_LOG", default=True),
+            shape_log_seconds=_integer(environ, "CHARPENTE_SHAPE_LOG_SECONDS", 60, 3600),
         )
 
     @property
@@ -134,6 +138,8 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_WORKER": settings.worker,
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
+    environ["CHARPENTE_SHAPE_LOG"] = "true" if settings.shape_log else "false"
+    environ["CHARPENTE_SHAPE_LOG_SECONDS"] = str(settings.shape_log_seconds)
     return environ
 
 

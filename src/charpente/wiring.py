@@ -29,11 +29,13 @@ from charpente.errors import ConfigError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.oauth import oauth_routes
+from charpente.http.shapes import shape_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.clock import SystemClock
 from charpente.runtime.encryption import (
     AesFieldCipher,
     FieldCipher,
@@ -44,11 +46,12 @@ from charpente.runtime.events import Message as BusMessage, event_source
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
 from charpente.runtime.oauth import OAuthClient, Provider
-from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
+from charpente.runtime.ports import Bus, BusError, Clock, Database, JobStore, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
+from charpente.runtime.shapes import MeasuredDatabase, ShapeFlusher, ShapeLog, ShapeReport
 from charpente.runtime.webhooks import Webhooks
 from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
@@ -72,6 +75,7 @@ from charpente.sql.sealed import (
     reseal_values,
     with_encryption_steps,
 )
+from charpente.sql.shapestore import SqlShapeStore
 from charpente.sql.webhookstore import SqlWebhookStore
 from charpente.templates import template_names, template_text
 
@@ -81,6 +85,7 @@ __all__ = [
     "app_from_env",
     "apply_database_migration",
     "build_application",
+    "build_shape_log",
     "build_webhooks",
     "check_drivers",
     "configure_logging",
@@ -92,6 +97,7 @@ __all__ = [
     "open_accounts",
     "open_engine",
     "open_job_store",
+    "open_shape_store",
     "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
@@ -129,7 +135,8 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     cipher = field_cipher(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
-    service = Service(design, database, hooks=hooks, cipher=cipher)
+    shape_log = build_shape_log(settings, database)
+    service = Service(design, shape_log.database, hooks=hooks, cipher=cipher)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
@@ -148,15 +155,17 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
         extra_routes=[
             *oauth_routes(accounts, oauth, design, prefix, settings.public_url),
             *webhook_routes(background.webhooks, prefix),
+            *shape_routes(shape_log.report, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start],
+        on_startup=[accounts.start, start, feed.start, shape_log.start],
         on_shutdown=[
             feed.stop,
             accounts.stop,
             background.stop,
             oauth.aclose,
             close_limiter,
+            shape_log.stop,
             database.close,
         ],
         readiness=background.readiness,
@@ -577,3 +586,41 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replaying_receive
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeLogParts:
+    """The shape log of a server: the Database the service reads through (counting each
+    read, or the plain one when CHARPENTE_SHAPE_LOG=false), the admin report, start/stop."""
+
+    database: Database
+    report: ShapeReport
+    flusher: ShapeFlusher | None
+
+    async def start(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.start()
+
+    async def stop(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.stop()
+
+
+def build_shape_log(settings: Settings, database: SqlDatabase) -> ShapeLogParts:
+    """Reads counted by shape in this process, stored every CHARPENTE_SHAPE_LOG_SECONDS."""
+    store = SqlShapeStore(database)
+    if not settings.shape_log:
+        return ShapeLogParts(database, ShapeReport(store), None)
+    log = ShapeLog()
+    flusher = ShapeFlusher(log, store, settings.shape_log_seconds, SystemClock())
+    return ShapeLogParts(MeasuredDatabase(database, log), ShapeReport(store, flusher), flusher)
+
+
+@asynccontextmanager
+async def open_shape_store(settings: Settings, design: Design) -> AsyncIterator[SqlShapeStore]:
+    """The stored shape log of the configured database (for `charpente shapes`, `advise`)."""
+    database = SqlDatabase(_engine(settings), design)
+    try:
+        yield SqlShapeStore(database)
+    finally:
+        await database.close()

@@ -18,6 +18,7 @@ from charpente.cli.commands.jobs import jobs_app
 from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
 from charpente.cli.commands.serve import serve
+from charpente.cli.commands.shapes import shapes
 from charpente.cli.commands.webhooks import webhooks_app
 from charpente.cli.commands.worker import worker
 
@@ -42,6 +43,7 @@ app.add_typer(auth_app)
 app.add_typer(history_app)
 app.add_typer(jobs_app)
 app.add_typer(webhooks_app)
+app.command()(shapes)
 
 
 def package_version() -> str:

@@ -20,6 +20,8 @@ __all__ = [
     "IDEMPOTENCY_TABLE",
     "JOBS_TABLE",
     "MAX_NAME_LENGTH",
+    "SHAPES_TABLE",
+    "SHAPE_BUCKETS",
     "UtcDateTime",
     "auth_tables",
     "build_metadata",
@@ -27,6 +29,7 @@ __all__ = [
     "event_tables",
     "index_name",
     "job_tables",
+    "shape_tables",
     "webhook_tables",
 ]
 
@@ -110,6 +113,7 @@ def build_metadata(design: Design) -> sa.MetaData:
     _idempotency_table(metadata)
     event_tables(metadata)
     job_tables(metadata)
+    shape_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
         webhook_tables(metadata)
@@ -367,4 +371,28 @@ def _idempotency_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("body", sa.LargeBinary(), nullable=True),
         sa.Column("location", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
+    )
+
+
+SHAPES_TABLE = "charpente_query_shapes"
+SHAPE_BUCKETS = tuple(f"h{i}" for i in range(13))  # runtime.shapes.BUCKETS_US, and the rest
+
+
+def shape_tables(metadata: sa.MetaData) -> None:
+    """`charpente_query_shapes`: one row per shape, its counts summed over processes."""
+    sa.Table(
+        SHAPES_TABLE,
+        metadata,
+        sa.Column("id", sa.Text(), primary_key=True),  # compile.shapes.shape_id
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.Column("spec", sa.Text(), nullable=False),  # the shape as JSON, no values
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("calls", sa.BigInteger(), nullable=False),
+        sa.Column("rows", sa.BigInteger(), nullable=False),
+        sa.Column("total_us", sa.BigInteger(), nullable=False),
+        sa.Column("max_us", sa.BigInteger(), nullable=False),
+        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in SHAPE_BUCKETS),
+        sa.Column("first_seen", UtcDateTime(), nullable=False),
+        sa.Column("last_seen", UtcDateTime(), nullable=False),
     )
