@@ -33,6 +33,7 @@ from charpente.http.shapes import shape_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
+from charpente.runtime.advice import IndexPlanner
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.clock import SystemClock
@@ -55,6 +56,7 @@ from charpente.runtime.shapes import MeasuredDatabase, ShapeFlusher, ShapeLog, S
 from charpente.runtime.webhooks import Webhooks
 from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
+from charpente.sql.advisor import planner_for
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
@@ -96,6 +98,7 @@ __all__ = [
     "load_design_hooks",
     "open_accounts",
     "open_engine",
+    "open_index_planner",
     "open_job_store",
     "open_shape_store",
     "open_webhooks",
@@ -622,5 +625,23 @@ async def open_shape_store(settings: Settings, design: Design) -> AsyncIterator[
     database = SqlDatabase(_engine(settings), design)
     try:
         yield SqlShapeStore(database)
+    finally:
+        await database.close()
+
+
+@asynccontextmanager
+async def open_index_planner(
+    settings: Settings, design: Design
+) -> AsyncIterator[tuple[SqlShapeStore, IndexPlanner]]:
+    """The stored shape log and the database's planner, for `charpente advise`."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    planner = planner_for(engine, design)
+    try:
+        await planner.open()
+        try:
+            yield SqlShapeStore(database), planner
+        finally:
+            await planner.close()
     finally:
         await database.close()

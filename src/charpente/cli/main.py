@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from charpente.cli.commands.accounts import accounts_app, auth_app
+from charpente.cli.commands.advise import advise_command
 from charpente.cli.commands.design import check, init, openapi
 from charpente.cli.commands.history import history_app
 from charpente.cli.commands.jobs import jobs_app
@@ -44,6 +45,7 @@ app.add_typer(history_app)
 app.add_typer(jobs_app)
 app.add_typer(webhooks_app)
 app.command()(shapes)
+app.command("advise")(advise_command)
 
 
 def package_version() -> str:

@@ -95,6 +95,7 @@ class ShapeStats:
     total_us: int
     max_us: int
     histogram: tuple[int, ...]
+    first_seen: datetime.datetime
     last_seen: datetime.datetime
 
     def summary(self) -> dict[str, object]:
@@ -113,9 +114,14 @@ class ShapeStats:
             "p50_ms": quantile_ms(self.histogram, 0.5, self.max_us),
             "p99_ms": quantile_ms(self.histogram, 0.99, self.max_us),
             "max_ms": round(self.max_us / 1000, 3),
-            "last_seen": self.last_seen.isoformat().replace("+00:00", "Z"),
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
             "spec": self.spec,
         }
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def quantile_ms(histogram: Sequence[int], q: float, max_us: int) -> float:

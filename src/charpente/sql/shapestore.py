@@ -80,7 +80,8 @@ def _row(count: ShapeCount, now: datetime.datetime) -> dict[str, Any]:
 
 
 def _stats(row: dict[str, Any]) -> ShapeStats:
-    last_seen = row["last_seen"]
+    first_seen, last_seen = row["first_seen"], row["last_seen"]
+    assert isinstance(first_seen, datetime.datetime)
     assert isinstance(last_seen, datetime.datetime)
     return ShapeStats(
         str(row["id"]),
@@ -93,5 +94,6 @@ def _stats(row: dict[str, Any]) -> ShapeStats:
         int(row["total_us"]),
         int(row["max_us"]),
         tuple(int(row[name]) for name in _BUCKETS),
+        first_seen,
         last_seen,
     )
