@@ -34,6 +34,10 @@ Shape = tuple[Any, ...]
 """(kind, resource, where, sort, keyset, expand, count): see the module's docstring."""
 
 _VALUE = ("value",)
+_NULL, _TRUE, _FALSE, _LIST = ("null",), ("true",), ("false",), ("list",)
+_LOGIC: dict[type, str] = {And: "and", Or: "or"}
+_COMPOUND = frozenset({And, Or, Not, Call, Compare})
+_NAMES: dict[tuple[str, ...], tuple[str, str]] = {}
 _TREES: dict[int, tuple[Expr, tuple[Any, ...]]] = {}
 _TREES_LIMIT = 4096
 
@@ -65,43 +69,57 @@ def ids_shape(resource: str, where: Expr | None) -> Shape:
 
 def where_shape(expr: Expr) -> tuple[Any, ...]:
     """The tree of `expr` without its values. A compound node is walked once per object:
-    a caller's bound rule is one object, reused request after request."""
-    if isinstance(expr, And | Or | Not | Call):
-        found = _TREES.get(id(expr))
-        if found is not None and found[0] is expr:
-            return found[1]
-        tree = _tree(expr)
-        if len(_TREES) >= _TREES_LIMIT:
-            _TREES.clear()
-        _TREES[id(expr)] = (expr, tree)
-        return tree
-    return _tree(expr)
+    a caller's bound rule is one object, reused request after request. Dispatch is by
+    exact type (this runs on every query)."""
+    if type(expr) is Compare:
+        return ("cmp", expr.op, _operand(expr.left), _operand(expr.right))
+    found = _TREES.get(id(expr))
+    if found is not None and found[0] is expr:
+        return found[1]
+    tree = _compound(expr)
+    if len(_TREES) >= _TREES_LIMIT:
+        _TREES.clear()
+    _TREES[id(expr)] = (expr, tree)
+    return tree
 
 
-def _tree(expr: Expr) -> tuple[Any, ...]:
-    match expr:
-        case And(left, right):
-            return ("and", where_shape(left), where_shape(right))
-        case Or(left, right):
-            return ("or", where_shape(left), where_shape(right))
-        case Not(operand):
-            return ("not", where_shape(operand))
-        case Compare(op, left, right):
-            return ("cmp", op, _tree(left), _tree(right))
-        case Call("exists", (Name((target,)), inner)):
-            return ("exists", target, where_shape(inner))
-        case Call(name, args):
-            return ("call", name, *(where_shape(a) for a in args))
-        case Literal(value) if value is None:
-            return ("null",)
-        case Literal(value) if isinstance(value, bool):
-            return ("true",) if value else ("false",)
-        case Literal():
-            return _VALUE
-        case ListOf():
-            return ("list",)
-        case Name(path):
-            return ("name", ".".join(path))
+def _compound(expr: Expr) -> tuple[Any, ...]:
+    kind = type(expr)
+    if kind is And or kind is Or:
+        assert isinstance(expr, And | Or)
+        return (_LOGIC[kind], where_shape(expr.left), where_shape(expr.right))
+    if isinstance(expr, Not):
+        return ("not", where_shape(expr.operand))
+    if isinstance(expr, Call):
+        match expr.args:
+            case (Name((target,)), inner) if expr.name == "exists":
+                return ("exists", target, where_shape(inner))
+        return ("call", expr.name, *(where_shape(a) for a in expr.args))
+    return _operand(expr)
+
+
+def _operand(expr: Expr) -> tuple[Any, ...]:
+    kind = type(expr)
+    if kind is Name:
+        assert isinstance(expr, Name)
+        found = _NAMES.get(expr.path)
+        if found is None:
+            if len(_NAMES) >= _TREES_LIMIT:
+                _NAMES.clear()
+            found = _NAMES[expr.path] = ("name", ".".join(expr.path))
+        return found
+    if kind is Literal:
+        assert isinstance(expr, Literal)
+        value = expr.value
+        if value is None:
+            return _NULL
+        if value is True:
+            return _TRUE
+        return _FALSE if value is False else _VALUE
+    if kind is ListOf:
+        return _LIST
+    if kind in _COMPOUND:
+        return where_shape(expr)
     raise AssertionError(f"not an expression: {expr!r}")
 
 
