@@ -33,7 +33,7 @@ from charpente.http.shapes import shape_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
-from charpente.runtime.advice import IndexPlanner
+from charpente.runtime.advice import IndexPlanner, IndexVerifier as IndexVerifierPort
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.clock import SystemClock
@@ -78,11 +78,13 @@ from charpente.sql.sealed import (
     with_encryption_steps,
 )
 from charpente.sql.shapestore import SqlShapeStore
+from charpente.sql.verify import IndexVerifier
 from charpente.sql.webhookstore import SqlWebhookStore
 from charpente.templates import template_names, template_text
 
 __all__ = [
     "BEHIND_MESSAGE",
+    "AdviceTools",
     "MigrationPlan",
     "app_from_env",
     "apply_database_migration",
@@ -629,18 +631,25 @@ async def open_shape_store(settings: Settings, design: Design) -> AsyncIterator[
         await database.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class AdviceTools:
+    """What `charpente advise` works with: the stored shape log, the planner, the verifier."""
+
+    store: SqlShapeStore
+    planner: IndexPlanner
+    verifier: IndexVerifierPort
+
+
 @asynccontextmanager
-async def open_index_planner(
-    settings: Settings, design: Design
-) -> AsyncIterator[tuple[SqlShapeStore, IndexPlanner]]:
-    """The stored shape log and the database's planner, for `charpente advise`."""
+async def open_index_planner(settings: Settings, design: Design) -> AsyncIterator[AdviceTools]:
+    """The stored shape log, the database's planner and the verifier, for `charpente advise`."""
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
     planner = planner_for(engine, design)
     try:
         await planner.open()
         try:
-            yield SqlShapeStore(database), planner
+            yield AdviceTools(SqlShapeStore(database), planner, IndexVerifier(engine, design))
         finally:
             await planner.close()
     finally:

@@ -72,7 +72,7 @@ async def _seed_and_read(url: str) -> None:
     await engine.dispose()
     server = build_application(settings_from_process())
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: asyncio.Queue[Any] = asyncio.Queue()
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
     task = asyncio.create_task(server(scope, inbox.get, sent.put))
     await inbox.put({"type": "lifespan.startup"})
@@ -99,6 +99,9 @@ def test_advise_proposes_the_index_and_apply_writes_it_into_the_design(workdir: 
     assert json.loads(as_json.output)["indexes"] == {"posts": [["author", "-created_at"]]}
     assert runner.invoke(app, ["advise", "--fail-over", "0"]).exit_code == 3
     assert runner.invoke(app, ["advise", "--fail-over", "100000"]).exit_code == 0
+    verified = runner.invoke(app, ["advise", "--verify"])
+    assert verified.exit_code == 0, verified.output
+    assert "verified: p50 " in verified.output
     assert (workdir / "design.yaml").read_text(encoding="utf-8") == DESIGN  # nothing changed
 
     applied = runner.invoke(app, ["advise", "--apply"])

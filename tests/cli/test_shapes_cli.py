@@ -46,7 +46,7 @@ class _Lifespan:
 
     def __init__(self, asgi: Any) -> None:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.sent: asyncio.Queue[Any] = asyncio.Queue()
         scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
         self.task = asyncio.create_task(asgi(scope, self.inbox.get, self.sent.put))
 

@@ -19,10 +19,11 @@ import advise_support as support
 
 from charpente.compile.plan import GetQuery, ListQuery
 from charpente.compile.shapes import describe_shape, get_shape, shape_id, shape_spec
-from charpente.runtime.advice import Advice, advise
+from charpente.runtime.advice import Advice, advise, verify_advice
 from charpente.runtime.shapes import ShapeStats
 from charpente.sql.advisor import planner_for
 from charpente.sql.engine import create_engine
+from charpente.sql.verify import IndexVerifier
 
 SCALE = 10_000
 
@@ -141,3 +142,31 @@ def test_advising_builds_no_index_on_the_live_database(seeded: Any) -> None:
     before = runner.run(indexes())
     _advise(runner, engine, [stats for stats, _ in _cases(support.design(), users).values()])
     assert runner.run(indexes()) == before
+
+
+def test_verify_times_the_shape_before_and_after_and_leaves_nothing_behind(seeded: Any) -> None:
+    runner, engine, users = seeded
+    case = _cases(support.design(), users)["comments of a post, newest first"][0]
+    advice = _advise(runner, engine, [case])
+    verifier = IndexVerifier(engine, support.design(), runs=9)
+    verified = runner.run(verify_advice(advice, verifier))
+    [suggestion] = verified.shapes[0].suggestions
+    timings = suggestion.verified
+    assert timings is not None
+    assert timings["p50_ms_after"] < timings["p50_ms_before"]
+    assert timings["index_bytes"] > 0
+    assert suggestion.summary()["verified"] == dict(timings)
+
+    async def leftovers() -> list[str]:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                found = await conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_schema WHERE name LIKE 'charpente_verify_%'"
+                )
+            else:
+                found = await conn.exec_driver_sql(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'charpente_verify_%'"
+                )
+            return [str(r[0]) for r in found]
+
+    assert runner.run(leftovers()) == []

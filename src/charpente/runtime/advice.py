@@ -9,6 +9,7 @@ here changes the database.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ __all__ = [
     "Advice",
     "AdviceOptions",
     "IndexPlanner",
+    "IndexVerifier",
     "Planned",
     "ShapeAdvice",
     "Suggestion",
     "advise",
+    "verify_advice",
 ]
 
 WRITE_HEAVY = 10  # writes per read of the shape beyond which an index is not worth it
@@ -40,6 +43,7 @@ class Suggestion:
     candidate: IndexCandidate
     cost_before: float | None = None
     cost_after: float | None = None
+    verified: Mapping[str, object] | None = None  # timings before and after (--verify)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -49,6 +53,7 @@ class Suggestion:
             "reason": self.candidate.reason,
             "cost_before": self.cost_before,
             "cost_after": self.cost_after,
+            "verified": None if self.verified is None else dict(self.verified),
         }
 
 
@@ -77,6 +82,15 @@ class IndexPlanner(Protocol):
 
     async def writes_since(self, resource: str, since: datetime.datetime) -> int:
         """Records of `resource` created, changed or deleted since `since`."""
+
+
+class IndexVerifier(Protocol):
+    """Builds an index where it harms nothing and times the shape before and after."""
+
+    async def verify(
+        self, spec: Mapping[str, Any], candidate: IndexCandidate
+    ) -> Mapping[str, object]:
+        """p50 and p99 before and after (ms), and the index's size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +204,26 @@ async def _advise_one(
         else:
             kept.append(suggestion)
     return ShapeAdvice(stats, tuple(kept), tuple(notes), planned.plan_before)
+
+
+async def verify_advice(
+    advice: Advice,
+    verifier: IndexVerifier,
+    progress: Callable[[int, int], None] | None = None,
+) -> Advice:
+    """The same advice, each list shape's suggestions timed before and after."""
+    total = sum(len(s.suggestions) for s in advice.shapes if s.stats.kind == "list")
+    done, shapes = 0, []
+    for shape in advice.shapes:
+        if shape.stats.kind != "list":
+            shapes.append(shape)
+            continue
+        verified = []
+        for suggestion in shape.suggestions:
+            timings = await verifier.verify(shape.stats.spec, suggestion.candidate)
+            verified.append(dataclasses.replace(suggestion, verified=timings))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        shapes.append(dataclasses.replace(shape, suggestions=tuple(verified)))
+    return dataclasses.replace(advice, shapes=tuple(shapes))

@@ -41,7 +41,7 @@ from charpente.sql.engine import is_sqlite, postgres_options
 from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
 from charpente.sql.schema import EVENTS_TABLE, build_metadata
 
-__all__ = ["AdviceError", "PgPlanner", "SqlitePlanner", "planner_for"]
+__all__ = ["AdviceError", "PgPlanner", "SqlitePlanner", "index_ddl", "planner_for"]
 
 SAMPLE_ROWS = 10_000  # rows read per table to estimate sqlite_stat1
 _PLACEHOLDER = Literal(0)
@@ -162,7 +162,7 @@ class PgPlanner:
         return await self._shapes.writes_since(resource, since)
 
     async def _hypothetical(self, candidate: IndexCandidate) -> str:
-        ddl = _index_ddl(candidate, _PG_DIALECT)
+        ddl = index_ddl(candidate, _PG_DIALECT)
         row = await self._conn.fetchrow(
             f"SELECT indexname FROM {self._hypopg}hypopg_create_index($1)",  # noqa: S608 (the extension's schema, from the catalog)
             ddl,
@@ -267,7 +267,7 @@ class SqlitePlanner:
         names = {}
         for i, candidate in enumerate(candidates):
             name = f"charpente_candidate_{i}"
-            scratch.execute(_index_ddl(candidate, _SQLITE_DIALECT, name))
+            scratch.execute(index_ddl(candidate, _SQLITE_DIALECT, name))
             names[name] = candidate
         scratch.execute("ANALYZE")  # creates sqlite_stat1, empty: the tables are
         scratch.execute("DELETE FROM sqlite_stat1")
@@ -349,7 +349,8 @@ def _sqlite_plan(
     return [str(r[3]) for r in rows]
 
 
-def _index_ddl(candidate: IndexCandidate, dialect: sa.Dialect, name: str | None = None) -> str:
+def index_ddl(candidate: IndexCandidate, dialect: sa.Dialect, name: str | None = None) -> str:
+    """`CREATE INDEX [name] ON table (columns)`, identifiers quoted for `dialect`."""
     quote = dialect.identifier_preparer.quote
     columns = ", ".join(
         f"{quote(c.field)} DESC" if c.descending else quote(c.field) for c in candidate.columns

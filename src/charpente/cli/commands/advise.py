@@ -21,7 +21,7 @@ from charpente.cli.commands.migrate import show_plan
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
 from charpente.loader import load_design_text
-from charpente.runtime.advice import Advice, AdviceOptions, advise
+from charpente.runtime.advice import Advice, AdviceOptions, advise, verify_advice
 from charpente.runtime.shapes import MAX_REPORTED
 from charpente.wiring import open_index_planner, plan_database_migration
 
@@ -29,7 +29,7 @@ __all__ = ["advise_command"]
 
 
 @reports_errors
-def advise_command(
+def advise_command(  # noqa: PLR0913 (a command's options are its parameters)
     limit: Annotated[
         int, typer.Option(min=1, max=MAX_REPORTED, help="Shapes looked at, costliest first.")
     ] = 50,
@@ -48,6 +48,14 @@ def advise_command(
     apply: Annotated[
         bool, typer.Option("--apply", help="Add the indexes to the design file.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Build each suggestion where it harms nothing (a rolled-back transaction "
+            "on SQLite, a scratch database on PostgreSQL) and time the shape before and after.",
+        ),
+    ] = False,
     design: DesignOption = None,
 ) -> None:
     """Propose indexes for the costliest query shapes (asks the planner; builds nothing)."""
@@ -55,12 +63,23 @@ def advise_command(
     options = AdviceOptions(min_calls=min_calls, min_total_ms=min_total_ms, limit=limit)
 
     async def run() -> Advice:
-        async with open_index_planner(settings, loaded) as (store, planner):
-            shapes = await store.top("total", limit)
+        async with open_index_planner(settings, loaded) as tools:
+            shapes = await tools.store.top("total", limit)
             with Progress(console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task("asking the planner", total=len(shapes))
-                return await advise(
-                    shapes, planner, options, lambda done, _: bar.update(task, completed=done)
+                found = await advise(
+                    shapes,
+                    tools.planner,
+                    options,
+                    lambda done, _: bar.update(task, completed=done),
+                )
+                if not verify:
+                    return found
+                timing = bar.add_task("timing each suggestion")
+                return await verify_advice(
+                    found,
+                    tools.verifier,
+                    lambda done, total: bar.update(timing, completed=done, total=total),
                 )
 
     found = on_database(settings, run())
@@ -90,6 +109,13 @@ def _report(advice: Advice) -> None:
             if suggestion.cost_before is not None and suggestion.cost_after is not None:
                 costs = f" (planner cost {suggestion.cost_before:g} → {suggestion.cost_after:g})"
             say(f"  + index {suggestion.candidate.label}{costs}")
+            if suggestion.verified is not None:
+                v = suggestion.verified
+                say(
+                    f"    verified: p50 {v['p50_ms_before']} → {v['p50_ms_after']} ms, "
+                    f"p99 {v['p99_ms_before']} → {v['p99_ms_after']} ms, "
+                    f"index {v['index_bytes']} bytes"
+                )
         for note in shape.notes:
             say(f"  ! {note}")
         if not shape.suggestions and not shape.notes:
