@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,21 @@ def test_verify_times_the_shape_before_and_after_and_leaves_nothing_behind(seede
             return [str(r[0]) for r in found]
 
     assert runner.run(leftovers()) == []
+
+
+def test_two_hundred_shapes_are_advised_in_under_thirty_seconds(seeded: Any) -> None:
+    runner, engine, _users = seeded
+    loaded = support.design()
+    shapes = []
+    fields = ["author", "visibility", "title", "score", "created_at"]
+    for i in range(200):
+        first, second = fields[i % 5], fields[(i // 5) % 5]
+        sort = f"{'-' if i % 2 else ''}{fields[(i // 25) % 5]}"
+        where = f"{first} != null and {second} != null and score >= {i % 97}"
+        query = support.listing(loaded, "posts", [("filter", where), ("sort", sort)])
+        stats = support.stats_for(query)
+        shapes.append(dataclasses.replace(stats, id=f"{stats.id}{i}"))
+    start = time.perf_counter()
+    advice = _advise(runner, engine, shapes)
+    assert time.perf_counter() - start < 30
+    assert len(advice.shapes) == 200
