@@ -80,6 +80,8 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)  # None: mail goes to the log
     mail_from: str | None = None  # the From of the engine's email
     mail_dir: Path | None = None  # where the log mailer also writes each message (.eml)
+    shape_log: bool = True  # count reads by shape into charpente_query_shapes
+    shape_log_seconds: int = 60  # how often each process stores its counts
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -112,6 +114,8 @@ class Settings:
             traces_exporter=_traces_exporter(environ),
             otel_service_name=environ.get("OTEL_SERVICE_NAME") or None,
             **_mail(environ),
+            shape_log=_boolean(environ, "CHARPENTE_SHAPE_LOG", default=True),
+            shape_log_seconds=_integer(environ, "CHARPENTE_SHAPE_LOG_SECONDS", 60, 3600),
         )
 
     @property
@@ -163,6 +167,8 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_MAIL_DIR": None if settings.mail_dir is None else str(settings.mail_dir),
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
+    environ["CHARPENTE_SHAPE_LOG"] = "true" if settings.shape_log else "false"
+    environ["CHARPENTE_SHAPE_LOG_SECONDS"] = str(settings.shape_log_seconds)
     return environ
 
 

@@ -33,14 +33,17 @@ from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.drain import ClosingMiddleware
 from charpente.http.oauth import oauth_routes
+from charpente.http.shapes import shape_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.mail import LogMailer, smtp_target
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime import metrics
 from charpente.runtime.activity import Activity, ActivityLog
+from charpente.runtime.advice import IndexPlanner, IndexVerifier as IndexVerifierPort
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.clock import SystemClock
 from charpente.runtime.encryption import (
     AesFieldCipher,
     FieldCipher,
@@ -63,14 +66,16 @@ from charpente.runtime.mail import (
     template_folder,
 )
 from charpente.runtime.oauth import OAuthClient, Provider
-from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Mailer, Transaction
+from charpente.runtime.ports import Bus, BusError, Clock, Database, JobStore, Mailer, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
+from charpente.runtime.shapes import MeasuredDatabase, ShapeFlusher, ShapeLog, ShapeReport
 from charpente.runtime.webhooks import Webhooks
 from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
+from charpente.sql.advisor import planner_for
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
 from charpente.sql.drift import missing_from_database
@@ -93,15 +98,19 @@ from charpente.sql.sealed import (
     reseal_values,
     with_encryption_steps,
 )
+from charpente.sql.shapestore import SqlShapeStore
+from charpente.sql.verify import IndexVerifier
 from charpente.sql.webhookstore import SqlWebhookStore
 from charpente.templates import template_names, template_text
 
 __all__ = [
     "BEHIND_MESSAGE",
+    "AdviceTools",
     "MigrationPlan",
     "app_from_env",
     "apply_database_migration",
     "build_application",
+    "build_shape_log",
     "build_webhooks",
     "check_drivers",
     "check_worker_bus",
@@ -113,7 +122,9 @@ __all__ = [
     "load_design_hooks",
     "open_accounts",
     "open_engine",
+    "open_index_planner",
     "open_job_store",
+    "open_shape_store",
     "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
@@ -162,7 +173,8 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     cipher = field_cipher(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
-    service = Service(design, database, hooks=hooks, cipher=cipher)
+    shape_log = build_shape_log(settings, database)
+    service = Service(design, shape_log.database, hooks=hooks, cipher=cipher)
     metrics.set_build_info(__version__, design.name)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
@@ -186,6 +198,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
         extra_routes=[
             *oauth_routes(accounts, oauth, design, prefix, settings.public_url),
             *webhook_routes(background.webhooks, prefix),
+            *shape_routes(shape_log.report, prefix),
         ],
         changes=feed,
         flags=flags,
@@ -196,6 +209,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             flag_sync.start,
             drain.install,
             mail_warning(settings),
+            shape_log.start,
         ],
         on_shutdown=[
             drain.uninstall,
@@ -205,6 +219,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             background.stop,
             oauth.aclose,
             close_limiter,
+            shape_log.stop,
             database.close,
         ],
         readiness=background.readiness,
@@ -900,3 +915,66 @@ def _redis_check(limiter: FallbackLimiter) -> Callable[[], Coroutine[Any, Any, C
         return Component("redis", state, {"ping_ms": ping_ms, "fallback": limiter.degraded})
 
     return check
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeLogParts:
+    """The shape log of a server: the Database the service reads through (counting each
+    read, or the plain one when CHARPENTE_SHAPE_LOG=false), the admin report, start/stop."""
+
+    database: Database
+    report: ShapeReport
+    flusher: ShapeFlusher | None
+
+    async def start(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.start()
+
+    async def stop(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.stop()
+
+
+def build_shape_log(settings: Settings, database: SqlDatabase) -> ShapeLogParts:
+    """Reads counted by shape in this process, stored every CHARPENTE_SHAPE_LOG_SECONDS."""
+    store = SqlShapeStore(database)
+    if not settings.shape_log:
+        return ShapeLogParts(database, ShapeReport(store), None)
+    log = ShapeLog()
+    flusher = ShapeFlusher(log, store, settings.shape_log_seconds, SystemClock())
+    return ShapeLogParts(MeasuredDatabase(database, log), ShapeReport(store, flusher), flusher)
+
+
+@asynccontextmanager
+async def open_shape_store(settings: Settings, design: Design) -> AsyncIterator[SqlShapeStore]:
+    """The stored shape log of the configured database (for `charpente shapes`, `advise`)."""
+    database = SqlDatabase(_engine(settings), design)
+    try:
+        yield SqlShapeStore(database)
+    finally:
+        await database.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class AdviceTools:
+    """What `charpente advise` works with: the stored shape log, the planner, the verifier."""
+
+    store: SqlShapeStore
+    planner: IndexPlanner
+    verifier: IndexVerifierPort
+
+
+@asynccontextmanager
+async def open_index_planner(settings: Settings, design: Design) -> AsyncIterator[AdviceTools]:
+    """The stored shape log, the database's planner and the verifier, for `charpente advise`."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    planner = planner_for(engine, design)
+    try:
+        await planner.open()
+        try:
+            yield AdviceTools(SqlShapeStore(database), planner, IndexVerifier(engine, design))
+        finally:
+            await planner.close()
+    finally:
+        await database.close()

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from charpente.cli.commands.accounts import accounts_app, auth_app
+from charpente.cli.commands.advise import advise_command
 from charpente.cli.commands.design import check, init, openapi
 from charpente.cli.commands.flags import flags_app
 from charpente.cli.commands.history import history_app
@@ -20,6 +21,7 @@ from charpente.cli.commands.jobs import jobs_app
 from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
 from charpente.cli.commands.serve import serve
+from charpente.cli.commands.shapes import shapes
 from charpente.cli.commands.webhooks import webhooks_app
 from charpente.cli.commands.worker import worker
 
@@ -45,6 +47,8 @@ app.add_typer(history_app)
 app.add_typer(jobs_app)
 app.add_typer(webhooks_app)
 app.add_typer(flags_app)
+app.command()(shapes)
+app.command("advise")(advise_command)
 
 
 def package_version() -> str:

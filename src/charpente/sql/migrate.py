@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from charpente.design.diff import design_from_json, design_to_json, diff_designs
 from charpente.design.model import Design
 from charpente.errors import MigrationError
+from charpente.sql.concurrent_indexes import build_concurrently, concurrent_steps
 from charpente.sql.engine import SQLITE_BEGIN, is_sqlite, writer_lock
 from charpente.sql.migration_steps import (
     Facts,
@@ -95,10 +96,12 @@ def _apply(
         _lock_migrations(conn)
         plan = _plan(conn, design)
         _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
-        _run_steps(conn, plan.steps)
+        later = concurrent_steps(conn, plan.steps)
+        _run_steps(conn, plan.steps, later)
         _check_foreign_keys(conn)
         if plan.steps or not plan.is_recorded:
             _record(conn, plan)
+    build_concurrently(conn, later)
     return plan
 
 
@@ -125,11 +128,16 @@ def _listing(steps: Sequence[MigrationStep]) -> str:
     return f"these steps are ({names})," if len(steps) > 1 else f"this step ({names}) is"
 
 
-def _run_steps(conn: sa.Connection, steps: Sequence[MigrationStep]) -> None:
+def _run_steps(
+    conn: sa.Connection, steps: Sequence[MigrationStep], later: Sequence[MigrationStep] = ()
+) -> None:
     operations = Operations(MigrationContext.configure(conn))
     batches = _sqlite_batches(steps) if conn.dialect.name == "sqlite" else None
+    deferred = {id(s) for s in later}  # built after the transaction (concurrent_indexes)
     for index, step in enumerate(steps):
         if step.operation is None or (batches is not None and index in batches.skipped):
+            continue
+        if id(step) in deferred:
             continue
         try:
             if batches is not None and index in batches.groups:

@@ -22,6 +22,8 @@ __all__ = [
     "IDEMPOTENCY_TABLE",
     "JOBS_TABLE",
     "MAX_NAME_LENGTH",
+    "SHAPES_TABLE",
+    "SHAPE_BUCKETS",
     "UtcDateTime",
     "auth_tables",
     "build_metadata",
@@ -30,6 +32,7 @@ __all__ = [
     "flag_tables",
     "index_name",
     "job_tables",
+    "shape_tables",
     "webhook_tables",
 ]
 
@@ -115,6 +118,7 @@ def build_metadata(design: Design) -> sa.MetaData:
     job_tables(metadata)
     if design.flags:
         flag_tables(metadata)
+    shape_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
         webhook_tables(metadata)
@@ -416,3 +420,27 @@ def flag_tables(metadata: sa.MetaData) -> None:
         sa.Column("after", sa.Text(), nullable=False),
     )
     sa.Index(None, history.c.name, history.c.id)
+
+
+SHAPES_TABLE = "charpente_query_shapes"
+SHAPE_BUCKETS = tuple(f"h{i}" for i in range(13))  # runtime.shapes.BUCKETS_US, and the rest
+
+
+def shape_tables(metadata: sa.MetaData) -> None:
+    """`charpente_query_shapes`: one row per shape, its counts summed over processes."""
+    sa.Table(
+        SHAPES_TABLE,
+        metadata,
+        sa.Column("id", sa.Text(), primary_key=True),  # compile.shapes.shape_id
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.Column("spec", sa.Text(), nullable=False),  # the shape as JSON, no values
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("calls", sa.BigInteger(), nullable=False),
+        sa.Column("rows", sa.BigInteger(), nullable=False),
+        sa.Column("total_us", sa.BigInteger(), nullable=False),
+        sa.Column("max_us", sa.BigInteger(), nullable=False),
+        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in SHAPE_BUCKETS),
+        sa.Column("first_seen", UtcDateTime(), nullable=False),
+        sa.Column("last_seen", UtcDateTime(), nullable=False),
+    )

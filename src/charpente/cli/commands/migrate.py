@@ -15,7 +15,7 @@ from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.settings import redacted_url
 from charpente.wiring import MigrationPlan, apply_database_migration, plan_database_migration
 
-__all__ = ["migrate_app"]
+__all__ = ["migrate_app", "show_plan"]
 
 UP_TO_DATE = "the database is up to date"
 
@@ -87,3 +87,8 @@ def _show(plan: MigrationPlan) -> None:
 
 def _steps(count: int) -> str:
     return f"{count} step{'s' if count != 1 else ''}"
+
+
+def show_plan(plan: MigrationPlan) -> None:
+    """Print a migration plan as `charpente migrate plan` does."""
+    _show(plan)
