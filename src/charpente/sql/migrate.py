@@ -24,6 +24,12 @@ from charpente.design.diff import design_from_json, design_to_json, diff_designs
 from charpente.design.model import Design
 from charpente.errors import MigrationError
 from charpente.sql.engine import SQLITE_BEGIN, is_sqlite, writer_lock
+from charpente.sql.expansion import (
+    invalid_indexes,
+    online_steps,
+    precheck_deferred,
+    run_deferred,
+)
 from charpente.sql.migration_steps import (
     Facts,
     MigrationPlan,
@@ -90,16 +96,35 @@ def _writer(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
 def _apply(
     conn: sa.Connection, design: Design, allow_destructive: bool, only_safe: bool
 ) -> MigrationPlan:
-    with _foreign_keys_deferred(conn), conn.begin():
-        _begin_sqlite_transaction(conn)
-        _lock_migrations(conn)
-        plan = _plan(conn, design)
-        _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
-        _run_steps(conn, plan.steps)
-        _check_foreign_keys(conn)
-        if plan.steps or not plan.is_recorded:
-            _record(conn, plan)
+    with _session_lock(conn):
+        with _foreign_keys_deferred(conn), conn.begin():
+            _begin_sqlite_transaction(conn)
+            _lock_migrations(conn)
+            plan = _plan(conn, design)
+            _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
+            _run_steps(conn, plan.steps)
+            precheck_deferred(conn, plan.steps)
+            _check_foreign_keys(conn)
+            if plan.steps or not plan.is_recorded:
+                _record(conn, plan)
+        run_deferred(conn, plan.steps)  # PostgreSQL's zero-downtime forms, after the commit
     return plan
+
+
+@contextmanager
+def _session_lock(conn: sa.Connection) -> Iterator[None]:
+    """On PostgreSQL, hold the migration lock past the commit, while deferred steps run."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(sa.select(sa.func.pg_advisory_lock(_LOCK_KEY)))
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(_LOCK_KEY)))
+        conn.commit()
 
 
 def _refuse(plan: MigrationPlan, *, allow_destructive: bool, only_safe: bool) -> None:
@@ -129,7 +154,11 @@ def _run_steps(conn: sa.Connection, steps: Sequence[MigrationStep]) -> None:
     operations = Operations(MigrationContext.configure(conn))
     batches = _sqlite_batches(steps) if conn.dialect.name == "sqlite" else None
     for index, step in enumerate(steps):
-        if step.operation is None or (batches is not None and index in batches.skipped):
+        if (
+            step.operation is None
+            or step.after
+            or (batches is not None and index in batches.skipped)
+        ):
             continue
         try:
             if batches is not None and index in batches.groups:
@@ -255,6 +284,7 @@ def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
     metadata = build_metadata(design)
     _history_table(metadata)
     known = set(previous.resources) if previous is not None else set()
+    invalid = invalid_indexes(conn)
     context = MigrationContext.configure(
         conn,
         opts={"target_metadata": metadata, "include_name": _include_name(metadata, known)},
@@ -275,6 +305,7 @@ def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
     ]
     steps = [with_breaking(s, changes) for s in steps]
     steps.extend(design_only_steps(changes, steps))
+    steps = online_steps(facts, steps, invalid)
     snapshot = design_to_json(design)
     return MigrationPlan(tuple(steps), snapshot, is_recorded=snapshot == recorded)
 
