@@ -64,6 +64,8 @@ from charpente.sql.migrate import (
     plan_migration,
 )
 from charpente.sql.outbox import SqlOutbox
+from charpente.sql.presence import Presence
+from charpente.sql.renames import Rename, Started, complete_migration, start_migration
 from charpente.sql.sealed import (
     Progress,
     Resealed,
@@ -83,6 +85,7 @@ __all__ = [
     "build_application",
     "build_webhooks",
     "check_drivers",
+    "complete_database_migration",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -95,6 +98,7 @@ __all__ = [
     "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
+    "start_database_migration",
 ]
 
 BEHIND_MESSAGE = (
@@ -138,6 +142,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     feed = ChangeFeed(design, database, background.bus)
     start = background.start if settings.worker == "embedded" else background.start_bus
     prefix = f"/v{design.api_version}"
+    presence = Presence(engine, design)  # `migrate complete` waits for old designs to stop
     app = build_app(
         service,
         design,
@@ -150,8 +155,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *webhook_routes(background.webhooks, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start],
+        on_startup=[accounts.start, start, feed.start, presence.start],
         on_shutdown=[
+            presence.stop,
             feed.stop,
             accounts.stop,
             background.stop,
@@ -577,3 +583,17 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replaying_receive
+
+
+async def start_database_migration(
+    settings: Settings, design: Design, progress: Callable[[str, int, int], None] | None = None
+) -> Started:
+    """`charpente migrate start`: expand the database so both designs run (PostgreSQL)."""
+    async with open_engine(settings) as engine:
+        return await start_migration(engine, design, progress)
+
+
+async def complete_database_migration(settings: Settings, design: Design) -> tuple[Rename, ...]:
+    """`charpente migrate complete`: contract once no process of the old design runs."""
+    async with open_engine(settings) as engine:
+        return await complete_migration(engine, design)

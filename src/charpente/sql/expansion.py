@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic.operations import ops
@@ -35,10 +35,14 @@ from charpente.sql.migration_steps import (
 
 __all__ = [
     "LOCK_TIMEOUT_MS",
+    "bound_lock_waits",
     "invalid_indexes",
+    "is_lock_timeout",
     "online_steps",
     "precheck_deferred",
+    "retrying_lock_waits",
     "run_deferred",
+    "run_statements",
 ]
 
 LOCK_TIMEOUT_MS = 500  # the longest a statement of ours may make writers wait on a lock
@@ -322,19 +326,28 @@ def _no_orphans(conn: sa.Connection, step: MigrationStep, op: ops.CreateForeignK
 
 def run_deferred(conn: sa.Connection, steps: Iterable[MigrationStep]) -> None:
     """Run the steps' deferred statements in autocommit, each lock wait bounded and retried."""
-    pending = [s for s in steps if s.after]
-    if not pending:
+    for step in steps:
+        if step.after:
+            run_statements(conn, step.description, step.after)
+
+
+def run_statements(conn: sa.Connection, what: str, statements: Sequence[Deferred]) -> None:
+    """Each statement in autocommit (CONCURRENTLY needs it), its lock waits bounded, retried."""
+    if not statements:
         return
+    default = conn.default_isolation_level
+    conn.commit()
     conn.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        for step in pending:
-            for deferred in step.after:
-                _run_one(conn, step, deferred)
+        for deferred in statements:
+            _run_one(conn, what, deferred)
     finally:
         conn.exec_driver_sql("RESET lock_timeout")
+        conn.commit()
+        conn.execution_options(isolation_level=default)
 
 
-def _run_one(conn: sa.Connection, step: MigrationStep, deferred: Deferred) -> None:
+def _run_one(conn: sa.Connection, what: str, deferred: Deferred) -> None:
     timeout = f"{LOCK_TIMEOUT_MS}ms" if deferred.exclusive else "0"
     for attempt in range(RETRIES):
         conn.exec_driver_sql(f"SET lock_timeout = '{timeout}'")
@@ -342,24 +355,51 @@ def _run_one(conn: sa.Connection, step: MigrationStep, deferred: Deferred) -> No
             conn.exec_driver_sql(deferred.sql)
             return
         except sa.exc.DBAPIError as exc:
-            if not _is_lock_timeout(exc) or attempt == RETRIES - 1:
+            if not is_lock_timeout(exc) or attempt == RETRIES - 1:
                 raise MigrationError(
-                    f"{step.description} failed after the commit: {exc.orig}; "
+                    f"{what} failed after the commit: {exc.orig}; "
                     "the steps before it are applied, `charpente migrate plan` shows the rest"
                 ) from exc
             if deferred.cleanup is not None:
                 conn.exec_driver_sql(deferred.cleanup)
-            _pause(conn, _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+            pause(conn, attempt)
 
 
-def _pause(conn: sa.Connection, seconds: float) -> None:
+def bound_lock_waits(conn: sa.Connection) -> None:
+    """In the current PostgreSQL transaction, wait at most LOCK_TIMEOUT_MS for a lock."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+
+
+T = TypeVar("T")
+
+
+def retrying_lock_waits(conn: sa.Connection, transaction: Callable[[], T]) -> T:
+    """Run `transaction` (which begins and commits), again after a pause when a lock wait
+    timed out: the writers queued behind our lock request go through in between."""
+    for attempt in range(RETRIES):
+        try:
+            return transaction()
+        except (sa.exc.DBAPIError, MigrationError) as exc:
+            if attempt == RETRIES - 1 or not is_lock_timeout(exc):
+                raise
+        pause(conn, attempt)
+    raise AssertionError("unreachable")  # the last attempt returns or raises
+
+
+def pause(conn: sa.Connection, attempt: int) -> None:
     """Wait in the server: this code runs on the event loop (through run_sync), never block it."""
+    seconds = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
     conn.execute(sa.select(sa.func.pg_sleep(seconds)))
+    conn.commit()
 
 
-def _is_lock_timeout(exc: sa.exc.DBAPIError) -> bool:
-    orig = exc.orig
-    code = getattr(orig, "sqlstate", None) or getattr(
-        getattr(orig, "__cause__", None), "sqlstate", None
-    )
-    return code == "55P03" or "lock timeout" in str(orig)
+def is_lock_timeout(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is PostgreSQL's lock_timeout (SQLSTATE 55P03)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        if getattr(orig, "sqlstate", None) == "55P03" or "lock timeout" in str(orig):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False

@@ -25,9 +25,11 @@ from charpente.design.model import Design
 from charpente.errors import MigrationError
 from charpente.sql.engine import SQLITE_BEGIN, is_sqlite, writer_lock
 from charpente.sql.expansion import (
+    bound_lock_waits,
     invalid_indexes,
     online_steps,
     precheck_deferred,
+    retrying_lock_waits,
     run_deferred,
 )
 from charpente.sql.migration_steps import (
@@ -40,6 +42,7 @@ from charpente.sql.migration_steps import (
     flatten,
     with_breaking,
 )
+from charpente.sql.rollout import UNDER_WAY, active_expansion
 from charpente.sql.schema import NAMING, UtcDateTime, build_metadata
 
 __all__ = [
@@ -96,10 +99,12 @@ def _writer(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
 def _apply(
     conn: sa.Connection, design: Design, allow_destructive: bool, only_safe: bool
 ) -> MigrationPlan:
-    with _session_lock(conn):
+    def transaction() -> MigrationPlan:
         with _foreign_keys_deferred(conn), conn.begin():
             _begin_sqlite_transaction(conn)
+            bound_lock_waits(conn)  # PostgreSQL: a lock writers would queue behind, 500 ms at most
             _lock_migrations(conn)
+            refuse_during_expansion(conn, design)
             plan = _plan(conn, design)
             _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
             _run_steps(conn, plan.steps)
@@ -107,6 +112,10 @@ def _apply(
             _check_foreign_keys(conn)
             if plan.steps or not plan.is_recorded:
                 _record(conn, plan)
+        return plan
+
+    with _session_lock(conn):
+        plan = retrying_lock_waits(conn, transaction)
         run_deferred(conn, plan.steps)  # PostgreSQL's zero-downtime forms, after the commit
     return plan
 
@@ -279,7 +288,24 @@ def _record(conn: sa.Connection, plan: MigrationPlan) -> None:
 # --- planning -----------------------------------------------------------------------------
 
 
+def refuse_during_expansion(conn: sa.Connection, design: Design) -> None:
+    """While `migrate start` … `complete` is under way, only its own designs are applied."""
+    under_way = active_expansion(conn)
+    snapshot = design_to_json(design)
+    if under_way is not None and snapshot not in (under_way.new_design, under_way.expanded_design):
+        raise MigrationError(
+            "a zero-downtime migration is under way (`charpente migrate start`): finish it with "
+            "`charpente migrate complete` and its design before applying another one"
+        )
+
+
 def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
+    under_way = active_expansion(conn)
+    if under_way is not None and under_way.state in UNDER_WAY[:2]:
+        snapshot = design_to_json(design)
+        if snapshot in (under_way.old_design, under_way.new_design):
+            # Both designs run side by side until `migrate complete`: nothing to do for either.
+            return MigrationPlan((), snapshot, is_recorded=True)
     previous, recorded = _latest_snapshot(conn)
     metadata = build_metadata(design)
     _history_table(metadata)

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignOption
-from charpente.cli.commands.online import show_locks
+from charpente.cli.commands.online import register_online_commands, show_locks
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.settings import redacted_url
 from charpente.wiring import MigrationPlan, apply_database_migration, plan_database_migration
@@ -88,3 +88,6 @@ def _show(plan: MigrationPlan) -> None:
 
 def _steps(count: int) -> str:
     return f"{count} step{'s' if count != 1 else ''}"
+
+
+register_online_commands(migrate_app)  # start, complete: zero-downtime migrations
