@@ -42,6 +42,7 @@ from charpente.sql.migration_steps import (
     flatten,
     with_breaking,
 )
+from charpente.sql.rename_steps import with_renames
 from charpente.sql.rollout import UNDER_WAY, active_expansion
 from charpente.sql.schema import NAMING, UtcDateTime, build_metadata
 
@@ -331,6 +332,7 @@ def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
     ]
     steps = [with_breaking(s, changes) for s in steps]
     steps.extend(design_only_steps(changes, steps))
+    steps = with_renames(facts, previous, steps)
     steps = online_steps(facts, steps, invalid)
     snapshot = design_to_json(design)
     return MigrationPlan(tuple(steps), snapshot, is_recorded=snapshot == recorded)
