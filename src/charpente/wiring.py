@@ -90,6 +90,8 @@ from charpente.sql.migrate import (
     plan_migration,
 )
 from charpente.sql.outbox import SqlOutbox
+from charpente.sql.presence import Presence
+from charpente.sql.renames import Rename, Started, complete_migration, start_migration
 from charpente.sql.sealed import (
     Progress,
     Resealed,
@@ -114,6 +116,7 @@ __all__ = [
     "build_webhooks",
     "check_drivers",
     "check_worker_bus",
+    "complete_database_migration",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -128,6 +131,7 @@ __all__ = [
     "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
+    "start_database_migration",
 ]
 
 SEPARATE_NEEDS_BROKER = (
@@ -188,6 +192,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     prefix = f"/v{design.api_version}"
     health = build_health(engine, design, database, background, limiter)
     drain = Drain(settings.drain_seconds, on_start=[health.start_draining], on_end=[feed.drain])
+    presence = Presence(engine, design)  # `migrate complete` waits for old designs to stop
     app = build_app(
         service,
         design,
@@ -210,10 +215,12 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             drain.install,
             mail_warning(settings),
             shape_log.start,
+            presence.start,
         ],
         on_shutdown=[
             drain.uninstall,
             flag_sync.stop,
+            presence.stop,
             feed.stop,
             accounts.stop,
             background.stop,
@@ -978,3 +985,17 @@ async def open_index_planner(settings: Settings, design: Design) -> AsyncIterato
             await planner.close()
     finally:
         await database.close()
+
+
+async def start_database_migration(
+    settings: Settings, design: Design, progress: Callable[[str, int, int], None] | None = None
+) -> Started:
+    """`charpente migrate start`: expand the database so both designs run (PostgreSQL)."""
+    async with open_engine(settings) as engine:
+        return await start_migration(engine, design, progress)
+
+
+async def complete_database_migration(settings: Settings, design: Design) -> tuple[Rename, ...]:
+    """`charpente migrate complete`: contract once no process of the old design runs."""
+    async with open_engine(settings) as engine:
+        return await complete_migration(engine, design)

@@ -29,6 +29,7 @@ from charpente.design.model import (
     Resource,
 )
 from charpente.design.patterns import compile_pattern, slow_pattern
+from charpente.design.renames import rename_problems, renamed_from
 from charpente.design.source import Node, Reader, did_you_mean, literal_value
 from charpente.errors import DesignError, Problem
 
@@ -57,6 +58,7 @@ _TOP_KEYS = (
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
     *("access", "limits", "events"),
+    "renamed_from",
 )
 _CORS_KEYS = ("origins", "credentials", "max_age")
 _MAX_ORIGINS = 100
@@ -66,6 +68,7 @@ _FIELD_KEYS = (
     *("min", "max", "min_length", "max_length", "pattern", "values", "enum"),
     *("ref", "on_delete", "count", "precision", "scale", "description", "encrypted"),
     "count_hidden",
+    "renamed_from",
 )
 _TYPES = tuple(k.value for k in Kind if k is not Kind.COUNT)
 _IMPLIED = {"ref": Kind.REF, "enum": Kind.ENUM, "count": Kind.COUNT}
@@ -281,6 +284,7 @@ def _resources(reader: Reader, node: Node) -> dict[str, Resource]:
         resource = _resource(reader, key, value)
         if resource is not None:
             resources[resource.name] = resource
+    reader.problems.extend(rename_problems(resources))
     return resources
 
 
@@ -301,6 +305,7 @@ def _resource(reader: Reader, key: Node, node: Node) -> Resource | None:
         events=read_events(reader, options.get("events"), name),
         require_if_match=bool(reader.flag(options, "require_if_match")),
         description=reader.string(options, "description", limit=500),
+        renamed_from=renamed_from(reader, options, name, "resource"),
         pos=key.pos,
     )
 
@@ -377,6 +382,7 @@ def _field(reader: Reader, key: Node, node: Node) -> Field | None:
         precision=precision,
         scale=scale,
         description=reader.string(options, "description", limit=500),
+        renamed_from=renamed_from(reader, options, str(key.value), "field"),
         pos=key.pos,
     )
     _check_combinations(reader, field, options)

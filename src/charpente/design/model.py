@@ -139,6 +139,7 @@ class Field:
     system: bool = False  # id, created_at, updated_at, version: managed by the server
     encrypted: bool = False  # stored sealed (AES-256-GCM); never filtered, sorted or indexed
     description: str | None = None  # a sentence for the API docs
+    renamed_from: str | None = dc_field(default=None, compare=False)  # the stored column's old name
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property
@@ -223,6 +224,7 @@ class Resource:
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict, compare=False)
     events: tuple[str, ...] = dc_field(default=(), compare=False)  # to the outbox: created, ...
     builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
+    renamed_from: str | None = dc_field(default=None, compare=False)  # the stored table's old name
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property

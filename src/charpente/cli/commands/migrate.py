@@ -11,6 +11,7 @@ from rich.text import Text
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
+from charpente.cli.commands.online import register_online_commands, show_locks
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.settings import redacted_url
 from charpente.wiring import MigrationPlan, apply_database_migration, plan_database_migration
@@ -83,6 +84,7 @@ def _show(plan: MigrationPlan) -> None:
         breaking = Text("yes", style="red") if step.breaking else Text("no")
         table.add_row(str(number), Text(step.description), Text(safety, style=style), breaking)
     Console(soft_wrap=False).print(table)
+    show_locks(plan)
 
 
 def _steps(count: int) -> str:
@@ -92,3 +94,6 @@ def _steps(count: int) -> str:
 def show_plan(plan: MigrationPlan) -> None:
     """Print a migration plan as `charpente migrate plan` does."""
     _show(plan)
+
+
+register_online_commands(migrate_app)  # start, complete: zero-downtime migrations
