@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
@@ -60,6 +61,7 @@ HISTORY_TABLE = "charpente_migrations"
 _ENGINE_PREFIX = "charpente_"
 _IGNORED_TABLES = frozenset({"alembic_version"})
 _LOCK_KEY = 0x63686172_70656E74  # "charpent": the advisory lock every migration takes
+_LOCK_POLL_SECONDS = 0.2  # how often a migration waiting for another one tries again
 
 
 async def plan_migration(engine: AsyncEngine, design: Design) -> MigrationPlan:
@@ -123,11 +125,18 @@ def _apply(
 
 @contextmanager
 def _session_lock(conn: sa.Connection) -> Iterator[None]:
-    """On PostgreSQL, hold the migration lock past the commit, while deferred steps run."""
+    """On PostgreSQL, hold the migration lock past the commit, while deferred steps run.
+
+    A process waiting its turn polls with short statements instead of blocking in one: a
+    CREATE INDEX CONCURRENTLY of the process holding the lock waits for every open
+    snapshot, and a blocked pg_advisory_lock would hold one (a deadlock).
+    """
     if conn.dialect.name != "postgresql":
         yield
         return
-    conn.execute(sa.select(sa.func.pg_advisory_lock(_LOCK_KEY)))
+    while not conn.execute(sa.select(sa.func.pg_try_advisory_lock(_LOCK_KEY))).scalar_one():
+        conn.commit()
+        time.sleep(_LOCK_POLL_SECONDS)
     conn.commit()
     try:
         yield
