@@ -96,7 +96,7 @@ def test_advise_proposes_the_index_and_apply_writes_it_into_the_design(workdir: 
     assert "indexes: [[author, -created_at]]" in text.output
 
     as_json = runner.invoke(app, ["advise", "--json"])
-    assert json.loads(as_json.output)["indexes"] == {"posts": [["author", "-created_at"]]}
+    assert json.loads(as_json.stdout)["indexes"] == {"posts": [["author", "-created_at"]]}
     assert runner.invoke(app, ["advise", "--fail-over", "0"]).exit_code == 3
     assert runner.invoke(app, ["advise", "--fail-over", "100000"]).exit_code == 0
     verified = runner.invoke(app, ["advise", "--verify"])

@@ -58,7 +58,7 @@ def run(*args: str):
 def test_list_shows_each_flag_as_it_is_now(workdir):
     result = run("list")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    assert result.stdout.splitlines() == [
         "forgotten  no rollout  default off",
         "layout  no rollout  default on  variants a=50% b=50%",
         "old_banner  no rollout  default on",
@@ -69,8 +69,8 @@ def test_list_shows_each_flag_as_it_is_now(workdir):
 def test_set_changes_a_flag_and_keeps_who_did_it(workdir):
     result = run("set", "reposts", "--rollout", "50", "--allow", "moderator", "--by", "ops")
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("reposts  rollout 50%  default off  allow moderator  changed ")
-    assert result.output.rstrip().endswith(" by ops")
+    assert result.stdout.startswith("reposts  rollout 50%  default off  allow moderator  changed ")
+    assert result.stdout.rstrip().endswith(" by ops")
     assert "rollout 50%" in run("list").output
     variants = run("set", "layout", "--variant", "a=20", "--variant", "b=80")
     assert "variants a=20% b=80%" in variants.output
@@ -91,7 +91,7 @@ def test_status_reports_settled_expired_and_unread_flags(workdir):
     asyncio.run(_age(workdir / "app.db", "old_banner", later))
     result = run("status")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    assert result.stdout.splitlines() == [
         "forgotten: no rule or hook reads it: remove it",
         "layout: at 100% for 45 days: remove the flag and keep what it decides",
         "old_banner: at 100% for 45 days: remove the flag and keep what it decides",

@@ -81,7 +81,7 @@ def test_shapes_shows_what_a_server_counted_once_it_stopped(workdir: Path) -> No
     assert "list notes where topic == ? sort id" in text.output
     shown = CliRunner().invoke(app, ["shapes", "--json", "--order", "calls", "--limit", "1"])
     assert shown.exit_code == 0, shown.output
-    [top] = json.loads(shown.output)["data"]
+    [top] = json.loads(shown.stdout)["data"]
     assert top["shape"] == "list notes where topic == ? sort id"
     assert (top["calls"], top["rows"]) == (3, 3)
 

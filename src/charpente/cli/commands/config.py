@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
+from charpente.cli.commands.observe import with_log_format
 from charpente.design.model import Design
 from charpente.errors import CharpenteError, ConfigError
+from charpente.runtime.logcontext import JsonFormatter
 from charpente.settings import Settings, redacted_url, settings_from_process
 from charpente.wiring import load_configured_design
 
@@ -43,9 +46,12 @@ def settings_for(design: Path | None) -> Settings:
     return dataclasses.replace(settings, design_path=design)
 
 
-def design_and_settings(design: Path | None) -> tuple[Design, Settings]:
-    """The loaded design and the settings it came from. Raises DesignError, ConfigError."""
-    settings = settings_for(design)
+def design_and_settings(
+    design: Path | None, *, log_format: str | None = None
+) -> tuple[Design, Settings]:
+    """The loaded design and the settings it came from (with `--log-format`, when a command
+    has one). Raises DesignError, ConfigError."""
+    settings = with_log_format(settings_for(design), log_format)
     loaded = load_configured_design(settings)
     say_design(settings, loaded)
     return loaded, settings
@@ -53,8 +59,12 @@ def design_and_settings(design: Path | None) -> tuple[Design, Settings]:
 
 def say_design(settings: Settings, design: Design) -> None:
     """The first line of a command: which design it works on (on stderr, so that what a
-    command prints on stdout stays fit for pipes)."""
-    typer.echo(f"design: {settings.design_label} ({design.name})", err=True)
+    command prints on stdout stays fit for pipes; a JSON object with json logs)."""
+    line = f"design: {settings.design_label} ({design.name})"
+    if settings.log_format == "json":
+        record = logging.LogRecord("charpente.cli", logging.INFO, __file__, 0, line, None, None)
+        line = JsonFormatter().format(record)
+    typer.echo(line, err=True)
 
 
 def on_database(settings: Settings, work: Coroutine[Any, Any, T]) -> T:

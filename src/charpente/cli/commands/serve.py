@@ -18,7 +18,7 @@ import uvicorn
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
-from charpente.cli.commands.observe import start_metrics, with_log_format
+from charpente.cli.commands.observe import start_metrics
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
 from charpente.runtime.logcontext import uvicorn_log_config
@@ -116,10 +116,10 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     On SIGTERM it drains: /readyz answers 503 at once, it keeps serving --drain-seconds
     (each answer with Connection: close), ends every live stream with a last event, lets
     the requests in flight finish, and exits 0."""
-    loaded, settings = design_and_settings(chosen_design(design, design_option))
+    chosen = chosen_design(design, design_option)
+    loaded, settings = design_and_settings(chosen, log_format=log_format)
     if drain_seconds is not None or reload:
         settings = dataclasses.replace(settings, drain_seconds=drain_seconds or 0.0)
-    settings = with_log_format(settings, log_format)
     tls = _tls_options(tls_cert, tls_key)
     proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
