@@ -7,6 +7,7 @@ The only module that names concrete backends. `app_from_env` is the factory uvic
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import gc
@@ -25,10 +26,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente.bus import bus_from_url
 from charpente.design.model import Design
-from charpente.errors import ConfigError, MigrationError
+from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.oauth import oauth_routes
+from charpente.http.standby import standby_app
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
@@ -79,6 +81,8 @@ from charpente.templates import template_names, template_text
 __all__ = [
     "BEHIND_MESSAGE",
     "MigrationPlan",
+    "app_for_reload",
+    "app_for_reload_migrating",
     "app_from_env",
     "apply_database_migration",
     "build_application",
@@ -119,6 +123,58 @@ def app_from_env() -> Starlette:
     app = build_application(settings)
     _settle_garbage_collector()
     return app
+
+
+def app_for_reload() -> Starlette:
+    """The ASGI factory of `serve --reload`: a design edit restarts the process, and the
+    new design is served, or, when it cannot be (errors, the database behind it), a
+    standby app answers 503 with the reason until the next save."""
+    return _reloaded_app(migrate=False)
+
+
+def app_for_reload_migrating() -> Starlette:
+    """`serve --migrate --reload`: as app_for_reload, applying the safe steps of the
+    edited design first (steps that are not safe: 503 naming them, see migrate apply)."""
+    return _reloaded_app(migrate=True)
+
+
+def _reloaded_app(*, migrate: bool) -> Starlette:
+    settings = settings_from_process()
+    configure_logging(settings.log_level, access_log=settings.access_log)
+    try:
+        design = load_configured_design(settings)
+        check_worker_bus(settings)
+        load_configured_hooks(settings, design)
+        if migrate:
+            applied = _off_loop(apply_database_migration(settings, design, only_safe=True))
+            if not applied.is_empty:
+                count = len(applied.steps)
+                logger.info("migrated: applied %d safe step%s", count, "s" if count != 1 else "")
+        if not _off_loop(is_database_current(settings, design)):
+            raise MigrationError(BEHIND_MESSAGE)
+        return build_application(settings, design)
+    except Exception as exc:  # whatever it is: say it and stay up, never a hang
+        reason = _reason(exc)
+        logger.error("the design cannot be served: %s; fix it and save: the server reloads", reason)
+        return standby_app(reason)
+
+
+def _off_loop(work: Coroutine[Any, Any, Any]) -> Any:
+    """Run `work` to its end on a loop of its own (uvicorn calls the factory inside its
+    running loop, where asyncio.run cannot be called)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def _reason(exc: Exception) -> str:
+    """One line for what stops a design from being served."""
+    if isinstance(exc, DesignError):
+        errors = [p for p in exc.problems if p.severity == "error"] or exc.problems
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{errors[0]}{more}" if errors else "the design has errors"
+    if isinstance(exc, ConfigError | MigrationError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _settle_garbage_collector() -> None:
