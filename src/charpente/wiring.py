@@ -117,8 +117,14 @@ logger = logging.getLogger("charpente")
 
 
 def app_from_env() -> Starlette:
-    """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn)."""
+    """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn).
+    Raises ConfigError when no design is named and none is at ./design.yaml."""
     settings = settings_from_process()
+    if settings.design_missing:
+        raise ConfigError(
+            "no design.yaml here and CHARPENTE_DESIGN is not set: write one with "
+            "`charpente init`, or name it (CHARPENTE_DESIGN=path, or template:social)"
+        )
     configure_logging(settings.log_level, access_log=settings.access_log)
     app = build_application(settings)
     _settle_garbage_collector()

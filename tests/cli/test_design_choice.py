@@ -183,3 +183,11 @@ def test_ctrl_c_is_one_line_and_exit_130(workdir: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["openapi"])
     assert result.exit_code == 130
     assert result.stderr.splitlines()[1:] == ["error: interrupted"]
+
+
+def test_the_asgi_factory_refuses_to_guess_a_design(workdir: Path) -> None:
+    from charpente.errors import ConfigError
+    from charpente.wiring import app_from_env
+
+    with pytest.raises(ConfigError, match="charpente init"):
+        app_from_env()
