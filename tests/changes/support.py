@@ -45,8 +45,9 @@ def social_with_events() -> str:
     `note` only a post's author reads, and `reports`, which only admins read."""
     text = template_text("social")
     text = text.replace(
-        "      share_count: {count: shares.post}\n",
-        "      share_count: {count: shares.post}\n      note: {type: string, max_length: 100}\n",
+        "      share_count: {count: shares.post, count_hidden: true}\n",
+        "      share_count: {count: shares.post, count_hidden: true}\n"
+        "      note: {type: string, max_length: 100}\n",
     )
     delete_rule = '      delete: author == auth.id or auth.role in ["moderator", "admin"]\n'
     posts_rule = "        and exists(follows, follower == auth.id and followee == author))\n"
