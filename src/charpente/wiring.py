@@ -7,6 +7,7 @@ The only module that names concrete backends. `app_from_env` is the factory uvic
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import datetime
 import gc
@@ -34,6 +35,7 @@ from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.drain import ClosingMiddleware
 from charpente.http.oauth import oauth_routes
 from charpente.http.shapes import shape_routes
+from charpente.http.standby import standby_app
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
 from charpente.outbound.mail import LogMailer, smtp_target
@@ -109,6 +111,8 @@ __all__ = [
     "BEHIND_MESSAGE",
     "AdviceTools",
     "MigrationPlan",
+    "app_for_reload",
+    "app_for_reload_migrating",
     "app_from_env",
     "apply_database_migration",
     "build_application",
@@ -148,17 +152,81 @@ logger = logging.getLogger("charpente")
 
 
 def app_from_env() -> Starlette:
-    """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn)."""
+    """The ASGI app configured by CHARPENTE_* variables (an ASGI factory for uvicorn).
+    Raises ConfigError when no design is named and none is at ./design.yaml."""
     settings = settings_from_process()
-    configure_logging(
-        settings.log_level, access_log=settings.access_log, log_format=settings.log_format
-    )
-    metrics.share_directory(settings.metrics_directory)
+    if settings.design_missing:
+        raise ConfigError(
+            "no design.yaml here and CHARPENTE_DESIGN is not set: write one with "
+            "`charpente init`, or name it (CHARPENTE_DESIGN=path, or template:social)"
+        )
+    _set_up_process(settings)
     design = load_configured_design(settings)
     start_tracing(settings, design)
     app = build_application(settings, design)
     _settle_garbage_collector()
     return app
+
+
+def app_for_reload() -> Starlette:
+    """The ASGI factory of `serve --reload`: a design edit restarts the process, and the
+    new design is served, or, when it cannot be (errors, the database behind it), a
+    standby app answers 503 with the reason until the next save."""
+    return _reloaded_app(migrate=False)
+
+
+def app_for_reload_migrating() -> Starlette:
+    """`serve --migrate --reload`: as app_for_reload, applying the safe steps of the
+    edited design first (steps that are not safe: 503 naming them, see migrate apply)."""
+    return _reloaded_app(migrate=True)
+
+
+def _reloaded_app(*, migrate: bool) -> Starlette:
+    settings = settings_from_process()
+    _set_up_process(settings)
+    try:
+        design = load_configured_design(settings)
+        start_tracing(settings, design)
+        check_worker_bus(settings)
+        load_configured_hooks(settings, design)
+        if migrate:
+            applied = _off_loop(apply_database_migration(settings, design, only_safe=True))
+            if not applied.is_empty:
+                count = len(applied.steps)
+                logger.info("migrated: applied %d safe step%s", count, "s" if count != 1 else "")
+        if not _off_loop(is_database_current(settings, design)):
+            raise MigrationError(BEHIND_MESSAGE)
+        return build_application(settings, design)
+    except Exception as exc:  # whatever it is: say it and stay up, never a hang
+        reason = _reason(exc)
+        logger.error("the design cannot be served: %s; fix it and save: the server reloads", reason)
+        return standby_app(reason)
+
+
+def _set_up_process(settings: Settings) -> None:
+    """What each server process sets up before its app: the log format, shared metrics."""
+    configure_logging(
+        settings.log_level, access_log=settings.access_log, log_format=settings.log_format
+    )
+    metrics.share_directory(settings.metrics_directory)
+
+
+def _off_loop(work: Coroutine[Any, Any, Any]) -> Any:
+    """Run `work` to its end on a loop of its own (uvicorn calls the factory inside its
+    running loop, where asyncio.run cannot be called)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+def _reason(exc: Exception) -> str:
+    """One line for what stops a design from being served."""
+    if isinstance(exc, DesignError):
+        errors = [p for p in exc.problems if p.severity == "error"] or exc.problems
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return f"{errors[0]}{more}" if errors else "the design has errors"
+    if isinstance(exc, ConfigError | MigrationError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _settle_garbage_collector() -> None:

@@ -149,3 +149,45 @@ def test_a_port_in_use_stops_serve_with_exit_3_before_it_says_it_serves(
         "(another server uses it: stop it or pick another --port)"
     ]
     assert started == []
+
+
+def test_a_bug_is_one_line_never_a_traceback(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from charpente.cli.commands import design as design_module
+
+    def broken(_design: object) -> object:
+        raise TypeError("something inside broke\nsecond line")
+
+    monkeypatch.setattr(design_module, "openapi_document", broken)
+    (workdir / "design.yaml").write_text(BLOG, encoding="utf-8")
+    result = CliRunner().invoke(app, ["openapi"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.stderr.splitlines()[1:] == [
+        "error: unexpected TypeError: something inside broke (a bug in charpente: please report it)"
+    ]
+    monkeypatch.setenv("CHARPENTE_LOG_LEVEL", "debug")
+    debugging = CliRunner().invoke(app, ["openapi"])
+    assert "Traceback" in debugging.stderr
+
+
+def test_ctrl_c_is_one_line_and_exit_130(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from charpente.cli.commands import design as design_module
+
+    def interrupted(_design: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(design_module, "openapi_document", interrupted)
+    (workdir / "design.yaml").write_text(BLOG, encoding="utf-8")
+    result = CliRunner().invoke(app, ["openapi"])
+    assert result.exit_code == 130
+    assert result.stderr.splitlines()[1:] == ["error: interrupted"]
+
+
+def test_the_asgi_factory_refuses_to_guess_a_design(workdir: Path) -> None:
+    from charpente.errors import ConfigError
+    from charpente.wiring import app_from_env
+
+    with pytest.raises(ConfigError, match="charpente init"):
+        app_from_env()

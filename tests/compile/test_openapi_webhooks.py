@@ -151,7 +151,7 @@ def test_every_webhooks_operation_is_tagged_admin_only_and_has_its_id() -> None:
     assert {key: op["operationId"] for key, op in found.items()} == WEBHOOK_OPERATIONS
     for op in found.values():
         assert op["tags"] == ["webhooks"]
-        assert op["security"] == [{"bearer": []}]  # no anonymous caller
+        assert op["security"] == [{"bearer": []}, {"password": []}]  # no anonymous caller
     assert {"name": "webhooks", "description": documented.WEBHOOKS_TAG["description"]} in (
         DOCUMENT["tags"]
     )

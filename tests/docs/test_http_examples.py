@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from examples import BASE_URL, DOCS, ROOT, Request, Step, run_steps, session
+from examples import BASE_URL, DOCS, Request, Step, run_steps, session
 
 from charpente.http.app import build_app
 from charpente.http.oauth import oauth_routes
@@ -27,8 +27,8 @@ from charpente.wiring import login_providers
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "keys to the whole house"
 
+# The README's tour is docs/tour.sh, run as a script by tests/e2e/test_first_hour.py.
 PAGES = {
-    "README.md": ROOT / "README.md",
     "getting-started.md": DOCS / "getting-started.md",
     "authentication.md": DOCS / "authentication.md",
     "oauth.md": DOCS / "oauth.md",

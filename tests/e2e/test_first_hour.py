@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -158,7 +158,7 @@ def test_serve_answers_an_index_and_the_readme_tour_runs_twice(
 def test_the_readme_shows_the_tour_as_the_script_runs_it() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     body = TOUR.read_text(encoding="utf-8").split("set -euo pipefail\n", 1)[1]
-    assert f"```sh\n{body}```" in readme
+    assert f"```bash\n{body}```" in readme  # bash: run as a script, not by the docs harness
     assert "$NEXT_CURSOR" in body
     assert "NEXT_CURSOR=" in body
 
@@ -170,3 +170,54 @@ def _tour(base: str) -> str:
     )
     assert done.returncode == 0, (done.stdout, done.stderr)
     return done.stdout
+
+
+def test_serve_migrate_reload_follows_design_edits_and_never_hangs(
+    folder: Path, environ: dict[str, str]
+) -> None:
+    charpente(environ, folder, "init", "blank")
+    design = folder / "design.yaml"
+    text = design.read_text(encoding="utf-8")
+    with serving(folder, environ, "--reload") as base:
+        assert "tag" not in _note_fields(base)
+
+        # a safe change: re-planned and applied by the reloaded server
+        design.write_text(text.replace("      body:", "      tag: {type: string}\n      body:"))
+        _until(base, lambda: "tag" in _note_fields(base))
+
+        # a mistake: every request answers 503 saying why, at once
+        design.write_text(text.replace("body: {type: text,", "body: {type: txt,"))
+        answer = _until(base, lambda: _get(base, "/v1/notes").status_code == 503)
+        assert "unknown type `txt`" in answer.json()["detail"]
+
+        # a step that is not safe (dropping the column `tag`): 503 naming it
+        design.write_text(text)
+        answer = _until(base, lambda: "drop" in _get(base, "/v1/notes").text)
+        assert answer.status_code == 503
+        assert "charpente migrate apply" in answer.json()["detail"]
+
+        charpente(environ, folder, "migrate", "apply", "--yes", "--allow-destructive")
+        design.write_text(text + "\n")  # a save: reloads
+        _until(base, lambda: _get(base, "/v1/notes").status_code == 401)
+
+
+def _get(base: str, path: str) -> httpx.Response:
+    return httpx.get(f"{base}{path}", timeout=3.0)  # a hang fails the test
+
+
+def _note_fields(base: str) -> set[str]:
+    document = _get(base, "/openapi.json").json()
+    return set(document["components"]["schemas"]["Note"]["properties"])
+
+
+def _until(base: str, done: Callable[[], bool], timeout: float = 30.0) -> httpx.Response:
+    """Wait for the reloaded server to satisfy `done`; the last answer to /v1/notes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if done():
+                return _get(base, "/v1/notes")
+        except (httpx.TransportError, KeyError, ValueError):
+            pass  # restarting
+        assert time.monotonic() < deadline, "the reloaded server never got there"
+        time.sleep(0.2)

@@ -2,7 +2,7 @@
 
 Exit codes (docs/cli.md lists them): 0 success, 1 a CharpenteError (printed as one line
 per problem, never a traceback), 2 a usage error, 3 `serve` could not start (its port is
-taken, or the server failed while starting).
+taken, or the server failed while starting), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

@@ -9,12 +9,16 @@ from collections.abc import Mapping
 
 from charpente.design.model import Design
 
-__all__ = ["SECURITY", "auth_paths", "security_schemes"]
+__all__ = ["SECURITY", "SIGNED_IN", "auth_paths", "security_schemes"]
 
 Json = dict[str, object]
 
-SECURITY: list[Json] = [{}, {"bearer": []}]
-"""Operations accept anonymous callers and bearer tokens alike; the access rules decide."""
+SECURITY: list[Json] = [{}, {"bearer": []}, {"password": []}]
+"""Operations accept anonymous callers and bearer tokens alike, pasted (`bearer`) or got
+through the password flow (`password`: what Swagger UI's Authorize sends); the access
+rules decide."""
+SIGNED_IN: list[Json] = [{"bearer": []}, {"password": []}]
+"""Operations that need a token, pasted or got through the password flow."""
 
 _TOKEN_FORM: Json = {
     "type": "object",
@@ -45,12 +49,24 @@ _OAUTH_ERROR: Json = {
 
 
 def security_schemes(design: Design) -> Json:
-    """A bearer JWT scheme, and the OAuth2 password flow (Swagger UI's Authorize button)."""
+    """A bearer JWT scheme (paste a token), and the OAuth2 password flow of the token
+    endpoint (Swagger UI's Authorize: email and password; the client fields stay empty)."""
     token_url = f"/v{design.api_version}/auth/token"
     flows = {"password": {"tokenUrl": token_url, "refreshUrl": token_url, "scopes": {}}}
     return {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-        "password": {"type": "oauth2", "flows": flows},
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": f"An `access_token` from `POST {token_url}`.",
+        },
+        "password": {
+            "type": "oauth2",
+            "description": "Sign in with the account's email (as the username) and password. "
+            "Clients are public: leave client_id and client_secret empty (an "
+            "`Authorization: Basic` header on the token endpoint is ignored).",
+            "flows": flows,
+        },
     }
 
 
@@ -140,7 +156,7 @@ def auth_paths(design: Design, account_schema: str) -> Json:
                 "operationId": "getMe",
                 "summary": "The caller's account",
                 "tags": ["auth"],
-                "security": [{"bearer": []}],
+                "security": SIGNED_IN,
                 "responses": {
                     "200": {"description": "The account.", "content": account},
                     "401": {"$ref": "#/components/responses/Unauthorized"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from charpente.compile.openapi_auth import SIGNED_IN
 from charpente.design.events import ACTIONS, webhook_problems
 from charpente.design.model import Design, Webhook
 
@@ -183,7 +184,7 @@ def _operation(
         "operationId": op_id,
         "summary": summary,
         "tags": [WEBHOOKS_TAG["name"]],
-        "security": [{"bearer": []}],
+        "security": SIGNED_IN,
     }
     if body is not None:
         op["requestBody"] = body

@@ -23,7 +23,12 @@ from starlette.types import ASGIApp
 
 from charpente.compile.limits import route_limits
 from charpente.design.model import Design
-from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware, auth_routes
+from charpente.http.auth import (
+    AuthenticationMiddleware,
+    AuthRefusalMiddleware,
+    auth_routes,
+    form_auth_paths,
+)
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
@@ -162,7 +167,10 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         )
     if accounts is not None:
         app.add_middleware(
-            AuthenticationMiddleware, accounts=accounts, trusted_proxies=trusted_proxies
+            AuthenticationMiddleware,
+            accounts=accounts,
+            trusted_proxies=trusted_proxies,
+            form_auth_paths=form_auth_paths(prefix),
         )
     app.add_middleware(
         ObservabilityMiddleware, routes=RouteNames(app, rest.prefix, rest.collections, rest.items)

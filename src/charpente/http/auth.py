@@ -25,7 +25,13 @@ from charpente.runtime.auth import Accounts, OAuthGrantError
 from charpente.runtime.caller import ANONYMOUS
 from charpente.runtime.recovery import Recovery
 
-__all__ = ["AuthRefusalMiddleware", "AuthenticationMiddleware", "auth_routes", "client_ip_of"]
+__all__ = [
+    "AuthRefusalMiddleware",
+    "AuthenticationMiddleware",
+    "auth_routes",
+    "client_ip_of",
+    "form_auth_paths",
+]
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
@@ -50,17 +56,27 @@ class AuthenticationMiddleware:
     answers 401 itself when a token is sent and does not verify."""
 
     def __init__(
-        self, app: ASGIApp, accounts: Accounts, trusted_proxies: tuple[IPNetwork, ...] = ()
+        self,
+        app: ASGIApp,
+        accounts: Accounts,
+        trusted_proxies: tuple[IPNetwork, ...] = (),
+        form_auth_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.accounts = accounts
         self.trusted_proxies = trusted_proxies
+        # The token and revoke endpoints authenticate with their form (RFC 6749): an
+        # Authorization header there (Swagger UI sends `Basic` with empty client fields;
+        # clients are public) is not a bearer token, and is ignored.
+        self.form_auth_paths = form_auth_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         header = first_headers(scope["headers"], _AUTHORIZATION).get(b"authorization")
+        if header is not None and scope["path"] in self.form_auth_paths:
+            header = None
         if self.trusted_proxies:
             scope[CLIENT_IP_KEY] = client_ip(scope, self.trusted_proxies)
         try:
@@ -87,6 +103,11 @@ class AuthRefusalMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def form_auth_paths(prefix: str) -> frozenset[str]:
+    """The endpoints that authenticate with their form, not with a bearer token."""
+    return frozenset({f"{prefix}/auth/token", f"{prefix}/auth/revoke"})
 
 
 def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:

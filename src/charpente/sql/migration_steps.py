@@ -182,7 +182,7 @@ def _new_columnclassify_operation(
     kind = str(f.kind) if f is not None else _sql_type(column, facts.conn.dialect)
     where = f"{table}.{column.name}"
     if column.nullable:
-        return MigrationStep(f"add column {where} ({kind}, nullable)", Safety.SAFE)
+        return _new_optional_column(facts, table, column, f, f"add column {where} ({kind}")
     if f is not None and f.kind is Kind.COUNT:
         return MigrationStep(
             f"add column {where} ({kind}, counted from existing rows)",
@@ -200,6 +200,25 @@ def _new_columnclassify_operation(
         "or add it optional, fill it, then make it required"
     )
     return MigrationStep(description, Safety.BACKFILL, blocker=blocker)
+
+
+def _new_optional_column(
+    facts: Facts, table: str, column: sa.Column[Any], f: Field | None, start: str
+) -> MigrationStep:
+    """An optional column: existing rows get the field's constant default (one UPDATE in
+    the migration's transaction), or keep null, as the step says."""
+    if f is None or f.default is None:
+        return MigrationStep(f"{start}, nullable)", Safety.SAFE)
+    shown = _literal_default(f, column, facts.conn.dialect)
+    if shown is None:  # now, auth.id, an expression: nothing to give rows written before
+        return MigrationStep(f"{start}, nullable, existing rows keep null)", Safety.SAFE)
+    target = facts.metadata.tables[table]
+    backfill = target.update().values(
+        {f.name: sa.bindparam("v", f.default.value, target.c[f.name].type)}
+    )
+    return MigrationStep(
+        f"{start}, nullable, existing rows get {shown.text})", Safety.SAFE, backfill=backfill
+    )
 
 
 def _drop_column(facts: Facts, op: Any) -> MigrationStep:

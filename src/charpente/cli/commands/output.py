@@ -1,4 +1,5 @@
-"""How the CLI speaks: one clear line per error on stderr, exit 1 — never a traceback.
+"""How the CLI speaks: one clear line per error on stderr, exit 1 — never a traceback
+(even for a bug: one line naming it; Ctrl-C: `interrupted`, exit 130).
 
 Messages are printed as plain text (never as Rich markup: they may hold brackets).
 """
@@ -6,14 +7,19 @@ Messages are printed as plain text (never as Rich markup: they may hold brackets
 from __future__ import annotations
 
 import functools
+import traceback
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+import click
 import typer
 
 from charpente.errors import CharpenteError, DesignError, Problem
+from charpente.settings import settings_from_process
 
-__all__ = ["fail", "print_problems", "reports_errors", "say", "warn"]
+__all__ = ["INTERRUPTED", "fail", "print_problems", "reports_errors", "say", "warn"]
+
+INTERRUPTED = 130  # Ctrl-C during a command (128 + SIGINT, as shells report it)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,8 +64,36 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise fail(
                 f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
             ) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", code=INTERRUPTED) from None
+        except _WAYS_OUT:
+            raise  # typer's and click's own: an exit code, an abort, a usage error
+        except Exception as exc:  # a bug: one line here, the traceback at CHARPENTE_LOG_LEVEL=debug
+            if _debugging():
+                traceback.print_exc()
+            text = (str(exc).strip().splitlines() or ["no detail"])[0]
+            raise fail(
+                f"unexpected {type(exc).__name__}: {text} (a bug in charpente: please report it)"
+            ) from None
 
     return run
+
+
+_WAYS_OUT = (
+    typer.Exit,
+    typer.Abort,
+    typer.exceptions.TyperException,
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+    click.ClickException,
+)
+
+
+def _debugging() -> bool:
+    try:
+        return settings_from_process().log_level == "debug"
+    except CharpenteError:
+        return False
 
 
 def _count(problems: list[Problem]) -> str:

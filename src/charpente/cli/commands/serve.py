@@ -33,9 +33,13 @@ from charpente.wiring import (
     load_configured_hooks,
 )
 
-__all__ = ["FACTORY", "serve"]
+__all__ = ["FACTORY", "RELOAD_FACTORIES", "serve"]
 
 FACTORY = "charpente.wiring:app_from_env"
+RELOAD_FACTORIES = {  # under --reload, an edited design that cannot be served answers 503
+    False: "charpente.wiring:app_for_reload",
+    True: "charpente.wiring:app_for_reload_migrating",  # --migrate: safe steps applied
+}
 SHUTDOWN_GRACE = 10  # seconds open requests (live streams) get to end when the server stops
 
 _PEM: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True, "show_default": False}
@@ -135,7 +139,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     export_to_process(settings)  # the workers build the app from these (the factory)
     start_metrics(metrics_host, metrics_port, several=workers > 1 or reload)
     uvicorn.run(
-        FACTORY,
+        _factory(reload=reload, migrate=migrate),
         factory=True,
         host=host,
         port=port,
@@ -179,6 +183,11 @@ def _check_port(host: str, port: int) -> None:
             raise fail(
                 f"cannot listen on {host}:{port}: {reason}{hint}", code=CANNOT_START
             ) from None
+
+
+def _factory(*, reload: bool, migrate: bool) -> str:
+    """The ASGI factory uvicorn imports in each server process."""
+    return RELOAD_FACTORIES[migrate] if reload else FACTORY
 
 
 def _tls_options(cert: Path | None, key: Path | None) -> dict[str, Any]:
