@@ -35,6 +35,7 @@ from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime.advice import IndexPlanner, IndexVerifier as IndexVerifierPort
 from charpente.runtime.auth import Accounts
+from charpente.runtime.caching import Cache, MemoryCache, ResponseCache
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.encryption import (
@@ -89,6 +90,7 @@ __all__ = [
     "app_from_env",
     "apply_database_migration",
     "build_application",
+    "build_response_cache",
     "build_shape_log",
     "build_webhooks",
     "check_drivers",
@@ -142,6 +144,9 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     database = SqlDatabase(engine, design)
     shape_log = build_shape_log(settings, database)
     service = Service(design, shape_log.database, hooks=hooks, cipher=cipher)
+    response_cache, close_cache = build_response_cache(settings, design)
+    if response_cache is not None:
+        service.on_write.append(response_cache.written)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
@@ -171,9 +176,11 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             oauth.aclose,
             close_limiter,
             shape_log.stop,
+            close_cache,
             database.close,
         ],
-        readiness=background.readiness,
+        readiness=_with_cache_status(background.readiness, response_cache),
+        response_cache=response_cache,
     )
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
     return app
@@ -654,3 +661,37 @@ async def open_index_planner(settings: Settings, design: Design) -> AsyncIterato
             await planner.close()
     finally:
         await database.close()
+
+
+def build_response_cache(
+    settings: Settings, design: Design
+) -> tuple[ResponseCache | None, Callable[[], Coroutine[Any, Any, None]]]:
+    """The response cache of the design's cached resources (None when none is), in Redis
+    with CHARPENTE_REDIS_URL, else in this process; and what closes it."""
+
+    async def nothing() -> None:
+        return None
+
+    if not any(r.cache is not None for r in design.resources.values()):
+        return None, nothing
+    if settings.redis_url is None:
+        return ResponseCache(design, MemoryCache()), nothing
+    from charpente.cache.responses import redis_cache_from_url
+
+    redis_cache = redis_cache_from_url(settings.redis_url, f"charpente:{design.name}:cache:")
+    store: Cache = redis_cache
+    return ResponseCache(design, store), redis_cache.close
+
+
+def _with_cache_status(
+    readiness: Callable[[], Coroutine[Any, Any, dict[str, object]]],
+    cache: ResponseCache | None,
+) -> Callable[[], Coroutine[Any, Any, dict[str, object]]]:
+    """Readiness with the response cache's state (`degraded` while Redis fails)."""
+    if cache is None:
+        return readiness
+
+    async def ready() -> dict[str, object]:
+        return {**(await readiness()), "cache": cache.status()}
+
+    return ready

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import decimal
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import PurePosixPath, PureWindowsPath
 
 from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
+from charpente.design.cache import read_cache
 from charpente.design.check import check_design
 from charpente.design.events import read_events, read_outbound, read_webhooks, webhook_problems
 from charpente.design.limits import LimitRule, parse_limit
 from charpente.design.model import (
     SYSTEM_FIELDS,
+    CachePolicy,
     Cors,
     CountSource,
     Default,
@@ -51,11 +54,11 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOP_KEYS = (
     *("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources"),
-    *("webhooks", "outbound"),
+    *("webhooks", "outbound", "cache"),
 )
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
-    *("access", "limits", "events"),
+    *("access", "limits", "events", "cache"),
 )
 _CORS_KEYS = ("origins", "credentials", "max_age")
 _MAX_ORIGINS = 100
@@ -121,6 +124,7 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
     profile_node = top["auth"].get("profile") if "auth" in top else None
     profile = _fields(reader, profile_node) if profile_node is not None else ()
     resources = {ACCOUNTS: accounts_resource(auth, _profile(reader, profile)), **resources}
+    resources = _with_default_cache(resources, read_cache(reader, top.get("cache"), "`cache`"))
     webhooks = read_webhooks(reader, top.get("webhooks"))
     for hook in webhooks:
         for problem in webhook_problems(hook, resources):
@@ -295,6 +299,7 @@ def _resource(reader: Reader, key: Node, node: Node) -> Resource | None:
         fields=fields,
         limits=limits,
         events=read_events(reader, options.get("events"), name),
+        cache=read_cache(reader, options.get("cache"), f"`cache` of `{name}`"),
         require_if_match=bool(reader.flag(options, "require_if_match")),
         description=reader.string(options, "description", limit=500),
         pos=key.pos,
@@ -626,3 +631,16 @@ def _check_text(field: Field, value: str) -> None:
         raise ValueError(f"is longer than `max_length` ({field.max_length})")
     if field.pattern is not None and not compile_pattern(field.pattern).search(value):
         raise ValueError(f"`{value}` does not match `pattern`")
+
+
+def _with_default_cache(
+    resources: Mapping[str, Resource], default: CachePolicy | None
+) -> dict[str, Resource]:
+    """Each resource with its cache policy: its own, else the design's; `false` is none."""
+    found = {}
+    for name, resource in resources.items():
+        policy = resource.cache or default
+        if policy is not None and policy.ttl <= 0:
+            policy = None
+        found[name] = resource if policy is resource.cache else replace(resource, cache=policy)
+    return found

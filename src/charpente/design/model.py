@@ -18,6 +18,7 @@ __all__ = [
     "SYSTEM_FIELDS",
     "Access",
     "AuthConfig",
+    "CachePolicy",
     "Check",
     "Cors",
     "CountSource",
@@ -201,6 +202,13 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """Cache a resource's GET answers for at most `ttl` seconds (design.cache reads it)."""
+
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """A collection of records with the same fields: `/v1/{name}`."""
 
@@ -215,6 +223,7 @@ class Resource:
     access: Access | None = dc_field(default=None, compare=False)  # filled by design.check
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict, compare=False)
     events: tuple[str, ...] = dc_field(default=(), compare=False)  # to the outbox: created, ...
+    cache: CachePolicy | None = dc_field(default=None, compare=False)  # GET answers cached
     builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
     pos: Position = dc_field(default=NOWHERE, compare=False)
 

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from charpente.compile.limits import route_limits
 from charpente.design.model import Design
 from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware, auth_routes
+from charpente.http.caching import cached_table
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
@@ -36,6 +37,7 @@ from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.runtime.auth import Accounts
+from charpente.runtime.caching import ResponseCache
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.ratelimit import Limiter
@@ -97,6 +99,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     lifespan: Lifespan | None = None,
     readiness: Readiness | None = None,
     changes: ChangeFeed | None = None,
+    response_cache: ResponseCache | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
@@ -111,6 +114,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     `app.state.service` and `app.state.design` are there for custom endpoints.
     """
     rest = rest_table(service, design)
+    if response_cache is not None:  # GETs of cached resources answered from it
+        rest = cached_table(rest, response_cache)
     prefix = f"/v{design.api_version}"
     routes = [
         *_health_routes(service, readiness),

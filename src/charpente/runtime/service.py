@@ -177,6 +177,8 @@ class Service:
         self._specs = {name: _spec(design, r) for name, r in design.resources.items()}
         # The engine's own reactions to updates (accounts: a disabled one loses its tokens).
         self.on_update: builtins.list[UpdateListener] = []
+        # Told the resource of every committed write, before its answer (the response cache).
+        self.on_write: builtins.list[Callable[[str], Awaitable[None]]] = []
         self._filters: dict[tuple[object, ...], Filter] = {}
         self.recorder = Recorder(design, self.clock)
 
@@ -352,6 +354,7 @@ class Service:
                     resource, _response(idempotency, fingerprint, record)
                 )
                 await tx.save_idempotent_response(_scoped(idempotency, caller), response)
+        await self._written(resource)
         await self.hooks.run_after("create", self._after_context(resource, request_id), record)
         view = field_view(spec.resource, auth)
         return Created(item=Item(_visible(view, record, spec.readable, auth), _version(record)))
@@ -394,6 +397,7 @@ class Service:
             if not await _holds(tx, spec, rule, stored, auth):
                 raise _refused(caller, resource, hide=False)
             await self.recorder.updated(tx, resource, current, stored, caller, request_id)
+        await self._written(resource)
         await self.hooks.run_after("update", self._after_context(resource, request_id), stored)
         for listener in self.on_update:
             await listener(resource, current, stored, caller)
@@ -429,10 +433,15 @@ class Service:
             for counted in spec.counted:
                 await _count(tx, counted, current.get(counted.field), -1)
             await self.recorder.deleted(tx, resource, current, caller, request_id)
+        await self._written(resource)
         ctx = self._after_context(resource, request_id)
         await self.hooks.run_after("delete", ctx, self._shape(spec, current))
 
     # --- steps -------------------------------------------------------------------------
+
+    async def _written(self, resource: str) -> None:
+        for listener in self.on_write:
+            await listener(resource)
 
     def _filter(self, resource: Resource, action: str, caller: Caller) -> Filter:
         """The caller's row filter for `action` (see compile.policy.row_filter), remembered:

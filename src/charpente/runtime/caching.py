@@ -1,0 +1,309 @@
+"""The response cache: GET answers of cached resources, invalidated by generations.
+
+Each resource has a generation (a counter in the `Cache`). An entry's key holds the
+generations of every resource its answer depends on (its own, the resources it refers to
+— what `expand` reads — and those its access rules read through `exists()`), the request
+(path and query) and, when a rule reads the caller, the caller's id and role; never the
+token. A write bumps, after its commit and before its 2xx, its own resource, the
+resources it refers to (counters) and those that refer to it (cascades): later readers
+compute new keys, so no read that starts after a write's answer sees the older version.
+A fill stores its entry only if the generations it read before querying have not moved.
+Values are bytes (msgspec-encoded), never pickled; the in-process adapter is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from charpente.design.expr import Call, Compare, Expr, Name, Not
+from charpente.design.model import Design, Kind, Resource
+from charpente.runtime.caller import Caller
+
+__all__ = [
+    "Cache",
+    "CacheEntry",
+    "CacheError",
+    "CachePlan",
+    "MemoryCache",
+    "ResponseCache",
+]
+
+MAX_ENTRIES = 10_000  # the in-process adapter's bound
+DEGRADED_FOR = 30.0  # seconds /readyz says `degraded` after the cache last failed
+_WAIT_FOR_FILL = 1.0  # seconds a request waits for another one filling the same key
+
+
+class CacheError(Exception):
+    """The cache cannot be reached: the request goes on without it."""
+
+
+class Cache(Protocol):
+    """Generations and entries (a port: in-process, or Redis shared by every process)."""
+
+    async def generations(self, names: Sequence[str]) -> tuple[int, ...]:
+        """The current generation of each resource (0 before its first write)."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The entry stored under `key`, if it is there and fresh."""
+
+    async def fill(
+        self, key: str, value: bytes, ttl: float, names: Sequence[str], seen: Sequence[int]
+    ) -> bool:
+        """Store `value` for `ttl` seconds, only if `names` still have the generations
+        `seen` (one atomic step); whether it was stored."""
+
+    async def bump(self, names: Sequence[str]) -> None:
+        """Move each resource to its next generation."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached 200 answer: its body, ETag and Link header."""
+
+    body: bytes
+    etag: str
+    link: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """What one resource's cached answers depend on."""
+
+    ttl: float
+    depends_on: tuple[str, ...]  # resources whose generations are in the key
+    reads_caller: bool  # a rule reads auth.*: the caller's id and role are in the key
+
+
+class MemoryCache:
+    """The Cache port in this process (the embedded default): at most `max_entries`."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._generations: dict[str, int] = {}
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max = max_entries
+
+    async def generations(self, names: Sequence[str]) -> tuple[int, ...]:
+        return tuple(self._generations.get(n, 0) for n in names)
+
+    async def get(self, key: str) -> bytes | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        if found[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return found[1]
+
+    async def fill(
+        self, key: str, value: bytes, ttl: float, names: Sequence[str], seen: Sequence[int]
+    ) -> bool:
+        if await self.generations(names) != tuple(seen):
+            return False
+        self._entries[key] = (time.monotonic() + ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        return True
+
+    async def bump(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._generations[name] = self._generations.get(name, 0) + 1
+
+
+class ResponseCache:
+    """Cached GET answers of the design's cached resources, over a Cache port."""
+
+    def __init__(self, design: Design, cache: Cache) -> None:
+        self.cache = cache
+        self.plans = cache_plans(design)
+        self._bumps = write_reach(design)
+        self.bypassed = 0  # cache operations that failed (the request went on without it)
+        self._failed_at: float | None = None
+        self._filling: dict[str, asyncio.Future[CacheEntry | None]] = {}
+
+    def key(self, resource: str, request: str, caller: Caller) -> str:
+        """The request's key, without generations (see `lookup`)."""
+        plan = self.plans[resource]
+        who = f"{caller.id}\x00{caller.role}" if plan.reads_caller else ""
+        return f"{resource}\x00{request}\x00{who}"
+
+    async def answer(
+        self,
+        resource: str,
+        request_key: str,
+        compute: Callable[[], Awaitable[CacheEntry | None]],
+    ) -> CacheEntry | None:
+        """The cached answer, or `compute()`'s (stored when it is not None). One request per
+        key computes while the others wait for it (briefly); a failing cache is bypassed."""
+        plan = self.plans[resource]
+        try:
+            seen = await self.cache.generations(plan.depends_on)
+            key = _digest(request_key, plan.depends_on, seen)
+            found = await self.cache.get(key)
+        except CacheError:
+            self._failed()
+            return await compute()
+        entry = None if found is None else _decoded(found)
+        if entry is not None:
+            return entry
+        waiting = self._filling.get(key)
+        if waiting is not None:
+            # Another request is computing this answer: take it (or compute after all).
+            with contextlib.suppress(Exception):
+                return await asyncio.wait_for(asyncio.shield(waiting), _WAIT_FOR_FILL)
+            return await compute()
+        return await self._fill(key, plan, seen, compute)
+
+    async def _fill(
+        self,
+        key: str,
+        plan: CachePlan,
+        seen: tuple[int, ...],
+        compute: Callable[[], Awaitable[CacheEntry | None]],
+    ) -> CacheEntry | None:
+        flight: asyncio.Future[CacheEntry | None] = asyncio.get_running_loop().create_future()
+        self._filling[key] = flight
+        try:
+            entry = await compute()
+            flight.set_result(entry)
+        except Exception as exc:
+            flight.set_exception(exc)
+            flight.exception()  # retrieved here: the waiters compute on their own
+            raise
+        finally:
+            if not flight.done():
+                flight.cancel()
+            self._filling.pop(key, None)
+        if entry is not None:
+            try:
+                await self.cache.fill(key, _encoded(entry), plan.ttl, plan.depends_on, seen)
+            except CacheError:
+                self._failed()
+        return entry
+
+    def status(self) -> dict[str, object]:
+        """For /readyz: `degraded` while the cache failed in the last DEGRADED_FOR seconds."""
+        recent = self._failed_at is not None and time.monotonic() - self._failed_at < DEGRADED_FOR
+        return {"state": "degraded" if recent else "ok", "bypassed": self.bypassed}
+
+    def _failed(self) -> None:
+        self.bypassed += 1
+        self._failed_at = time.monotonic()
+
+    async def written(self, resource: str) -> None:
+        """After a write of `resource` commits: bump what its answers can change."""
+        names = self._bumps.get(resource, (resource,))
+        try:
+            await self.cache.bump(names)
+        except CacheError:
+            self._failed()  # entries already stored expire with their TTL
+
+
+def cache_plans(design: Design) -> dict[str, CachePlan]:
+    """The plan of every cached resource."""
+    plans = {}
+    for name, resource in design.resources.items():
+        if resource.cache is None:
+            continue
+        related = [name, *_refs(resource)]
+        depends = dict.fromkeys(related)
+        for other in related:
+            for target in _exists_targets(design.resources[other]):
+                depends.setdefault(target)
+        reads_caller = any(_reads_auth(design.resources[r]) for r in related)
+        plans[name] = CachePlan(resource.cache.ttl, tuple(depends), reads_caller)
+    return plans
+
+
+def write_reach(design: Design) -> dict[str, tuple[str, ...]]:
+    """For each resource, the generations a write of it bumps: its own, those it refers to
+    (counters) and those that refer to it (cascades, set null)."""
+    reach: dict[str, dict[str, None]] = {n: {n: None} for n in design.resources}
+    for name, resource in design.resources.items():
+        for target in _refs(resource):
+            reach[name].setdefault(target)
+            reach[target].setdefault(name)
+    return {n: tuple(found) for n, found in reach.items()}
+
+
+def _refs(resource: Resource) -> list[str]:
+    return [f.ref for f in resource.fields if f.kind is Kind.REF and f.ref]
+
+
+def _rules(resource: Resource) -> Iterator[Expr]:
+    if resource.access is None:
+        return
+    for action in ("list", "get"):
+        rule = resource.access.rules.get(action)
+        if rule is not None:
+            yield rule.expr
+    for rule in resource.access.fields_read.values():
+        yield rule.expr
+
+
+def _reads_auth(resource: Resource) -> bool:
+    if resource.access is None or not resource.access.declared:
+        return True  # admin-only defaults depend on the caller's role
+    return any(name[0] == "auth" for expr in _rules(resource) for name in _names(expr))
+
+
+def _exists_targets(resource: Resource) -> list[str]:
+    found = []
+    for expr in _rules(resource):
+        for node in _nodes(expr):
+            if isinstance(node, Call) and node.name == "exists" and node.args:
+                target = node.args[0]
+                if isinstance(target, Name):
+                    found.append(target.path[0])
+    return found
+
+
+def _names(expr: Expr) -> Iterator[tuple[str, ...]]:
+    for node in _nodes(expr):
+        if isinstance(node, Name):
+            yield node.path
+
+
+def _nodes(expr: Expr) -> Iterator[Expr]:
+    yield expr
+    for child in _children(expr):
+        yield from _nodes(child)
+
+
+def _children(expr: Expr) -> Sequence[Expr]:
+    if isinstance(expr, Compare):
+        return (expr.left, expr.right)
+    if isinstance(expr, Not):
+        return (expr.operand,)
+    if isinstance(expr, Call):
+        return expr.args
+    left, right = getattr(expr, "left", None), getattr(expr, "right", None)
+    return tuple(e for e in (left, right) if e is not None)
+
+
+def _digest(request_key: str, names: Sequence[str], seen: Sequence[int]) -> str:
+    generations = ",".join(f"{n}={g}" for n, g in zip(names, seen, strict=True))
+    text = f"{request_key}\x00{generations}".encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def _encoded(entry: CacheEntry) -> bytes:
+    return msgspec.msgpack.encode((entry.body, entry.etag, entry.link))
+
+
+def _decoded(value: bytes) -> CacheEntry | None:
+    try:
+        body, etag, link = msgspec.msgpack.decode(value, type=tuple[bytes, str, str])
+    except msgspec.DecodeError:
+        return None
+    return CacheEntry(body, etag, link)
