@@ -261,6 +261,9 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         if not await _is_current(engine, design):
             raise MigrationError(BEHIND_MESSAGE)
         service = Service(design, database, hooks=hooks, cipher=field_cipher(settings, design))
+        response_cache, close_cache = build_response_cache(settings, design)
+        if response_cache is not None:  # the jobs' writes move the servers' cache too
+            service.on_write.append(response_cache.written)
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)
@@ -268,6 +271,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
             await stop.wait()
         finally:
             await background.stop()
+            await close_cache()
     finally:
         await database.close()
 

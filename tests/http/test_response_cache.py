@@ -145,3 +145,30 @@ async def test_uncached_resources_and_exact_counts_always_run(cached: Any) -> No
     for _ in range(2):
         assert (await client.get("/v1/tags", params={"count": "exact"})).status_code == 200
     assert cached.queries() == 2
+
+
+def test_resources_with_encrypted_fields_are_never_cached() -> None:
+    from charpente.loader import load_design_text
+    from charpente.runtime.caching import cache_plans
+
+    design = load_design_text(
+        """
+charpente: 1
+name: sealed
+cache: {ttl: 60s}
+resources:
+  people:
+    access: {read: true}
+    fields:
+      ssn: {type: string, encrypted: true}
+  visits:
+    access: {read: true}
+    fields:
+      person: {ref: people}
+  tags:
+    access: {read: true}
+    fields:
+      name: string
+"""
+    )
+    assert set(cache_plans(design)) == {"tags", "accounts"}

@@ -210,12 +210,15 @@ class ResponseCache:
 
 
 def cache_plans(design: Design) -> dict[str, CachePlan]:
-    """The plan of every cached resource."""
+    """The plan of every cached resource. A resource with encrypted fields, or referring to
+    one that has some (expand would inline them), is not cached: its answers hold the
+    opened values, which must not sit in a cache."""
     plans = {}
     for name, resource in design.resources.items():
-        if resource.cache is None:
-            continue
         related = [name, *_refs(resource)]
+        sealed = any(f.encrypted for r in related for f in design.resources[r].fields)
+        if resource.cache is None or sealed:
+            continue
         depends = dict.fromkeys(related)
         for other in related:
             for target in _exists_targets(design.resources[other]):
