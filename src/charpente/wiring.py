@@ -35,7 +35,7 @@ from charpente.loader import load_design, load_design_text
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime.advice import IndexPlanner, IndexVerifier as IndexVerifierPort
 from charpente.runtime.auth import Accounts
-from charpente.runtime.caching import Cache, MemoryCache, ResponseCache
+from charpente.runtime.caching import Cache, CacheRepair, MemoryCache, ResponseCache
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.encryption import (
@@ -81,6 +81,7 @@ from charpente.sql.sealed import (
 from charpente.sql.shapestore import SqlShapeStore
 from charpente.sql.verify import IndexVerifier
 from charpente.sql.webhookstore import SqlWebhookStore
+from charpente.sql.writelog import SqlWriteLog
 from charpente.templates import template_names, template_text
 
 __all__ = [
@@ -147,6 +148,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     response_cache, close_cache = build_response_cache(settings, design)
     if response_cache is not None:
         service.on_write.append(response_cache.written)
+    repair_start, repair_stop = _cache_repair(response_cache, database, service.clock)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     oauth = OAuthClient(login_providers(design))
@@ -168,7 +170,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             *shape_routes(shape_log.report, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start, shape_log.start],
+        on_startup=[accounts.start, start, feed.start, shape_log.start, repair_start],
         on_shutdown=[
             feed.stop,
             accounts.stop,
@@ -176,6 +178,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             oauth.aclose,
             close_limiter,
             shape_log.stop,
+            repair_stop,
             close_cache,
             database.close,
         ],
@@ -699,3 +702,17 @@ def _with_cache_status(
         return {**(await readiness()), "cache": cache.status()}
 
     return ready
+
+
+def _cache_repair(
+    cache: ResponseCache | None, database: SqlDatabase, clock: Clock
+) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], Coroutine[Any, Any, None]]]:
+    """Start and stop of the loop that bumps again for recent writes (lost bumps)."""
+    if cache is None:
+
+        async def nothing() -> None:
+            return None
+
+        return nothing, nothing
+    repair = CacheRepair(cache, SqlWriteLog(database), clock)
+    return repair.start, repair.stop

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -27,17 +29,25 @@ import msgspec
 from charpente.design.expr import Call, Compare, Expr, Name, Not
 from charpente.design.model import Design, Kind, Resource
 from charpente.runtime.caller import Caller
+from charpente.runtime.ports import Clock
 
 __all__ = [
     "Cache",
     "CacheEntry",
     "CacheError",
     "CachePlan",
+    "CacheRepair",
     "MemoryCache",
     "ResponseCache",
+    "WriteLog",
 ]
 
+logger = logging.getLogger("charpente.cache")
+
 MAX_ENTRIES = 10_000  # the in-process adapter's bound
+REPAIR_EVERY = 5.0  # seconds between two passes of CacheRepair
+REPAIR_WINDOW = 120.0  # seconds of writes each pass reads (a commit may come late)
+REPAIR_BATCH = 10_000
 DEGRADED_FOR = 30.0  # seconds /readyz says `degraded` after the cache last failed
 _WAIT_FOR_FILL = 1.0  # seconds a request waits for another one filling the same key
 
@@ -310,3 +320,65 @@ def _decoded(value: bytes) -> CacheEntry | None:
     except msgspec.DecodeError:
         return None
     return CacheEntry(body, etag, link)
+
+
+class WriteLog(Protocol):
+    """The writes every process committed (the audit history, which records each one)."""
+
+    async def written_since(
+        self, since: datetime.datetime, limit: int
+    ) -> list[tuple[str, str, datetime.datetime]]:
+        """(event id, resource, time) of the writes recorded at or after `since`, newest
+        first, at most `limit`."""
+
+
+class CacheRepair:
+    """Bumps again, every `every` seconds, for the writes of the last `window` seconds that
+    this loop has not seen yet: a process that died between a commit and its bump (or a
+    bump Redis missed) leaves a stale entry for at most about `every` seconds."""
+
+    def __init__(
+        self,
+        cache: ResponseCache,
+        log: WriteLog,
+        clock: Clock,
+        every: float = REPAIR_EVERY,
+        window: float = REPAIR_WINDOW,
+    ) -> None:
+        self.cache, self.log, self.clock = cache, log, clock
+        self.every, self.window = every, datetime.timedelta(seconds=window)
+        self._seen: dict[str, datetime.datetime] = {}
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def repair(self) -> int:
+        """One pass; how many resources it bumped."""
+        now = self.clock.now()
+        found = await self.log.written_since(now - self.window, REPAIR_BATCH)
+        resources = {r for event, r, _ in found if event not in self._seen}
+        for event, _, at in found:
+            self._seen[event] = at
+        horizon = now - self.window
+        self._seen = {e: at for e, at in self._seen.items() if at >= horizon}
+        for resource in sorted(resources):
+            await self.cache.written(resource)
+        return len(resources)
+
+    async def start(self) -> None:
+        self._stop.clear()
+        self._task = asyncio.create_task(self._run(), name="charpente-cache-repair")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.repair()
+            except Exception:  # the database is away: the next pass tries again
+                logger.warning("the response cache could not read recent writes", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.every)
