@@ -127,3 +127,48 @@ async def test_one_request_per_key_computes_while_the_others_wait() -> None:
     answers = await asyncio.gather(*waiting)
     assert calls == [1]
     assert {a.body for a in answers} == {b"[]"}
+
+
+STALE = """
+charpente: 1
+name: c
+resources:
+  tags:
+    cache: {ttl: 60s, stale: 5s}
+    access: {read: true}
+    fields: {name: string}
+"""
+
+
+async def test_with_stale_allowed_the_previous_answer_is_served_while_it_refills() -> None:
+    cache = ResponseCache(load_design_text(STALE), MemoryCache())
+    key = cache.key("tags", "list", ANONYMOUS)
+    versions = iter([b"v1", b"v2"])
+    release = asyncio.Event()
+
+    async def compute() -> CacheEntry:
+        body = next(versions)
+        if body == b"v2":
+            await release.wait()
+        return CacheEntry(body, '"x"')
+
+    assert (await cache.answer("tags", key, compute)).body == b"v1"  # type: ignore[union-attr]
+    await cache.written("tags")
+    served = await cache.answer("tags", key, compute)
+    assert served is not None
+    assert served.body == b"v1"  # at once, while v2 is computed in the background
+    release.set()
+    for _ in range(100):
+        found = await cache.answer("tags", key, compute)
+        if found is not None and found.body == b"v2":
+            break
+        await asyncio.sleep(0.01)
+    assert found is not None
+    assert found.body == b"v2"
+
+
+def test_stale_is_at_most_the_ttl() -> None:
+    from charpente.errors import DesignError
+
+    with pytest.raises(DesignError, match="`stale` is a duration from 1s to the ttl"):
+        load_design_text(STALE.replace("stale: 5s", "stale: 2m"))

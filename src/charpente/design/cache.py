@@ -1,7 +1,9 @@
 """A resource's response cache, as the design asks for it: `cache: {ttl: 60s}`.
 
 Top-level `cache:` applies to every resource; a resource's own `cache:` replaces it, and
-`cache: false` turns it off for that resource. Pure: data and its reading only.
+`cache: false` turns it off for that resource. `stale: 5s` lets a request get the previous
+answer, at most that old, while another one recomputes it (stale-while-revalidate).
+Pure: data and its reading only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from charpente.design.source import Node, Reader
 __all__ = ["MAX_TTL", "OFF", "read_cache"]
 
 MAX_TTL = 86_400.0  # one day: a bound on any staleness a lost invalidation could cause
-_KEYS = ("ttl",)
+_KEYS = ("ttl", "stale")
+MAX_STALE = 3600.0
 _TTL = re.compile(r"([0-9]{1,6})\s*(s|sec|seconds?|m|min|minutes?|h|hours?)?", re.ASCII)
 _UNITS = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60}
 _UNITS |= {"minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
@@ -40,7 +43,14 @@ def read_cache(reader: Reader, node: Node | None, what: str) -> CachePolicy | No
     if seconds is None or not 1 <= seconds <= MAX_TTL:
         reader.error(ttl, f"`ttl` is a duration from 1s to 24h (`30s`, `5m`), not {ttl.describe()}")
         return None
-    return CachePolicy(seconds)
+    stale = options.get("stale")
+    if stale is None:
+        return CachePolicy(seconds)
+    allowed = _seconds(stale)
+    if allowed is None or not 1 <= allowed <= min(seconds, MAX_STALE):
+        reader.error(stale, f"`stale` is a duration from 1s to the ttl, not {stale.describe()}")
+        return None
+    return CachePolicy(seconds, allowed)
 
 
 def _seconds(node: Node) -> float | None:

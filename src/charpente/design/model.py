@@ -203,9 +203,12 @@ class Access:
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """Cache a resource's GET answers for at most `ttl` seconds (design.cache reads it)."""
+    """Cache a resource's GET answers for at most `ttl` seconds; while one request
+    recomputes an invalidated answer, others may get the previous one if it is at most
+    `stale` seconds old (design.cache reads it)."""
 
     ttl: float
+    stale: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,8 @@ def _wrapped(
     found = dict(handlers)
     inner = found["GET"]
     control = b"private" if plan.reads_caller else b"public, max-age=%d" % int(plan.ttl)
+    if plan.stale > 0:
+        control += b", stale-while-revalidate=%d" % int(plan.stale)
 
     async def get(call: RestCall) -> Reply:
         if any(part in call.query for part in _BYPASS):

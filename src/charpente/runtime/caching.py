@@ -91,6 +91,7 @@ class CachePlan:
     ttl: float
     depends_on: tuple[str, ...]  # resources whose generations are in the key
     reads_caller: bool  # a rule reads auth.*: the caller's id and role are in the key
+    stale: float = 0.0  # seconds an answer may be served while another request recomputes
 
 
 class MemoryCache:
@@ -140,6 +141,7 @@ class ResponseCache:
         self.bypassed = 0  # cache operations that failed (the request went on without it)
         self._failed_at: float | None = None
         self._filling: dict[str, asyncio.Future[CacheEntry | None]] = {}
+        self._background: set[asyncio.Task[None]] = set()  # stale-while-revalidate refills
 
     def key(self, resource: str, request: str, caller: Caller) -> str:
         """The request's key, without generations (see `lookup`)."""
@@ -166,13 +168,43 @@ class ResponseCache:
         entry = None if found is None else _decoded(found)
         if entry is not None:
             return entry
+        if plan.stale > 0:
+            previous = await self._previous(request_key)
+            if previous is not None:  # stale-while-revalidate: refill in the background
+                if key not in self._filling:
+                    self._refill(key, request_key, plan, seen, compute)
+                return previous
         waiting = self._filling.get(key)
         if waiting is not None:
             # Another request is computing this answer: take it (or compute after all).
             with contextlib.suppress(Exception):
                 return await asyncio.wait_for(asyncio.shield(waiting), _WAIT_FOR_FILL)
             return await compute()
-        return await self._fill(key, plan, seen, compute)
+        return await self._fill(key, plan, seen, compute, request_key)
+
+    async def _previous(self, request_key: str) -> CacheEntry | None:
+        try:
+            found = await self.cache.get(_latest(request_key))
+        except CacheError:
+            self._failed()
+            return None
+        return None if found is None else _decoded(found)
+
+    def _refill(
+        self,
+        key: str,
+        request_key: str,
+        plan: CachePlan,
+        seen: tuple[int, ...],
+        compute: Callable[[], Awaitable[CacheEntry | None]],
+    ) -> None:
+        async def refill() -> None:
+            with contextlib.suppress(Exception):  # the next request computes it instead
+                await self._fill(key, plan, seen, compute, request_key)
+
+        task = asyncio.create_task(refill())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _fill(
         self,
@@ -180,6 +212,7 @@ class ResponseCache:
         plan: CachePlan,
         seen: tuple[int, ...],
         compute: Callable[[], Awaitable[CacheEntry | None]],
+        request_key: str,
     ) -> CacheEntry | None:
         flight: asyncio.Future[CacheEntry | None] = asyncio.get_running_loop().create_future()
         self._filling[key] = flight
@@ -195,8 +228,11 @@ class ResponseCache:
                 flight.cancel()
             self._filling.pop(key, None)
         if entry is not None:
+            value = _encoded(entry)
             try:
-                await self.cache.fill(key, _encoded(entry), plan.ttl, plan.depends_on, seen)
+                stored = await self.cache.fill(key, value, plan.ttl, plan.depends_on, seen)
+                if stored and plan.stale > 0:  # what others get while it is recomputed
+                    await self.cache.fill(_latest(request_key), value, plan.stale, (), ())
             except CacheError:
                 self._failed()
         return entry
@@ -234,7 +270,8 @@ def cache_plans(design: Design) -> dict[str, CachePlan]:
             for target in _exists_targets(design.resources[other]):
                 depends.setdefault(target)
         reads_caller = any(_reads_auth(design.resources[r]) for r in related)
-        plans[name] = CachePlan(resource.cache.ttl, tuple(depends), reads_caller)
+        policy = resource.cache
+        plans[name] = CachePlan(policy.ttl, tuple(depends), reads_caller, policy.stale)
     return plans
 
 
@@ -308,6 +345,11 @@ def _digest(request_key: str, names: Sequence[str], seen: Sequence[int]) -> str:
     generations = ",".join(f"{n}={g}" for n, g in zip(names, seen, strict=True))
     text = f"{request_key}\x00{generations}".encode()
     return hashlib.sha256(text).hexdigest()
+
+
+def _latest(request_key: str) -> str:
+    """Where a request's latest answer is kept (any generations), for `stale`."""
+    return "latest:" + hashlib.sha256(request_key.encode()).hexdigest()
 
 
 def _encoded(entry: CacheEntry) -> bytes:
