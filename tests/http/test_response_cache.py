@@ -42,7 +42,7 @@ resources:
     fields:
       text: {type: string}
   tags:
-    access: {read: true, create: true}
+    access: {read: true, create: true, update: true}
     fields:
       name: {type: string}
 """
@@ -192,3 +192,47 @@ async def test_a_write_whose_bump_was_lost_is_repaired_from_the_history(cached: 
     assert await repair.repair() == 1
     assert len((await client.get("/v1/tags")).json()["data"]) == 2
     assert await repair.repair() == 0  # each write is repaired once
+
+
+class _SlowFills(MemoryCache):
+    """A cache whose reads wait between querying and storing: the race a slow reader runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_fill: Any = None
+
+    async def fill(self, key: str, value: bytes, ttl: float, names: Any, seen: Any) -> bool:
+        if self.before_fill is not None:
+            await self.before_fill()
+        return await super().fill(key, value, ttl, names, seen)
+
+
+async def test_a_slow_reader_never_stores_what_a_write_made_old(make_api: Any) -> None:
+    import asyncio
+
+    api = await make_api(DESIGN)
+    database = SqlDatabase(api.engine, api.design)
+    service = Service(api.design, database)
+    slow = _SlowFills()
+    cache = ResponseCache(api.design, slow)
+    service.on_write.append(cache.written)
+    app = build_app(service, api.design, response_cache=cache)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        tag = (await client.post("/v1/tags", json={"name": "old"})).json()
+        path = f"/v1/tags/{tag['id']}"
+        queried, written = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:  # the reader has its (old) answer: a write lands now
+            slow.before_fill = None
+            queried.set()
+            await written.wait()
+
+        slow.before_fill = hold
+        reader = asyncio.create_task(client.get(path))
+        await queried.wait()
+        assert (await client.patch(path, json={"name": "new"})).status_code == 200
+        written.set()
+        assert (await reader).json()["name"] == "old"  # it started before the write
+        assert (await client.get(path)).json()["name"] == "new"
+        assert (await client.get(path)).json()["name"] == "new"
