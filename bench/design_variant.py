@@ -7,7 +7,9 @@
   R2A comparison of `bench/run --auth`);
 - `quiet`: no `events:` on posts, the baseline of the outbox (`charpente_quiet`, the W1
   comparison of `bench/run --events`): writes are still in the audit history, as every
-  write always is, but nothing goes to the outbox.
+  write always is, but nothing goes to the outbox;
+- `cached`: `cache: {ttl: 60s}` on posts, the response cache (`bench/perf_rounds.py
+  --compare cache`).
 
 The design written is the template's in every other key (comments aside), so the same
 tables serve the template and its variants, and one server on each puts the cost of the
@@ -36,7 +38,16 @@ def _quiet(posts: dict[str, Any]) -> str:
     return "posts send no events (the history still records them)"
 
 
-VARIANTS: dict[str, Callable[[dict[str, Any]], str]] = {"open": _open, "quiet": _quiet}
+def _cached(posts: dict[str, Any]) -> str:
+    posts["cache"] = {"ttl": "60s"}
+    return "posts' GET answers are cached for 60 s (the response cache)"
+
+
+VARIANTS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "open": _open,
+    "quiet": _quiet,
+    "cached": _cached,
+}
 
 
 def variant(text: str, name: str) -> str:

@@ -44,6 +44,7 @@ from charpente.runtime import metrics
 from charpente.runtime.activity import Activity, ActivityLog
 from charpente.runtime.advice import IndexPlanner, IndexVerifier as IndexVerifierPort
 from charpente.runtime.auth import Accounts
+from charpente.runtime.caching import Cache, CacheRepair, MemoryCache, ResponseCache
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.encryption import (
@@ -105,6 +106,7 @@ from charpente.sql.sealed import (
 from charpente.sql.shapestore import SqlShapeStore
 from charpente.sql.verify import IndexVerifier
 from charpente.sql.webhookstore import SqlWebhookStore
+from charpente.sql.writelog import SqlWriteLog
 from charpente.templates import template_names, template_text
 
 __all__ = [
@@ -116,6 +118,7 @@ __all__ = [
     "app_from_env",
     "apply_database_migration",
     "build_application",
+    "build_response_cache",
     "build_shape_log",
     "build_webhooks",
     "check_drivers",
@@ -248,6 +251,10 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     shape_log = build_shape_log(settings, database)
     service = Service(design, shape_log.database, hooks=hooks, cipher=cipher)
     metrics.set_build_info(__version__, design.name)
+    response_cache, close_cache = build_response_cache(settings, design)
+    if response_cache is not None:
+        service.on_write.append(response_cache.written)
+    repair_start, repair_stop = _cache_repair(response_cache, database, service.clock)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
     accounts.limiter = limiter  # the per-email limits of the account flows, shared too
@@ -258,7 +265,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
     start = background.start if settings.worker == "embedded" else background.start_bus
     flags, flag_sync = build_flags(design, service, database, background.bus, feed)
     prefix = f"/v{design.api_version}"
-    health = build_health(engine, design, database, background, limiter)
+    health = build_health(engine, design, database, background, limiter, response_cache)
     drain = Drain(settings.drain_seconds, on_start=[health.start_draining], on_end=[feed.drain])
     presence = Presence(engine, design)  # `migrate complete` waits for old designs to stop
     app = build_app(
@@ -284,6 +291,7 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             mail_warning(settings),
             shape_log.start,
             presence.start,
+            repair_start,
         ],
         on_shutdown=[
             drain.uninstall,
@@ -295,10 +303,13 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
             oauth.aclose,
             close_limiter,
             shape_log.stop,
+            repair_stop,
+            close_cache,
             database.close,
         ],
         readiness=background.readiness,
         health=health,
+        response_cache=response_cache,
     )
     app.state.health, app.state.drain = health, drain
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
@@ -426,6 +437,9 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         if not await _is_current(engine, design):
             raise MigrationError(BEHIND_MESSAGE)
         service = Service(design, database, hooks=hooks, cipher=field_cipher(settings, design))
+        response_cache, close_cache = build_response_cache(settings, design)
+        if response_cache is not None:  # the jobs' writes move the servers' cache too
+            service.on_write.append(response_cache.written)
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)
@@ -435,6 +449,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         finally:
             await background.stop()
             activity.stopped(await _waiting(background))
+            await close_cache()
     finally:
         await database.close()
         stop_tracing()
@@ -940,9 +955,10 @@ def build_health(
     database: SqlDatabase,
     background: Background,
     limiter: Limiter,
+    response_cache: ResponseCache | None = None,
 ) -> Health:
     """What /readyz checks: the database and the design applied to it (required), the
-    pool, the outbox relay, the bus's breaker and Redis (shown only)."""
+    pool, the outbox relay, the bus's breaker, Redis and the response cache (shown only)."""
     watch = DesignWatch(lambda: missing_from_database(engine, design), lambda: database.mismatches)
 
     async def database_check() -> Component:
@@ -976,7 +992,18 @@ def build_health(
     ]
     if isinstance(limiter, FallbackLimiter):
         checks.append(("redis", _redis_check(limiter), False))
+    if response_cache is not None:
+        checks.append(("cache", _cache_check(response_cache), False))
     return Health(checks)
+
+
+def _cache_check(cache: ResponseCache) -> Callable[[], Coroutine[Any, Any, Component]]:
+    async def check() -> Component:
+        status = cache.status()  # degraded while its store fails: answers bypass it meanwhile
+        state = DEGRADED if status["state"] == "degraded" else OK
+        return Component("cache", state, {"bypassed": status["bypassed"]})
+
+    return check
 
 
 def _redis_check(limiter: FallbackLimiter) -> Callable[[], Coroutine[Any, Any, Component]]:
@@ -1067,3 +1094,37 @@ async def complete_database_migration(settings: Settings, design: Design) -> tup
     """`charpente migrate complete`: contract once no process of the old design runs."""
     async with open_engine(settings) as engine:
         return await complete_migration(engine, design)
+
+
+def build_response_cache(
+    settings: Settings, design: Design
+) -> tuple[ResponseCache | None, Callable[[], Coroutine[Any, Any, None]]]:
+    """The response cache of the design's cached resources (None when none is), in Redis
+    with CHARPENTE_REDIS_URL, else in this process; and what closes it."""
+
+    async def nothing() -> None:
+        return None
+
+    if not any(r.cache is not None for r in design.resources.values()):
+        return None, nothing
+    if settings.redis_url is None:
+        return ResponseCache(design, MemoryCache()), nothing
+    from charpente.cache.responses import redis_cache_from_url
+
+    redis_cache = redis_cache_from_url(settings.redis_url, f"charpente:{design.name}:cache:")
+    store: Cache = redis_cache
+    return ResponseCache(design, store), redis_cache.close
+
+
+def _cache_repair(
+    cache: ResponseCache | None, database: SqlDatabase, clock: Clock
+) -> tuple[Callable[[], Coroutine[Any, Any, None]], Callable[[], Coroutine[Any, Any, None]]]:
+    """Start and stop of the loop that bumps again for recent writes (lost bumps)."""
+    if cache is None:
+
+        async def nothing() -> None:
+            return None
+
+        return nothing, nothing
+    repair = CacheRepair(cache, SqlWriteLog(database), clock)
+    return repair.start, repair.stop

@@ -110,3 +110,20 @@ async def test_two_processes_counts_add_up_in_the_table(make_api: Any) -> None:
     assert len(slowest) == 1
     for client in (first, second):
         await client.aclose()
+
+
+async def test_the_table_keeps_only_the_costliest_shapes(
+    make_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import charpente.sql.shapestore as shapestore
+    from charpente.compile.shapes import ids_shape
+
+    api = await make_api(DESIGN)
+    store = SqlShapeStore(SqlDatabase(api.engine, api.design))
+    monkeypatch.setattr(shapestore, "MAX_STORED", 3)
+    log = ShapeLog()
+    for i in range(5):
+        log.add(ids_shape(f"r{i}", None), 1, (i + 1) * 1_000_000)
+    await store.merge(log.take(), NOW)
+    kept = await store.top("total", 10)
+    assert [s.resource for s in kept] == ["r4", "r3", "r2"]

@@ -189,3 +189,14 @@ def test_two_hundred_shapes_are_advised_in_under_thirty_seconds(seeded: Any) -> 
     advice = _advise(runner, engine, shapes)
     assert time.perf_counter() - start < 30
     assert len(advice.shapes) == 200
+
+
+def test_a_shape_logged_under_an_older_design_gets_a_note(seeded: Any) -> None:
+    runner, engine, _users = seeded
+    spec = {"kind": "list", "resource": "posts", "sort": [["gone", False], ["id", False]],
+            "where": ["cmp", "==", ["name", "gone"], ["value"]], "keyset": False,
+            "expand": [], "count": False}  # fmt: skip
+    stats = dataclasses.replace(support.stats_for(ListQuery("posts")), spec=spec)
+    [shape] = _advise(runner, engine, [stats]).shapes
+    assert shape.suggestions == ()
+    assert any("no longer fits the design" in note for note in shape.notes), shape.notes

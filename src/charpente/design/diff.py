@@ -53,7 +53,7 @@ _RECORDS: dict[str, type[Any]] = {
 }
 _ENUMS: dict[str, Callable[[Any], Any]] = {"kind": Kind, "on_delete": OnDelete}
 _VALUE_FIELDS = frozenset({("Default", "value"), ("Literal", "value")})
-_SKIPPED = frozenset({"pos", "access", "limits"})  # rules and limits are not schema
+_SKIPPED = frozenset({"pos", "access", "limits", "cache"})  # rules, limits, caches: not schema
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import decimal
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import PurePosixPath, PureWindowsPath
 
 from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
+from charpente.design.cache import read_cache
 from charpente.design.check import check_design
 from charpente.design.events import read_events, read_outbound, read_webhooks, webhook_problems
 from charpente.design.flags import read_flags
 from charpente.design.limits import LimitRule, parse_limit
 from charpente.design.model import (
     SYSTEM_FIELDS,
+    CachePolicy,
     Cors,
     CountSource,
     Default,
@@ -53,11 +56,11 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOP_KEYS = (
     *("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources"),
-    *("webhooks", "outbound", "flags"),
+    *("webhooks", "outbound", "flags", "cache"),
 )
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
-    *("access", "limits", "events"),
+    *("access", "limits", "events", "cache"),
     "renamed_from",
 )
 _CORS_KEYS = ("origins", "credentials", "max_age")
@@ -127,6 +130,7 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
     profile_node = top["auth"].get("profile") if "auth" in top else None
     profile = _fields(reader, profile_node) if profile_node is not None else ()
     resources = {ACCOUNTS: accounts_resource(auth, _profile(reader, profile)), **resources}
+    resources = _with_default_cache(resources, read_cache(reader, top.get("cache"), "`cache`"))
     webhooks = read_webhooks(reader, top.get("webhooks"))
     for hook in webhooks:
         for problem in webhook_problems(hook, resources):
@@ -303,6 +307,7 @@ def _resource(reader: Reader, key: Node, node: Node) -> Resource | None:
         fields=fields,
         limits=limits,
         events=read_events(reader, options.get("events"), name),
+        cache=read_cache(reader, options.get("cache"), f"`cache` of `{name}`"),
         require_if_match=bool(reader.flag(options, "require_if_match")),
         description=reader.string(options, "description", limit=500),
         renamed_from=renamed_from(reader, options, name, "resource"),
@@ -636,3 +641,16 @@ def _check_text(field: Field, value: str) -> None:
         raise ValueError(f"is longer than `max_length` ({field.max_length})")
     if field.pattern is not None and not compile_pattern(field.pattern).search(value):
         raise ValueError(f"`{value}` does not match `pattern`")
+
+
+def _with_default_cache(
+    resources: Mapping[str, Resource], default: CachePolicy | None
+) -> dict[str, Resource]:
+    """Each resource with its cache policy: its own, else the design's; `false` is none."""
+    found = {}
+    for name, resource in resources.items():
+        policy = resource.cache or default
+        if policy is not None and policy.ttl <= 0:
+            policy = None
+        found[name] = resource if policy is resource.cache else replace(resource, cache=policy)
+    return found

@@ -19,6 +19,7 @@ __all__ = [
     "SYSTEM_FIELDS",
     "Access",
     "AuthConfig",
+    "CachePolicy",
     "Check",
     "Cors",
     "CountSource",
@@ -209,6 +210,16 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """Cache a resource's GET answers for at most `ttl` seconds; while one request
+    recomputes an invalidated answer, others may get the previous one if it is at most
+    `stale` seconds old (design.cache reads it)."""
+
+    ttl: float
+    stale: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Resource:
     """A collection of records with the same fields: `/v1/{name}`."""
 
@@ -223,6 +234,7 @@ class Resource:
     access: Access | None = dc_field(default=None, compare=False)  # filled by design.check
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict, compare=False)
     events: tuple[str, ...] = dc_field(default=(), compare=False)  # to the outbox: created, ...
+    cache: CachePolicy | None = dc_field(default=None, compare=False)  # GET answers cached
     builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
     renamed_from: str | None = dc_field(default=None, compare=False)  # the stored table's old name
     pos: Position = dc_field(default=NOWHERE, compare=False)

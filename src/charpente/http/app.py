@@ -29,6 +29,7 @@ from charpente.http.auth import (
     auth_routes,
     form_auth_paths,
 )
+from charpente.http.caching import cached_table
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
@@ -49,6 +50,7 @@ from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.http.routes import with_route_context
 from charpente.runtime.auth import Accounts
+from charpente.runtime.caching import ResponseCache
 from charpente.runtime.changes import ChangeFeed
 from charpente.runtime.flag_control import FlagControl
 from charpente.runtime.health import Health
@@ -114,6 +116,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     changes: ChangeFeed | None = None,
     health: Health | None = None,
     flags: FlagControl | None = None,
+    response_cache: ResponseCache | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
@@ -130,6 +133,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     `app.state.service` and `app.state.design` are there for custom endpoints.
     """
     rest = rest_table(service, design)
+    if response_cache is not None:  # GETs of cached resources answered from it
+        rest = cached_table(rest, response_cache)
     prefix = f"/v{design.api_version}"
     routes = [
         *(health_routes(health) if health is not None else _health_routes(service, readiness)),

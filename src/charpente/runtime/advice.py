@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from charpente.compile.advice import IndexCandidate, candidates_for, design_columns
 from charpente.design.model import IndexColumn
+from charpente.errors import CharpenteError
 from charpente.runtime.shapes import ShapeStats
 
 __all__ = [
@@ -190,7 +191,10 @@ async def _advise_one(
     notes = list(found.notes)
     if not found.candidates:
         return ShapeAdvice(stats, (), tuple(notes))
-    planned = await planner.plan(stats.spec, found.candidates)
+    try:
+        planned = await planner.plan(stats.spec, found.candidates)
+    except CharpenteError as exc:  # a shape logged under an older design
+        return ShapeAdvice(stats, (), (*notes, str(exc)))
     notes += planned.notes
     kept = []
     for suggestion in planned.used:

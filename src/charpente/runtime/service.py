@@ -178,6 +178,8 @@ class Service:
         self._specs = {name: _spec(design, r) for name, r in design.resources.items()}
         # The engine's own reactions to updates (accounts: a disabled one loses its tokens).
         self.on_update: builtins.list[UpdateListener] = []
+        # Told the resource of every committed write, before its answer (the response cache).
+        self.on_write: builtins.list[Callable[[str], Awaitable[None]]] = []
         self._filters: dict[tuple[object, ...], Filter] = {}
         self.recorder = Recorder(design, self.clock)
         self.flags = FlagBoard(design.flags)  # the flags' current settings (runtime.flags)
@@ -354,6 +356,7 @@ class Service:
                     resource, _response(idempotency, fingerprint, record)
                 )
                 await tx.save_idempotent_response(_scoped(idempotency, caller), response)
+        await self._written(resource)
         await self.hooks.run_after(
             "create", self._after_context(resource, request_id, caller), record
         )
@@ -400,6 +403,7 @@ class Service:
             if not await _holds(tx, spec, rule, stored, auth):
                 raise _refused(caller, resource, hide=False)
             await self.recorder.updated(tx, resource, current, stored, caller, request_id)
+        await self._written(resource)
         await self.hooks.run_after(
             "update", self._after_context(resource, request_id, caller), stored
         )
@@ -439,10 +443,15 @@ class Service:
             for counted in spec.counted:
                 await _count(tx, counted, current.get(counted.field), -1)
             await self.recorder.deleted(tx, resource, current, caller, request_id)
+        await self._written(resource)
         ctx = self._after_context(resource, request_id, caller)
         await self.hooks.run_after("delete", ctx, self._shape(spec, current))
 
     # --- steps -------------------------------------------------------------------------
+
+    async def _written(self, resource: str) -> None:
+        for listener in self.on_write:
+            await listener(resource)
 
     def _filter(self, resource: Resource, action: str, caller: Caller) -> Filter:
         """The caller's row filter for `action` (see compile.policy.row_filter), remembered:

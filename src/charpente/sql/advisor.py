@@ -81,7 +81,14 @@ class _Shapes:
             return int(await conn.scalar(stmt) or 0)
 
     def statement(self, spec: Mapping[str, Any]) -> sa.Select[Any]:
-        """The statement the engine runs for the shape, its IN lists two values long."""
+        """The statement the engine runs for the shape, its IN lists two values long.
+        Raises AdviceError when the shape no longer fits the design."""
+        try:
+            return self._statement(spec)
+        except (KeyError, ValueError, TypeError, CharpenteError) as exc:
+            raise AdviceError(f"the shape no longer fits the design ({exc})") from exc
+
+    def _statement(self, spec: Mapping[str, Any]) -> sa.Select[Any]:
         resource, kind = str(spec["resource"]), str(spec["kind"])
         where = None if spec.get("where") is None else _expr(spec["where"])
         if kind == "list":
@@ -138,6 +145,14 @@ class PgPlanner:
             await self._conn.close()
 
     async def plan(self, spec: Mapping[str, Any], candidates: Sequence[IndexCandidate]) -> Planned:
+        import asyncpg
+
+        try:
+            return await self._plan(spec, candidates)
+        except asyncpg.PostgresError as exc:  # a table or column the database does not have
+            raise AdviceError(f"the database cannot plan this shape: {exc}") from exc
+
+    async def _plan(self, spec: Mapping[str, Any], candidates: Sequence[IndexCandidate]) -> Planned:
         stmt = self._shapes.statement(spec)
         await self._analyze_if_stale(_tables_of(stmt))
         compiled = stmt.compile(dialect=_PG_DIALECT, compile_kwargs={"render_postcompile": True})
@@ -231,7 +246,10 @@ class SqlitePlanner:
             self._live.close()
 
     async def plan(self, spec: Mapping[str, Any], candidates: Sequence[IndexCandidate]) -> Planned:
-        return await asyncio.to_thread(self._plan, spec, candidates)
+        try:
+            return await asyncio.to_thread(self._plan, spec, candidates)
+        except sqlite3.Error as exc:  # a table or column the database does not have
+            raise AdviceError(f"the database cannot plan this shape: {exc}") from exc
 
     async def writes_since(self, resource: str, since: datetime.datetime) -> int:
         return await self._shapes.writes_since(resource, since)

@@ -20,7 +20,9 @@ from charpente.runtime.shapes import ORDERS, ShapeCount, ShapeStats
 from charpente.sql.database import SqlDatabase
 from charpente.sql.schema import SHAPE_BUCKETS as _BUCKETS, SHAPES_TABLE
 
-__all__ = ["SqlShapeStore"]
+__all__ = ["MAX_STORED", "SqlShapeStore"]
+
+MAX_STORED = 10_000  # shapes kept in the table: the costliest in total time
 
 _ADDED = ("calls", "rows", "total_us", *_BUCKETS)
 
@@ -40,11 +42,20 @@ class SqlShapeStore:
         self._merge = insert.on_conflict_do_update(index_elements=[table.c.id], set_=changes)
         self._merge = self._merge.values({c.name: sa.bindparam(c.name) for c in table.c})
         database.keep(self._merge)
+        beyond = (
+            sa.select(table.c.id)
+            .order_by(table.c.total_us.desc(), table.c.id)
+            .offset(sa.bindparam("_keep"))
+        )
+        self._prune = sa.delete(table).where(table.c.id.in_(beyond.scalar_subquery()))
+        database.keep(self._prune)
 
     async def merge(self, counts: Sequence[ShapeCount], now: datetime.datetime) -> None:
         async with self._db.writer() as ex:
             for count in sorted(counts, key=lambda c: c.id):
                 await ex.run(self._merge, _row(count, now))
+            # Clients choose their filters, so shapes are many: keep the costliest only.
+            await ex.run(self._prune, {"_keep": MAX_STORED})
 
     async def top(self, order: str, limit: int) -> list[ShapeStats]:
         if order not in ORDERS:

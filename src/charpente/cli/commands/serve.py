@@ -130,6 +130,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     field_cipher(settings, loaded)  # encrypted fields need their keys: say so before starting
     check_drivers(settings, loaded)
     check_worker_bus(settings)
+    _refuse_unshared_cache(settings, loaded, workers)
     _check_port(host, port)
     if migrate:
         _migrate_safely(settings, loaded)
@@ -227,3 +228,15 @@ def _announce(settings: Settings, design: Design, host: str, port: int, *, https
     say(f"  docs:     {base}/docs   spec: {base}/openapi.json")
     say(f"  design:   {settings.design_label}")
     say(f"  database: {redacted_url(settings.database_url)}")
+
+
+def _refuse_unshared_cache(settings: Settings, design: Design, workers: int) -> None:
+    """An in-process response cache only sees the writes of its own process."""
+    cached = any(r.cache is not None for r in design.resources.values())
+    several = workers > 1 or settings.worker == "separate"
+    if cached and several and settings.redis_url is None:
+        raise fail(
+            "the design caches responses, and with several processes (--workers, or "
+            "CHARPENTE_WORKER=separate) each would miss the others' writes: "
+            "set CHARPENTE_REDIS_URL to share the cache"
+        )
