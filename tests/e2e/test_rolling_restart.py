@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.conftest import service_missing
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +115,7 @@ class Server:
 @pytest.fixture
 def cluster(pg_target: Any, tmp_path: Path) -> Iterator[tuple[str, list[Server]]]:
     if not Path(HAPROXY).exists():
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+        service_missing("HAProxy", "not installed: apt-get install haproxy")
     (tmp_path / "design.yaml").write_text(DESIGN)
     exchange = f"rolling_{uuid.uuid4().hex[:12]}"
     environ = {
