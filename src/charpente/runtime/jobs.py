@@ -51,6 +51,7 @@ LEASE_GRACE = 30.0  # seconds a lease lasts beyond the longest timeout
 MAX_ERROR = 500  # characters of an error kept with the job
 PRUNE_EVERY = 3600.0  # seconds between prunings of done jobs
 PRUNE_BATCH = 1000
+RELEASE_TIMEOUT = 2.0  # seconds to hand a job back when the worker stops
 CLAIM_RETRY_BASE, CLAIM_RETRY_CAP = 1.0, 30.0  # seconds between claims while the store fails
 
 _encode = msgspec.json.Encoder().encode
@@ -171,6 +172,7 @@ class JobRunner:
         self._retry_delay = self.options.retry_delay or retry_delay
         self._next_prune = 0.0
         self.done, self.failed = 0, 0  # attempts run by this process: succeeded, or raised
+        self._held: dict[asyncio.Task[None], tuple[Job, _Claim]] = {}  # jobs running now
 
     @property
     def lease(self) -> datetime.timedelta:
@@ -187,17 +189,22 @@ class JobRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run jobs until `stop` is set, then wait for those running; never raises for a
-        job's or the database's failure."""
+        job's or the database's failure. Cancelled after `stop` (the worker's grace is
+        over), it cancels the jobs still running and hands them back to the queue, due at
+        once; cancelled without `stop` (as if killed), they run again when their lease ends."""
         running: set[asyncio.Task[None]] = set()
         try:
             await self._loop(stop, running)
             if running:
                 await asyncio.wait(set(running))
         except asyncio.CancelledError:
+            held = [self._held[t] for t in running if t in self._held]
             for task in running:
-                task.cancel()  # their jobs run again once their lease ends
+                task.cancel()
             if running:
                 await asyncio.wait(set(running))
+            if stop.is_set():
+                await self._release(held)
             raise
 
     async def _loop(self, stop: asyncio.Event, running: set[asyncio.Task[None]]) -> None:
@@ -218,10 +225,27 @@ class JobRunner:
                 for job in jobs:
                     task = asyncio.create_task(self._execute(job, claim), name=f"job-{job.id}")
                     running.add(task)
+                    self._held[task] = (job, claim)
                     task.add_done_callback(running.discard)
+                    task.add_done_callback(self._forget)
             full = len(running) >= self.options.concurrency
             # Full: wait for a slot. Otherwise the queue has nothing due: look again later.
             await _wait_for(stop, set(running) if full else set(), self.options.poll_interval)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._held.pop(task, None)
+
+    async def _release(self, held: list[tuple[Job, _Claim]]) -> None:
+        """Hand jobs cut short by a stopping worker back to the queue, due now."""
+        for job, claim in held:
+            now = claim.now()
+            error = "the worker stopped before the job ended: released"
+            try:
+                released = self.store.fail(job.id, claim.token, error, now, now)
+                if await asyncio.wait_for(released, RELEASE_TIMEOUT):
+                    logger.info("job %s %s released: it runs again", job.name, job.id)
+            except Exception as exc:  # the database: its lease will end instead
+                logger.warning("job %s %s not released (%s)", job.name, job.id, error_summary(exc))
 
     async def _claim(self, now: datetime.datetime, limit: int) -> tuple[list[Job], _Claim]:
         claim = _Claim(new_id(), now, time.monotonic())
