@@ -242,6 +242,7 @@ def build_webhooks(
 
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
+    configure_logging(settings.log_level, log_format=settings.log_format)
     hooks = load_configured_hooks(settings, design)
     stop_tracing = start_tracing(settings, design)
     engine = _engine(settings)
@@ -250,6 +251,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         if not await _is_current(engine, design):
             raise MigrationError(BEHIND_MESSAGE)
         service = Service(design, database, hooks=hooks, cipher=field_cipher(settings, design))
+        metrics.set_build_info(__version__, design.name)
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)

@@ -200,3 +200,38 @@ def test_otlp_variables_export_the_server_spans_to_a_collector(tmp_path: Path) -
     assert b"GET /v1/posts" in everything
     assert b"charpente-e2e" in everything
     assert bytes.fromhex("0af7651916cd43dd8448eb211c80319c") in everything
+
+
+def test_the_worker_serves_its_own_metrics(tmp_path: Path) -> None:
+    with serving(tmp_path, CHARPENTE_WORKER="separate"):
+        metrics_port = free_port()
+        environ = {
+            **os.environ,
+            "CHARPENTE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'obs.db'}",
+            "CHARPENTE_DESIGN": "template:social",
+        }
+        command = [sys.executable, "-c", "from charpente.cli.main import main; main()"]
+        worker = subprocess.Popen(
+            [*command, "worker", "--metrics-port", str(metrics_port)],
+            env=environ,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1)
+                    if "charpente_build_info{" in scrape.text:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert worker.poll() is None, worker.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the worker's metrics did not come up"
+                time.sleep(0.2)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=15)
+    assert counts(scrape.text, "charpente_build_info", design="social") == 1
+    assert "charpente_outbox_published_total" in scrape.text

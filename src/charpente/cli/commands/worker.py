@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Annotated
+
+import typer
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignOption
+from charpente.cli.commands.observe import start_metrics
 from charpente.cli.commands.output import reports_errors, say
 from charpente.settings import redacted_url
 from charpente.wiring import run_worker
@@ -16,9 +20,25 @@ __all__ = ["worker"]
 
 
 @reports_errors
-def worker(design: DesignOption = None) -> None:
+def worker(
+    design: DesignOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics (Prometheus) on this port.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address /metrics listens on.")
+    ] = "127.0.0.1",
+) -> None:
     """Relay events to the bus, deliver webhooks and run jobs, until stopped."""
     loaded, settings = design_and_settings(design)
+    start_metrics(metrics_host, metrics_port, several=False)
     bus = redacted_url(settings.bus_url) if settings.bus_url else "in-process (memory://)"
     say(f"charpente worker: {loaded.name} on {redacted_url(settings.database_url)}, bus {bus}")
 
