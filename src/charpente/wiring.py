@@ -7,6 +7,7 @@ The only module that names concrete backends. `app_from_env` is the factory uvic
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import datetime
 import gc
@@ -115,6 +116,8 @@ def app_from_env() -> Starlette:
         settings.log_level, access_log=settings.access_log, log_format=settings.log_format
     )
     metrics.share_directory(settings.metrics_directory)
+    if settings.metrics_directory is not None:
+        atexit.register(metrics.process_ended)
     design = load_configured_design(settings)
     start_tracing(settings, design)
     app = build_application(settings, design)
