@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-OPTIONAL_DRIVERS = ("asyncpg", "redis", "aio_pika", "nats", "opentelemetry.sdk")
+OPTIONAL_DRIVERS = ("asyncpg", "redis", "aio_pika", "nats", "opentelemetry.sdk", "aiosmtplib")
 
 
 def _python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -85,6 +85,8 @@ def test_a_url_whose_driver_is_missing_stops_with_one_line_naming_the_extra(
     done = _python(code, tmp_path, CHARPENTE_DESIGN="template:social", **{variable: url})
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[0] == "design: template:social (social)", done.stderr
+    lines = lines[1:]
     assert len(lines) == 1, done.stderr
     assert variable in lines[0]
     assert f"pip install 'charpente[{extra}]'" in lines[0]

@@ -142,6 +142,6 @@ def test_the_error_text_is_one_line_per_error_and_leaves_warnings_out():
     assert str(info.value).splitlines() == [
         "d.yaml:5:51: error: `Bad` is not a valid field name: "
         "use lowercase letters, digits and `_`, starting with a letter (at most 63 characters)",
-        "d.yaml:7:5: error: `flags` is not available in this version of charpente",
+        "d.yaml:7:5: error: unknown key `flags` in resource `posts`",
     ]
     assert [p.severity for p in info.value.problems] == ["error", "warning", "error"]

@@ -47,7 +47,7 @@ def test_social_accounts_have_unique_handles_and_exact_counters():
     assert counters == {
         "follower_count": CountSource("follows", "followee"),
         "following_count": CountSource("follows", "follower"),
-        "post_count": CountSource("posts", "author"),
+        "post_count": CountSource("posts", "author", hidden=True),
     }
 
 
@@ -73,3 +73,28 @@ def test_social_follows_are_unique_and_never_of_oneself():
     follows = load_design_text(template_text("social")).resources["follows"]
     assert follows.unique == (("follower", "followee"),)
     assert [c.source for c in follows.checks] == ["follower != followee"]
+
+
+def test_the_untouched_social_template_loads_without_a_warning():
+    assert load_design_text(template_text("social")).warnings == ()
+
+
+def test_every_template_loads_without_a_warning_and_blank_is_accounts_and_one_example():
+    assert template_names() == ["blank", "social"]
+    for name in template_names():
+        assert load_design_text(template_text(name), name).warnings == (), name
+    blank = load_design_text(template_text("blank"))
+    assert sorted(blank.resources) == ["accounts", "notes"]
+
+
+def test_init_lists_the_templates_with_what_each_holds():
+    from typer.testing import CliRunner
+
+    from charpente.cli.main import app
+
+    result = CliRunner().invoke(app, ["init", "--list"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "blank   accounts, and one example resource to rename or replace.",
+        "social  accounts that post, follow each other, like, comment and share.",
+    ]

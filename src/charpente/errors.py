@@ -20,6 +20,7 @@
         ├── PreconditionRequired 428  If-Match missing where the design requires it
         ├── TooManyRequests      429
         └── Unavailable          503  a dependency is down
+            └── DesignMismatch   503  the database lacks a table or column the design uses
 
 Pure: no imports outside the standard library.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DesignError",
+    "DesignMismatch",
     "ExprError",
     "FieldError",
     "Forbidden",
@@ -183,3 +185,10 @@ class TooManyRequests(ApiError):
 
 class Unavailable(ApiError):
     status, slug, title = 503, "unavailable", "A dependency is unavailable"
+
+
+class DesignMismatch(Unavailable):
+    """The database no longer has a table or column the design uses (a migration from
+    elsewhere dropped it): answered 503 until the database matches again."""
+
+    slug, title = "design-mismatch", "The database does not match the design"

@@ -10,11 +10,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from charpente.errors import ConfigError
 from charpente.http.clientip import parse_trusted_proxies
+from charpente.outbound.mail import smtp_target
 from charpente.runtime.secrets import Sealer
 
 __all__ = [
@@ -40,6 +43,7 @@ _MAX_BODY_CEILING = 1 << 30  # 1 GiB: beyond that a body belongs in object stora
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _TEMPLATE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_ADDRESS = re.compile(r"[^@\s<>]{1,64}@[^@\s<>]{1,253}")
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,19 @@ class Settings:
     bus_url: str | None = field(default=None, repr=False)  # None: in-process (memory)
     worker: str = "embedded"  # embedded: serve relays, delivers and runs jobs; separate: it doesn't
     history_retention_days: int | None = None  # `charpente history archive` without --older-than
+    design_missing: bool = field(
+        default=False, compare=False
+    )  # neither CHARPENTE_DESIGN nor ./design.yaml: commands stop
+    drain_seconds: float = 5.0  # after SIGTERM: seconds serving (not ready) before stopping
     log_format: str = "text"  # text | json (one JSON object per line)
     metrics_directory: str | None = None  # PROMETHEUS_MULTIPROC_DIR: serve's processes share it
     traces_exporter: str | None = None  # otlp | console, from the standard OTEL_* variables
     otel_service_name: str | None = None  # OTEL_SERVICE_NAME (default charpente-<design>)
+    smtp_url: str | None = field(default=None, repr=False)  # None: mail goes to the log
+    mail_from: str | None = None  # the From of the engine's email
+    mail_dir: Path | None = None  # where the log mailer also writes each message (.eml)
+    shape_log: bool = True  # count reads by shape into charpente_query_shapes
+    shape_log_seconds: int = 60  # how often each process stores its counts
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], *, cwd: Path | None = None) -> Settings:
@@ -94,10 +107,15 @@ class Settings:
             bus_url=_bus_url(environ.get("CHARPENTE_BUS_URL")),
             worker=_worker(environ.get("CHARPENTE_WORKER")),
             history_retention_days=_retention(environ.get("CHARPENTE_HISTORY_RETENTION_DAYS")),
+            design_missing=_design_missing(environ.get("CHARPENTE_DESIGN"), cwd or Path()),
+            drain_seconds=_drain_seconds(environ.get("CHARPENTE_DRAIN_SECONDS")),
             log_format=_log_format(environ.get("CHARPENTE_LOG_FORMAT")),
             metrics_directory=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
             traces_exporter=_traces_exporter(environ),
             otel_service_name=environ.get("OTEL_SERVICE_NAME") or None,
+            **_mail(environ),
+            shape_log=_boolean(environ, "CHARPENTE_SHAPE_LOG", default=True),
+            shape_log_seconds=_integer(environ, "CHARPENTE_SHAPE_LOG_SECONDS", 60, 3600),
         )
 
     @property
@@ -117,7 +135,8 @@ class Settings:
             f"trusted_proxies={self.trusted_proxies!r}, "
             f"secret_keys={'set' if self.secret_keys else 'none'}, "
             f"bus={redacted_url(self.bus_url) if self.bus_url else 'memory'!r}, "
-            f"worker={self.worker!r})"
+            f"worker={self.worker!r}, "
+            f"smtp={'set' if self.smtp_url else 'none'})"
         )
 
 
@@ -130,6 +149,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_MAX_BODY_BYTES": str(settings.max_body_bytes),
         "CHARPENTE_LOG_LEVEL": settings.log_level,
         "CHARPENTE_ACCESS_LOG": "true" if settings.access_log else "false",
+        "CHARPENTE_DRAIN_SECONDS": str(settings.drain_seconds),
     }
     if settings.database_schema is not None:
         environ["CHARPENTE_DATABASE_SCHEMA"] = settings.database_schema
@@ -142,8 +162,13 @@ def to_environ(settings: Settings) -> dict[str, str]:
         "CHARPENTE_BUS_URL": settings.bus_url,
         "CHARPENTE_WORKER": settings.worker,
         "CHARPENTE_LOG_FORMAT": settings.log_format,
+        "CHARPENTE_SMTP_URL": settings.smtp_url,
+        "CHARPENTE_MAIL_FROM": settings.mail_from,
+        "CHARPENTE_MAIL_DIR": None if settings.mail_dir is None else str(settings.mail_dir),
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
+    environ["CHARPENTE_SHAPE_LOG"] = "true" if settings.shape_log else "false"
+    environ["CHARPENTE_SHAPE_LOG_SECONDS"] = str(settings.shape_log_seconds)
     return environ
 
 
@@ -264,6 +289,11 @@ def _design(value: str | None, cwd: Path) -> tuple[Path | None, str]:
     return path, "social"
 
 
+def _design_missing(value: str | None, cwd: Path) -> bool:
+    """Whether no design was named (CHARPENTE_DESIGN) and none is at ./design.yaml."""
+    return (value is None or not value.strip()) and not (cwd / DEFAULT_DESIGN_FILE).is_file()
+
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -371,3 +401,38 @@ def _public_url(value: str | None) -> str | None:
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.path not in ("", "/"):
         raise ConfigError("CHARPENTE_PUBLIC_URL must be like https://api.example.com (no path)")
     return value.rstrip("/")
+
+
+MAX_DRAIN_SECONDS = 300.0
+
+
+def _drain_seconds(value: str | None) -> float:
+    if value is None or not value.strip():
+        return 5.0
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_DRAIN_SECONDS:  # also refuses nan
+        raise ConfigError(
+            f"CHARPENTE_DRAIN_SECONDS is a number of seconds, 0 to {MAX_DRAIN_SECONDS:g}, "
+            f"not {value!r}"
+        )
+    return seconds
+
+
+def _mail(environ: Mapping[str, str]) -> dict[str, Any]:
+    """CHARPENTE_SMTP_URL (checked now, never echoed), CHARPENTE_MAIL_FROM (required with
+    it: an address, or `Name <address>`) and CHARPENTE_MAIL_DIR."""
+    url = (environ.get("CHARPENTE_SMTP_URL") or "").strip() or None
+    sender = (environ.get("CHARPENTE_MAIL_FROM") or "").strip() or None
+    if url is not None:
+        smtp_target(url)  # raises ConfigError naming what is wrong
+        if sender is None:
+            raise ConfigError("CHARPENTE_SMTP_URL is set: set CHARPENTE_MAIL_FROM too")
+    if sender is not None:
+        address = parseaddr(sender)[1]
+        if not _ADDRESS.fullmatch(address) or "\n" in sender or "\r" in sender:
+            raise ConfigError("CHARPENTE_MAIL_FROM must be an email address, or `Name <address>`")
+    folder = (environ.get("CHARPENTE_MAIL_DIR") or "").strip()
+    return {"smtp_url": url, "mail_from": sender, "mail_dir": Path(folder) if folder else None}

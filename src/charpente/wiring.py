@@ -12,10 +12,11 @@ import dataclasses
 import datetime
 import gc
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,17 +27,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from charpente import __version__
 from charpente.bus import bus_from_url
+from charpente.design.flags import hook_flag_problems, hook_flags_read, rules_reading
 from charpente.design.model import Design
-from charpente.errors import ConfigError, MigrationError
+from charpente.errors import ConfigError, DesignError, MigrationError
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
+from charpente.http.drain import ClosingMiddleware
 from charpente.http.oauth import oauth_routes
+from charpente.http.shapes import shape_routes
 from charpente.http.webhooks import webhook_routes
 from charpente.loader import load_design, load_design_text
+from charpente.outbound.mail import LogMailer, smtp_target
 from charpente.outbound.sender import HttpOutbound
 from charpente.runtime import metrics
+from charpente.runtime.activity import Activity, ActivityLog
+from charpente.runtime.advice import IndexPlanner, IndexVerifier as IndexVerifierPort
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.clock import SystemClock
 from charpente.runtime.encryption import (
     AesFieldCipher,
     FieldCipher,
@@ -44,21 +52,36 @@ from charpente.runtime.encryption import (
     encrypted_fields,
 )
 from charpente.runtime.events import Message as BusMessage, event_source
+from charpente.runtime.flag_control import FlagControl, FlagSync
+from charpente.runtime.flags import FlagBoard
+from charpente.runtime.health import DEGRADED, DOWN, OK, Component, DesignWatch, Health, timed
 from charpente.runtime.hooks import Hooks, load_hooks
 from charpente.runtime.jobs import JobRunner, RunnerOptions
+from charpente.runtime.lifecycle import Drain
 from charpente.runtime.logcontext import JsonFormatter, TextFormatter
+from charpente.runtime.mail import (
+    MAIL_JOB,
+    MailTemplates,
+    Postman,
+    register_mail_job,
+    template_folder,
+)
 from charpente.runtime.oauth import OAuthClient, Provider
-from charpente.runtime.ports import Bus, BusError, Clock, JobStore, Transaction
+from charpente.runtime.ports import Bus, BusError, Clock, Database, JobStore, Mailer, Transaction
 from charpente.runtime.ratelimit import FallbackLimiter, Limiter, MemoryLimiter
 from charpente.runtime.relay import Relay
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Service
+from charpente.runtime.shapes import MeasuredDatabase, ShapeFlusher, ShapeLog, ShapeReport
 from charpente.runtime.webhooks import Webhooks
 from charpente.runtime.worker import Loops
 from charpente.settings import Settings, environment_secret, settings_from_process
+from charpente.sql.advisor import planner_for
 from charpente.sql.authstore import SqlAuthStore
 from charpente.sql.database import SqlDatabase
-from charpente.sql.engine import create_engine
+from charpente.sql.drift import missing_from_database
+from charpente.sql.engine import create_engine, missing_sqlite_file
+from charpente.sql.flagstore import SqlFlagStore
 from charpente.sql.history import archive_events
 from charpente.sql.jobstore import SqlJobStore
 from charpente.sql.migrate import (
@@ -68,6 +91,8 @@ from charpente.sql.migrate import (
     plan_migration,
 )
 from charpente.sql.outbox import SqlOutbox
+from charpente.sql.presence import Presence
+from charpente.sql.renames import Rename, Started, complete_migration, start_migration
 from charpente.sql.sealed import (
     Progress,
     Resealed,
@@ -76,17 +101,23 @@ from charpente.sql.sealed import (
     reseal_values,
     with_encryption_steps,
 )
+from charpente.sql.shapestore import SqlShapeStore
+from charpente.sql.verify import IndexVerifier
 from charpente.sql.webhookstore import SqlWebhookStore
 from charpente.templates import template_names, template_text
 
 __all__ = [
     "BEHIND_MESSAGE",
+    "AdviceTools",
     "MigrationPlan",
     "app_from_env",
     "apply_database_migration",
     "build_application",
+    "build_shape_log",
     "build_webhooks",
     "check_drivers",
+    "check_worker_bus",
+    "complete_database_migration",
     "configure_logging",
     "field_cipher",
     "is_database_current",
@@ -95,11 +126,19 @@ __all__ = [
     "load_design_hooks",
     "open_accounts",
     "open_engine",
+    "open_index_planner",
     "open_job_store",
+    "open_shape_store",
     "open_webhooks",
     "plan_database_migration",
     "reseal_encrypted_values",
+    "start_database_migration",
 ]
+
+SEPARATE_NEEDS_BROKER = (
+    "CHARPENTE_WORKER=separate needs a broker: set CHARPENTE_BUS_URL (amqp://, nats:// or "
+    "redis://); with the in-process bus the worker's events would never reach any server"
+)
 
 BEHIND_MESSAGE = (
     "the database is behind the design: "
@@ -136,20 +175,27 @@ def _settle_garbage_collector() -> None:
 def build_application(settings: Settings, design: Design | None = None) -> Starlette:
     """The whole app: refuses to start when the database is behind, disposes the engine at exit."""
     design = design if design is not None else load_configured_design(settings)
-    hooks = load_configured_hooks(settings, design)
+    check_worker_bus(settings)
+    hooks = with_mail_job(settings, load_configured_hooks(settings, design))
     cipher = field_cipher(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
-    service = Service(design, database, hooks=hooks, cipher=cipher)
+    shape_log = build_shape_log(settings, database)
+    service = Service(design, shape_log.database, hooks=hooks, cipher=cipher)
     metrics.set_build_info(__version__, design.name)
     accounts = build_accounts(settings, design, service, database)
     limiter, close_limiter = _limiter(settings, design)
+    accounts.limiter = limiter  # the per-email limits of the account flows, shared too
     oauth = OAuthClient(login_providers(design))
     background = build_background(settings, design, service, database)
     # live changes come from the bus, so the bus runs even when a separate worker relays
     feed = ChangeFeed(design, database, background.bus)
     start = background.start if settings.worker == "embedded" else background.start_bus
+    flags, flag_sync = build_flags(design, service, database, background.bus, feed)
     prefix = f"/v{design.api_version}"
+    health = build_health(engine, design, database, background, limiter)
+    drain = Drain(settings.drain_seconds, on_start=[health.start_draining], on_end=[feed.drain])
+    presence = Presence(engine, design)  # `migrate complete` waits for old designs to stop
     app = build_app(
         service,
         design,
@@ -160,29 +206,90 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
         extra_routes=[
             *oauth_routes(accounts, oauth, design, prefix, settings.public_url),
             *webhook_routes(background.webhooks, prefix),
+            *shape_routes(shape_log.report, prefix),
         ],
         changes=feed,
-        on_startup=[accounts.start, start, feed.start],
+        flags=flags,
+        on_startup=[
+            accounts.start,
+            start,
+            feed.start,
+            flag_sync.start,
+            drain.install,
+            mail_warning(settings),
+            shape_log.start,
+            presence.start,
+        ],
         on_shutdown=[
+            drain.uninstall,
+            flag_sync.stop,
+            presence.stop,
             feed.stop,
             accounts.stop,
             background.stop,
             oauth.aclose,
             close_limiter,
+            shape_log.stop,
             database.close,
         ],
         readiness=background.readiness,
+        health=health,
     )
+    app.state.health, app.state.drain = health, drain
     app.add_middleware(_StartupGuard, startup=_startup_check(engine, design), engine=engine)
+    app.add_middleware(ClosingMiddleware, drain=drain)
     return app
+
+
+def build_flags(
+    design: Design, service: Service, database: SqlDatabase, bus: Bus, feed: ChangeFeed
+) -> tuple[FlagControl | None, FlagSync | _NoSync]:
+    """The flag admin over the database, following the bus (nothing without flags)."""
+    if not design.flags:
+        return None, _NoSync()
+    control = FlagControl(design, service.flags, SqlFlagStore(database), bus=bus)
+    reading = rules_reading(design)
+
+    async def rebind_streams(names: Sequence[str]) -> None:
+        feed.rebind([r for r, read in reading.items() if read & set(names)], service.flags)
+
+    control.listeners.append(rebind_streams)
+    return control, FlagSync(control)
+
+
+class _NoSync:
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 class Background:
     """The bus, and the worker's loops over it: the outbox relay (then webhooks and jobs)."""
 
-    def __init__(self, bus: Bus, relay: Relay, loops: Loops, webhooks: Webhooks) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        relay: Relay,
+        loops: Loops,
+        webhooks: Webhooks,
+        jobs: JobRunner | None = None,
+    ) -> None:
         self.bus, self.relay, self.loops = bus, relay, loops
         self.webhooks = webhooks
+        self.jobs = jobs
+
+    def activity(self) -> Activity:
+        """What this process's loops have done since it started."""
+        jobs = self.jobs
+        return Activity(
+            relayed=self.relay.published,
+            sent=self.webhooks.sent,
+            send_failed=self.webhooks.failed,
+            jobs_done=jobs.done if jobs is not None else 0,
+            jobs_failed=jobs.failed if jobs is not None else 0,
+        )
 
     async def start(self) -> None:
         """Connect the bus and start the loops; a bus that cannot be reached yet is retried
@@ -224,7 +331,7 @@ def build_background(
     )
     jobs = JobRunner(service, SqlJobStore(database), RunnerOptions())
     loops = Loops({"relay": relay.run, "webhooks": webhooks.run, "jobs": jobs.run})
-    return Background(bus, relay, loops, webhooks)
+    return Background(bus, relay, loops, webhooks, jobs)
 
 
 def build_webhooks(
@@ -245,8 +352,8 @@ def build_webhooks(
 
 async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) -> None:
     """`charpente worker`: the relay (then webhooks and jobs) until `stop` is set."""
-    configure_logging(settings.log_level, log_format=settings.log_format)
-    hooks = load_configured_hooks(settings, design)
+    check_worker_bus(settings)
+    hooks = with_mail_job(settings, load_configured_hooks(settings, design))
     stop_tracing = start_tracing(settings, design)
     engine = _engine(settings)
     database = SqlDatabase(engine, design)
@@ -258,13 +365,23 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)
+        activity = ActivityLog(background.activity)
         try:
-            await stop.wait()
+            await activity.run(stop)
         finally:
             await background.stop()
+            activity.stopped(await _waiting(background))
     finally:
         await database.close()
         stop_tracing()
+
+
+async def _waiting(background: Background) -> int | None:
+    """How many events wait in the outbox (None when the database cannot say)."""
+    try:
+        return (await background.relay.status()).pending
+    except Exception:  # the database went away: the summary says the rest
+        return None
 
 
 def build_accounts(
@@ -281,7 +398,75 @@ def build_accounts(
         clock=service.clock,
         sealer=sealer,
         issuer=settings.issuer,
+        postman=build_postman(settings, design, service),
     )
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    """SMTP when CHARPENTE_SMTP_URL is set (the `mail` extra), else the log mailer."""
+    if settings.smtp_url is None:
+        return LogMailer(settings.mail_dir, settings.mail_from)
+    try:
+        smtp = importlib.import_module("charpente.outbound.smtp")
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "aiosmtplib":
+            raise
+        raise ConfigError("CHARPENTE_SMTP_URL is set: pip install 'charpente[mail]'") from None
+    assert settings.mail_from is not None  # settings require it with an SMTP URL
+    mailer: Mailer = smtp.SmtpMailer(smtp_target(settings.smtp_url), settings.mail_from)
+    return mailer
+
+
+def with_mail_job(settings: Settings, hooks: Hooks | None) -> Hooks:
+    """The design's hooks (or none) with the job that sends the engine's email."""
+    hooks = hooks or Hooks()
+    if MAIL_JOB not in hooks.jobs:
+        register_mail_job(hooks, build_mailer(settings), _sealer(settings))
+    return hooks
+
+
+def mail_warning(settings: Settings) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What the server says loudly as it starts when its email only goes to the log."""
+
+    async def warn() -> None:
+        if settings.smtp_url is None:
+            logger.warning(
+                "CHARPENTE_SMTP_URL is not set: email (verification, password reset) is NOT "
+                "sent to anyone, it goes to the log%s",
+                "" if settings.mail_dir is None else f" and to {settings.mail_dir}",
+            )
+
+    return warn
+
+
+def build_postman(settings: Settings, design: Design, service: Service) -> Postman:
+    """What renders and queues the engine's email: the shipped templates, with the design's
+    own (`auth.mail_templates`, a folder beside the design file) on top."""
+    overrides: dict[str, str] = {}
+    if design.auth.mail_templates is not None:
+        base = settings.design_path.parent if settings.design_path else Path(design.source).parent
+        folder = base / design.auth.mail_templates
+        if not folder.is_dir():
+            raise ConfigError(f"auth.mail_templates: {folder} is not a folder")
+        try:
+            overrides = template_folder(folder)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"auth.mail_templates: {error}") from None
+    try:
+        templates = MailTemplates(overrides)
+    except ValueError as error:
+        raise ConfigError(f"auth.mail_templates: {error}") from None
+    return Postman(
+        service,
+        templates,
+        app_name=design.auth.app_name or design.name,
+        app_url=design.auth.app_url,
+        sealer=_sealer(settings),
+    )
+
+
+def _sealer(settings: Settings) -> Sealer | None:
+    return None if settings.secret_keys is None else Sealer.from_env_value(settings.secret_keys)
 
 
 def login_providers(design: Design) -> list[Provider]:
@@ -342,7 +527,7 @@ async def open_accounts(settings: Settings, design: Design) -> AsyncIterator[Acc
     try:
         if not await _is_current(engine, design):
             raise MigrationError(BEHIND_MESSAGE)
-        service = Service(design, database, cipher=cipher)
+        service = Service(design, database, hooks=with_mail_job(settings, None), cipher=cipher)
         accounts = build_accounts(settings, design, service, database)
         await accounts.reload_keys()
         yield accounts
@@ -441,6 +626,13 @@ def _nothing() -> None:
     return None
 
 
+def check_worker_bus(settings: Settings) -> None:
+    """A separate worker talks to the servers through a broker only: refuse the in-process
+    bus with it. Raises ConfigError."""
+    if settings.worker == "separate" and settings.bus_url is None:
+        raise ConfigError(SEPARATE_NEEDS_BROKER)
+
+
 def _redis_adapter() -> ModuleType:
     try:
         return importlib.import_module("charpente.cache.redis")
@@ -477,7 +669,7 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
     if spec.endswith(".py") and not (base / spec).is_file():
         raise ConfigError(f"the hooks file {spec!r} named by the design does not exist in {base}")
     try:
-        return load_hooks(spec, base)
+        hooks = load_hooks(spec, base)
     except SyntaxError as exc:
         where = f"line {exc.lineno}" if exc.lineno else "somewhere"
         raise ConfigError(
@@ -489,6 +681,62 @@ def load_design_hooks(design: Design, base: Path) -> Hooks | None:
         raise ConfigError(
             f"the hooks module {spec!r} failed while loading: {type(exc).__name__}: {exc}"
         ) from None
+    check_hook_flags(design, spec, base)
+    return hooks
+
+
+def check_hook_flags(design: Design, spec: str, base: Path) -> None:
+    """Refuse hooks that read a flag the design does not declare (DesignError at each)."""
+    path = _hooks_source(spec, base)
+    if path is None:
+        return
+    problems = hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
+    if problems:
+        raise DesignError(problems)
+
+
+def flags_in_use(settings: Settings, design: Design) -> set[str]:
+    """The flags the design's rules and its hooks module (read, not run) read."""
+    used = set().union(*rules_reading(design).values())
+    if design.hooks is not None:
+        base = (settings.design_path or Path(design.source)).parent
+        with suppress(ImportError, ValueError, OSError):
+            path = _hooks_source(design.hooks, base)
+            if path is not None:
+                used |= hook_flags_read(path.read_text(encoding="utf-8"))
+    return used
+
+
+def _hooks_source(spec: str, base: Path) -> Path | None:
+    """The file of a hooks module (a .py path relative to `base`, or a dotted module)."""
+    found = importlib.util.find_spec(spec) if not spec.endswith(".py") else None
+    path = base / spec if found is None else Path(found.origin or "")
+    return path if path.is_file() else None
+
+
+@asynccontextmanager
+async def open_flags(settings: Settings, design: Design) -> AsyncIterator[FlagControl]:
+    """The flags over the configured database and bus, for commands that run without a
+    server (a change is announced on the bus). Raises MigrationError when behind."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    bus = bus_from_url(settings.bus_url, name=design.name)
+    try:
+        if not await _is_current(engine, design):
+            raise MigrationError(BEHIND_MESSAGE)
+        try:
+            await bus.start()
+        except Exception as exc:  # a broker's own errors too: servers catch up by reloading
+            logger.warning(
+                "the bus %s is not reachable (%s): servers reload within 10 s", bus.name, exc
+            )
+        control = FlagControl(design, FlagBoard(design.flags), SqlFlagStore(database), bus=bus)
+        await control.reload()
+        yield control
+    finally:
+        with suppress(Exception):
+            await bus.close()
+        await database.close()
 
 
 async def archive_history(
@@ -516,7 +764,10 @@ async def open_engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 async def plan_database_migration(settings: Settings, design: Design) -> MigrationPlan:
-    """What it takes to bring the configured database up to `design`."""
+    """What it takes to bring the configured database up to `design` (a SQLite file that
+    does not exist is planned as an empty database, and not created)."""
+    if missing_sqlite_file(settings.database_url):
+        settings = dataclasses.replace(settings, database_url="sqlite+aiosqlite://")
     async with open_engine(settings) as engine:
         return await with_encryption_steps(engine, design, await plan_migration(engine, design))
 
@@ -617,3 +868,138 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replaying_receive
+
+
+def build_health(
+    engine: AsyncEngine,
+    design: Design,
+    database: SqlDatabase,
+    background: Background,
+    limiter: Limiter,
+) -> Health:
+    """What /readyz checks: the database and the design applied to it (required), the
+    pool, the outbox relay, the bus's breaker and Redis (shown only)."""
+    watch = DesignWatch(lambda: missing_from_database(engine, design), lambda: database.mismatches)
+
+    async def database_check() -> Component:
+        try:
+            ping_ms = await timed(database.ping)
+        except Exception:  # unreachable: the reason is enough, the log has the rest
+            return Component("database", DOWN, reason="the database is not reachable")
+        return Component("database", OK, {"ping_ms": ping_ms})
+
+    async def pool_check() -> Component:
+        in_use, size = database.pool_use()
+        return Component("pool", OK, {"in_use": in_use, "size": size})
+
+    async def outbox_check() -> Component:
+        status = await background.relay.status()
+        details = {"pending": status.pending, "lag_seconds": status.lag_seconds}
+        return Component("outbox", OK, {**details, "published": status.published})
+
+    async def bus_check() -> Component:
+        relay = background.relay
+        breaker = relay.breaker.state
+        details = {"name": relay.bus.name, "breaker": breaker, "last_error": relay.last_error}
+        return Component("bus", OK if breaker == "closed" else DEGRADED, details)
+
+    checks: list[tuple[str, Callable[[], Coroutine[Any, Any, Component]], bool]] = [
+        ("database", database_check, True),
+        ("design", watch.check, True),
+        ("pool", pool_check, False),
+        ("outbox", outbox_check, False),
+        ("bus", bus_check, False),
+    ]
+    if isinstance(limiter, FallbackLimiter):
+        checks.append(("redis", _redis_check(limiter), False))
+    return Health(checks)
+
+
+def _redis_check(limiter: FallbackLimiter) -> Callable[[], Coroutine[Any, Any, Component]]:
+    async def check() -> Component:
+        ping = getattr(limiter.primary, "ping", None)
+        try:
+            ping_ms = None if ping is None else await timed(ping)
+        except Exception:  # down: rate limits are decided per process meanwhile
+            return Component("redis", DEGRADED, {"fallback": True}, "Redis is not reachable")
+        state = DEGRADED if limiter.degraded else OK
+        return Component("redis", state, {"ping_ms": ping_ms, "fallback": limiter.degraded})
+
+    return check
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeLogParts:
+    """The shape log of a server: the Database the service reads through (counting each
+    read, or the plain one when CHARPENTE_SHAPE_LOG=false), the admin report, start/stop."""
+
+    database: Database
+    report: ShapeReport
+    flusher: ShapeFlusher | None
+
+    async def start(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.start()
+
+    async def stop(self) -> None:
+        if self.flusher is not None:
+            await self.flusher.stop()
+
+
+def build_shape_log(settings: Settings, database: SqlDatabase) -> ShapeLogParts:
+    """Reads counted by shape in this process, stored every CHARPENTE_SHAPE_LOG_SECONDS."""
+    store = SqlShapeStore(database)
+    if not settings.shape_log:
+        return ShapeLogParts(database, ShapeReport(store), None)
+    log = ShapeLog()
+    flusher = ShapeFlusher(log, store, settings.shape_log_seconds, SystemClock())
+    return ShapeLogParts(MeasuredDatabase(database, log), ShapeReport(store, flusher), flusher)
+
+
+@asynccontextmanager
+async def open_shape_store(settings: Settings, design: Design) -> AsyncIterator[SqlShapeStore]:
+    """The stored shape log of the configured database (for `charpente shapes`, `advise`)."""
+    database = SqlDatabase(_engine(settings), design)
+    try:
+        yield SqlShapeStore(database)
+    finally:
+        await database.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class AdviceTools:
+    """What `charpente advise` works with: the stored shape log, the planner, the verifier."""
+
+    store: SqlShapeStore
+    planner: IndexPlanner
+    verifier: IndexVerifierPort
+
+
+@asynccontextmanager
+async def open_index_planner(settings: Settings, design: Design) -> AsyncIterator[AdviceTools]:
+    """The stored shape log, the database's planner and the verifier, for `charpente advise`."""
+    engine = _engine(settings)
+    database = SqlDatabase(engine, design)
+    planner = planner_for(engine, design)
+    try:
+        await planner.open()
+        try:
+            yield AdviceTools(SqlShapeStore(database), planner, IndexVerifier(engine, design))
+        finally:
+            await planner.close()
+    finally:
+        await database.close()
+
+
+async def start_database_migration(
+    settings: Settings, design: Design, progress: Callable[[str, int, int], None] | None = None
+) -> Started:
+    """`charpente migrate start`: expand the database so both designs run (PostgreSQL)."""
+    async with open_engine(settings) as engine:
+        return await start_migration(engine, design, progress)
+
+
+async def complete_database_migration(settings: Settings, design: Design) -> tuple[Rename, ...]:
+    """`charpente migrate complete`: contract once no process of the old design runs."""
+    async with open_engine(settings) as engine:
+        return await complete_migration(engine, design)

@@ -183,10 +183,14 @@ class Sse:
                 return seen
 
     async def ended(self, wait: float = WAIT) -> None:
-        """Wait until the server ends the stream (heartbeats are fine, events are not)."""
+        """Wait until the server ends the stream (heartbeats are fine, and the last
+        `event: end`; changes are not)."""
         with contextlib.suppress(EOFError):
             while True:
                 frame = await self.next(wait)
+                if frame.get("event") == "end":
+                    assert json.loads(frame["data"])["reason"], frame
+                    continue
                 assert "comment" in frame, f"an event came instead of the end: {frame}"
 
 

@@ -188,6 +188,7 @@ def test_serve_migrates_announces_and_hands_over_to_uvicorn(
 ) -> None:
     calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
     monkeypatch.setattr(serve_module.uvicorn, "run", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(serve_module, "_check_port", lambda host, port: None)  # nothing listens
     monkeypatch.setenv("CHARPENTE_DATABASE_URL", f"sqlite+aiosqlite:///{workdir}/x.db")
     monkeypatch.setenv("CHARPENTE_DESIGN", "template:social")  # replaced by --design below
     write(workdir / "blog.yaml", BLOG)

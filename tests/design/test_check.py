@@ -204,7 +204,7 @@ def test_every_problem_of_a_design_is_reported_at_once_in_order():
     text = (
         "charpente: 1\n"
         "name: Bad\n"  # 2
-        "flags: {}\n"  # 3
+        "flags: {x: {rollout: 5}, Y: {}}\n"  # 3
         "resources:\n"
         "  posts:\n"
         "    fields:\n"

@@ -107,10 +107,9 @@ def test_an_unknown_top_level_key_gets_a_suggestion():
     )
 
 
-@pytest.mark.parametrize("key", ["flags"])
-def test_keys_of_later_versions_are_errors_at_the_top(key):
-    assert errors(HEAD + f"      a: int\n{key}: {{}}\n") == at(
-        (7, 1), f"`{key}` is not available in this version of charpente"
+def test_flags_is_a_top_level_section_not_a_resource_key():
+    assert errors(HEAD + "      a: int\n    flags: {}\n") == at(
+        (7, 5), "unknown key `flags` in resource `posts`"
     )
 
 

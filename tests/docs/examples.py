@@ -120,7 +120,7 @@ def session(path: Path) -> Session:
         if block.kind == "yaml" and block.tag == "api":
             found.designs[len(found.steps)] = block.text
         pending = None
-        if block.kind == "sh":
+        if block.kind == "sh" and block.tag != "mail":  # ```sh mail: run with a mail server
             steps = _steps(block)
             found.steps.extend(steps)
             curls = [s for s in steps if s.capture is not None or s.command.startswith("curl")]

@@ -203,7 +203,7 @@ def test_otlp_variables_export_the_server_spans_to_a_collector(tmp_path: Path) -
 
 
 def test_the_worker_serves_its_own_metrics(tmp_path: Path) -> None:
-    with serving(tmp_path, CHARPENTE_WORKER="separate"):
+    with serving(tmp_path):  # migrates the database the worker then uses
         metrics_port = free_port()
         environ = {
             **os.environ,

@@ -86,7 +86,7 @@ def serving(tmp_path: Path, *options: str, environ: dict[str, str] | None = None
     }
     command = [sys.executable, "-c", "from charpente.cli.main import main; main()"]
     process = subprocess.Popen(
-        [*command, "serve", "--migrate", "--port", str(port), *options],
+        [*command, "serve", "--migrate", "--port", str(port), "--drain-seconds", "0", *options],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -160,6 +160,8 @@ def captured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, 
     monkeypatch.delenv("CHARPENTE_TRUSTED_PROXIES", raising=False)
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append(k))
+    # nothing listens: the port may be taken on this machine
+    monkeypatch.setattr("charpente.cli.commands.serve._check_port", lambda host, port: None)
     return calls
 
 
@@ -210,7 +212,8 @@ def test_serve_refuses_encrypted_fields_without_keys_in_one_line(
     )
     result = CliRunner().invoke(app, ["serve", "--migrate", "-d", str(design)])
     assert result.exit_code == 1
-    assert result.stderr.strip() == (
+    assert result.stderr.splitlines()[0] == f"design: {design} (vault)"
+    assert "\n".join(result.stderr.splitlines()[1:]) == (
         "error: the design encrypts notes.body: set CHARPENTE_SECRET_KEYS to the keys "
         "that seal them (`kid:base64key`, 32 bytes each)"
     )

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from charpente.errors import Conflict, FieldError, Forbidden, ValidationFailed
-from charpente.runtime.hooks import HookContext, Hooks
+from charpente.runtime.hooks import HookContext, Hooks, RouteContext
 
 hooks = Hooks()
 
@@ -60,3 +60,10 @@ async def stats(request: Request) -> JSONResponse:
     service = request.app.state.service
     page = await service.list("posts", [("count", "exact"), ("limit", "1")])
     return JSONResponse({"posts": page.total})
+
+
+@hooks.route("/v1/me", methods=["GET"])
+async def me(request: Request, ctx: RouteContext) -> JSONResponse:
+    """Declared with `ctx`: the caller the token names, and the service acting as them."""
+    page = await ctx.list("posts", [("limit", "100")])  # what this caller may read
+    return JSONResponse({"id": ctx.caller.id, "role": ctx.caller.role, "posts": len(page.data)})

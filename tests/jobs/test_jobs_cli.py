@@ -82,7 +82,7 @@ def test_list_shows_jobs_newest_first_with_state_attempts_and_last_error(
 ) -> None:
     result = runner.invoke(app, ["jobs", "list"])
     assert result.exit_code == 0, result.output
-    rows = _lines(result.output)
+    rows = _lines(result.stdout)
     assert [tuple(r[:4]) for r in rows] == [
         (jobs["queued"], "queued", "fine", "0/6"),
         (jobs["done"], "done", "fine", "1/6"),
@@ -95,10 +95,10 @@ def test_list_shows_jobs_newest_first_with_state_attempts_and_last_error(
 
 def test_list_filters_by_state_and_limits(runner: CliRunner, jobs: dict[str, str]) -> None:
     dead = runner.invoke(app, ["jobs", "list", "--state", "dead"])
-    assert [r[0] for r in _lines(dead.output)] == [jobs["dead"]]
+    assert [r[0] for r in _lines(dead.stdout)] == [jobs["dead"]]
     limited = runner.invoke(app, ["jobs", "list", "--limit", "1"])
-    assert [r[0] for r in _lines(limited.output)] == [jobs["queued"]]
-    assert runner.invoke(app, ["jobs", "list", "--state", "running"]).output == "no running jobs\n"
+    assert [r[0] for r in _lines(limited.stdout)] == [jobs["queued"]]
+    assert runner.invoke(app, ["jobs", "list", "--state", "running"]).stdout == "no running jobs\n"
     assert runner.invoke(app, ["jobs", "list", "--state", "lost"]).exit_code == 2
     assert runner.invoke(app, ["jobs", "list", "--limit", "0"]).exit_code == 2
 
@@ -108,16 +108,16 @@ def test_retry_queues_a_dead_job_again_with_no_attempt_counted(
 ) -> None:
     result = runner.invoke(app, ["jobs", "retry", jobs["dead"]])
     assert result.exit_code == 0, result.output
-    assert result.output == f"job {jobs['dead']} queued again\n"
-    queued = runner.invoke(app, ["jobs", "list", "--state", "queued"]).output
+    assert result.stdout == f"job {jobs['dead']} queued again\n"
+    queued = runner.invoke(app, ["jobs", "list", "--state", "queued"]).stdout
     [again] = [r for r in _lines(queued) if r[0] == jobs["dead"]]
     assert again[3] == "0/1"
-    assert runner.invoke(app, ["jobs", "list", "--state", "dead"]).output == "no dead jobs\n"
+    assert runner.invoke(app, ["jobs", "list", "--state", "dead"]).stdout == "no dead jobs\n"
 
 
 def test_retry_dead_queues_every_dead_job(runner: CliRunner, jobs: dict[str, str]) -> None:
-    assert runner.invoke(app, ["jobs", "retry", "--dead"]).output == "1 dead job queued again\n"
-    assert runner.invoke(app, ["jobs", "retry", "--dead"]).output == "0 dead jobs queued again\n"
+    assert runner.invoke(app, ["jobs", "retry", "--dead"]).stdout == "1 dead job queued again\n"
+    assert runner.invoke(app, ["jobs", "retry", "--dead"]).stdout == "0 dead jobs queued again\n"
 
 
 @pytest.mark.parametrize(

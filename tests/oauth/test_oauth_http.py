@@ -423,7 +423,7 @@ async def test_a_password_account_with_the_same_email_is_linked_not_duplicated(
     unproven = "google; unproven email: password removed, 0 tokens ended"
     assert await app.events() == [
         ("signup", ada, None),
-        ("identity_linked", ada, unproven),
+        ("account_reclaimed", ada, unproven),
         ("login", ada, "oauth"),
         ("identity_linked", ada, "github"),
         ("login", ada, "oauth"),
@@ -433,6 +433,40 @@ async def test_a_password_account_with_the_same_email_is_linked_not_duplicated(
     form = {"grant_type": "password", "username": "ada@example.com", "password": PASSWORD}
     answer = await app.browser.post(f"{APP}/v1/auth/token", data=form)
     assert answer.json()["error"] == "invalid_grant"
+
+
+async def test_reclaiming_an_unproven_account_ends_its_access_tokens_in_every_process(
+    make_app: MakeApp, db_target: Any, providers: Any
+) -> None:
+    # Two processes of one backend: two apps over the same database.
+    here, there = await make_app(target=db_target), await make_app(target=db_target)
+    squatter = await here.signup("ada@example.com")  # someone else took the owner's email
+    form = {"grant_type": "password", "username": "ada@example.com", "password": PASSWORD}
+    stolen = {}
+    for app in (here, there):
+        answer = await app.browser.post(f"{APP}/v1/auth/token", data=form)
+        assert answer.status_code == 200, answer.text
+        stolen[app.accounts] = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    for app in (here, there):
+        for headers in stolen.values():
+            assert (await app.browser.get(f"{APP}/v1/auth/me", headers=headers)).status_code == 200
+
+    providers.oidc.set_next_user("42", "ada@example.com")  # the owner signs in with Google
+    owner = await here.sign_in("google")
+    assert owner["id"] == squatter
+
+    await there.accounts.learn_ended_sessions()  # what its next reload does
+    for app in (here, there):
+        for headers in stolen.values():
+            answer = await app.browser.get(f"{APP}/v1/auth/me", headers=headers)
+            assert answer.status_code == 401, answer.text
+            assert "session ended" in answer.headers["www-authenticate"]
+    # The owner's own tokens, issued just after, work in both processes.
+    tokens = await there.exchange(await there.code("google"))
+    headers = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+    for app in (here, there):
+        assert (await app.browser.get(f"{APP}/v1/auth/me", headers=headers)).status_code == 200
+    assert ("account_reclaimed", squatter) in [(e, a) for e, a, _ in await here.events()]
 
 
 async def test_an_existing_account_signs_in_even_when_signup_is_closed(

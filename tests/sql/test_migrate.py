@@ -357,7 +357,7 @@ async def test_a_field_becoming_required_needs_a_backfill_and_names_the_rows_mis
         "add unique constraint on posts (body)",
         True,
     )
-    with pytest.raises(MigrationError, match="1 rows have no value"):
+    with pytest.raises(MigrationError, match="1 row has no value"):
         await apply_migration(engine, d2)
 
 
@@ -548,3 +548,21 @@ def test_a_snapshot_reads_back_as_the_same_design():
 
     assert design_from_json(text) == d
     assert design_to_json(design_from_json(text)) == text
+
+
+async def test_renamed_from_is_one_rename_that_keeps_the_values_on_both_dialects(engine):
+    d1 = design(posts(Field("body", Kind.TEXT)))
+    await apply_migration(engine, d1)
+    await insert(engine, d1, "posts", row(title="a", body="kept"))
+    d2 = design(posts(Field("text", Kind.TEXT, renamed_from="body")))
+
+    step = only(await plan_migration(engine, d2))
+
+    assert (step.description, step.safety, step.breaking) == (
+        "rename column posts.body to posts.text (its values are kept)",
+        Safety.SAFE,
+        True,
+    )
+    await apply_migration(engine, d2, only_safe=True)
+    assert [r["text"] for r in await select_all(engine, d2, "posts")] == ["kept"]
+    assert (await plan_migration(engine, d2)).is_empty

@@ -66,7 +66,7 @@ def test_list_shows_the_design_webhooks(workdir: Path) -> None:
     result = CliRunner().invoke(app, ["webhooks", "list"])
 
     assert result.exit_code == 0, result.output
-    header, row = result.output.splitlines()
+    header, row = result.stdout.splitlines()
     assert header.split() == ["name", "source", "enabled", "events", "url"]
     assert row.split() == ["moderation", "design", "yes", "posts.created", "env:HOOK_URL"]
 
@@ -79,8 +79,8 @@ def test_deliveries_lists_the_dead_ones_with_their_last_error(workdir: Path) -> 
     wrong = CliRunner().invoke(app, ["webhooks", "deliveries", "--state", "lost"])
 
     assert every.exit_code == 0, every.output
-    assert len(every.output.splitlines()) == 4
-    lines = only_dead.output.splitlines()[1:]
+    assert len(every.stdout.splitlines()) == 4
+    lines = only_dead.stdout.splitlines()[1:]
     assert sorted(line.split()[1] for line in lines) == sorted(dead)
     assert all("503: down for maintenance" in line for line in lines)
     assert wrong.exit_code == 2
@@ -95,11 +95,11 @@ def test_replay_moves_dead_deliveries_back_one_or_all(workdir: Path) -> None:
     none = CliRunner().invoke(app, ["webhooks", "replay"])
     pending = CliRunner().invoke(app, ["webhooks", "deliveries", "--state", "pending"])
 
-    assert (one.exit_code, one.output.strip()) == (0, "replaying 1 dead delivery")
-    assert (rest.exit_code, rest.output.strip()) == (0, "replaying 1 dead delivery")
+    assert (one.exit_code, one.stdout.strip()) == (0, "replaying 1 dead delivery")
+    assert (rest.exit_code, rest.stdout.strip()) == (0, "replaying 1 dead delivery")
     assert none.exit_code == 1
     assert "no dead delivery matches" in none.output
-    assert len(pending.output.splitlines()) == 3
+    assert len(pending.stdout.splitlines()) == 3
 
 
 def test_the_commands_refuse_a_database_behind_the_design(

@@ -63,6 +63,10 @@ class RedisLimiter:
         allowed, tat, now = reply
         return decision_at(int(allowed) == 1, int(tat), int(now), rule)
 
+    async def ping(self) -> None:
+        """Ask the server to answer (raises when it cannot be reached in time)."""
+        await self._client.ping()
+
     async def close(self) -> None:
         """Close the client's connections."""
         await self._client.aclose()

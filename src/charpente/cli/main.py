@@ -1,7 +1,8 @@
 """The `charpente` command: the subcommand table, `--version`, and the exit codes.
 
-Exit codes: 0 success, 1 a CharpenteError (printed as one line per problem, never a
-traceback), 2 a usage error.
+Exit codes (docs/cli.md lists them): 0 success, 1 a CharpenteError (printed as one line
+per problem, never a traceback), 2 a usage error, 3 `serve` could not start (its port is
+taken, or the server failed while starting).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from typing import Annotated
 import typer
 
 from charpente.cli.commands.accounts import accounts_app, auth_app
+from charpente.cli.commands.advise import advise_command
 from charpente.cli.commands.design import check, init, openapi
+from charpente.cli.commands.flags import flags_app
 from charpente.cli.commands.history import history_app
 from charpente.cli.commands.jobs import jobs_app
 from charpente.cli.commands.keys import keys_app
 from charpente.cli.commands.migrate import migrate_app
 from charpente.cli.commands.serve import serve
+from charpente.cli.commands.shapes import shapes
 from charpente.cli.commands.webhooks import webhooks_app
 from charpente.cli.commands.worker import worker
 
@@ -42,6 +46,9 @@ app.add_typer(auth_app)
 app.add_typer(history_app)
 app.add_typer(jobs_app)
 app.add_typer(webhooks_app)
+app.add_typer(flags_app)
+app.command()(shapes)
+app.command("advise")(advise_command)
 
 
 def package_version() -> str:

@@ -633,7 +633,10 @@ def _parameters() -> Json:
             "schema": {"type": "string", "format": "uuid"},
         },
         "filter": query(
-            "filter", 'An expression: `author == "…" and created_at > "2026-01-01"`.', text
+            "filter",
+            "An expression over the resource's fields, e.g. "
+            '`created_at > "2026-01-01" and id != "…"` (the expression language).',
+            text,
         ),
         "sort": query(
             "sort", "Comma-separated fields, `-` for descending (`-created_at,id`).", text
@@ -644,8 +647,12 @@ def _parameters() -> Json:
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
         ),
         "cursor": query("cursor", "The `next_cursor` of the previous page.", text),
-        "fields": query("fields", "Comma-separated fields to return (`id,body`).", text),
-        "expand": query("expand", "Comma-separated references to inline (`author`).", text),
+        "fields": query(
+            "fields", "Comma-separated fields of the resource to return (`id,created_at`).", text
+        ),
+        "expand": query(
+            "expand", "Comma-separated reference (`ref`) fields whose records to inline.", text
+        ),
         "count": query(
             "count", "`exact` adds `page.total`.", {"type": "string", "enum": ["exact"]}
         ),

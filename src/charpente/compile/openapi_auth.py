@@ -98,6 +98,36 @@ def auth_paths(design: Design, account_schema: str) -> Json:
             {"204": {"description": "Changed."}},
             (401, 422, 429),
         ),
+        f"{prefix}/password/forgot": _post(
+            "forgotPassword",
+            "Send a password reset link to this email, if an account has it (the same answer"
+            " either way)",
+            {"application/json": {"schema": _object({"email": {"type": "string"}})}},
+            {"202": {"description": "Accepted: a link is on its way if the account exists."}},
+            (422, 429),
+        ),
+        f"{prefix}/password/reset": _post(
+            "resetPassword",
+            "Set a new password with a reset link's token; every session of the account ends",
+            {"application/json": {"schema": _object({"token": _TEXT, "password": _PASSWORD})}},
+            {"204": {"description": "Changed."}},
+            (422, 429),
+        ),
+        f"{prefix}/me/password": _as_patch(
+            _post(
+                "changeMyPassword",
+                "Change the caller's password: the other sign-ins end, this one gets a new"
+                " access token",
+                {"application/json": {"schema": _object({"current": _PASSWORD, "new": _PASSWORD})}},
+                {
+                    "200": {
+                        "description": "A new access token for this sign-in.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+                (401, 422, 429),
+            )
+        ),
         f"{prefix}/invites": _post(
             "createInvite",
             "An invitation code for signup (admins)",
@@ -129,6 +159,21 @@ def auth_paths(design: Design, account_schema: str) -> Json:
     if design.auth.providers:
         paths.update(_oauth_paths(prefix))
     return paths
+
+
+_TEXT: Json = {"type": "string"}
+_PASSWORD: Json = {"type": "string", "format": "password"}
+
+
+def _as_patch(operation: Json) -> Json:
+    """A `_post` operation as a signed-in PATCH."""
+    post = operation["post"]
+    assert isinstance(post, dict)
+    return {"patch": {**post, "security": [{"bearer": []}]}}
+
+
+def _object(properties: Json) -> Json:
+    return {"type": "object", "required": sorted(properties), "properties": properties}
 
 
 def _post(

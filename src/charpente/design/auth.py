@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from typing import Any
 
 from charpente.design.expr import Name
 from charpente.design.model import ADMIN_ROLE, AuthConfig, Default, Field, Kind, Provider, Resource
@@ -27,7 +28,9 @@ ACCOUNTS = "accounts"
 AUTH_KEYS = (
     *("signup", "roles", "providers", "profile", "redirect_uris", "access"),
     *("access_token_ttl", "refresh_token_ttl", "algorithm"),
+    *("app_name", "app_url", "verify_email", "mail_templates"),
 )
+VERIFY_EMAIL = ("required", "optional", "off")
 _PROVIDER_KEYS = ("client_id", "client_secret", "issuer", "base_url", "api_url", "kind")
 _KINDS = {"google": "oidc", "github": "github"}
 _SIGNUP = ("open", "invite", "closed")
@@ -83,7 +86,43 @@ def read_auth(reader: Reader, node: Node | None) -> AuthConfig:
         refresh_token_ttl=reader.whole(options, "refresh_token_ttl", low=3600, high=365 * 86400)
         or defaults.refresh_token_ttl,
         algorithm=_choice(reader, options, "algorithm", ("EdDSA", "ES256")) or defaults.algorithm,
+        **_mail_options(reader, options),
     )
+
+
+def _mail_options(reader: Reader, options: dict[str, Node]) -> dict[str, Any]:
+    """`app_name`, `app_url`, `verify_email` and `mail_templates`: what account emails say
+    and where their links lead."""
+    app_url = _app_url(reader, options)
+    verify = _choice(reader, options, "verify_email", VERIFY_EMAIL) or "off"
+    if verify != "off" and app_url is None:
+        node = options["verify_email"]
+        reader.error(node, "`verify_email` needs `app_url`: the page its emails link to")
+    templates = reader.string(options, "mail_templates", limit=500)
+    if templates is not None and (templates.startswith("/") or ".." in templates.split("/")):
+        reader.error(options["mail_templates"], "`mail_templates` is a folder inside the design's")
+        templates = None
+    return {
+        "app_name": reader.string(options, "app_name", limit=100),
+        "app_url": app_url,
+        "verify_email": verify,
+        "mail_templates": templates,
+    }
+
+
+def _app_url(reader: Reader, options: dict[str, Node]) -> str | None:
+    text = reader.string(options, "app_url", limit=500)
+    if text is None:
+        return None
+    parts = urllib.parse.urlsplit(text)
+    local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        reader.error(options["app_url"], "`app_url` must be https (http only for localhost)")
+        return None
+    if not parts.netloc or parts.query or parts.fragment:
+        reader.error(options["app_url"], "`app_url` is an absolute URL without ?query or #fragment")
+        return None
+    return text.rstrip("/")
 
 
 def _choice(reader: Reader, options: dict[str, Node], key: str, choices: tuple[str, ...]) -> str:

@@ -66,8 +66,8 @@ def _warn_hidden_counts(design: Design, tree: _Tree, reader: Reader) -> None:
     """A counter shows how many rows point at a record, even rows the caller may not read."""
     for resource in design.resources.values():
         for field in resource.counters:
-            if field.count is None:
-                continue  # a malformed count, reported already
+            if field.count is None or field.count.hidden:
+                continue  # a malformed count (reported already), or one counting on purpose
             source = design.resources.get(field.count.resource)
             counted = None if source is None else source.access
             if counted is not None and counted.declared and counted.rules["list"].source != "true":
@@ -75,7 +75,8 @@ def _warn_hidden_counts(design: Design, tree: _Tree, reader: Reader) -> None:
                 if node is not None:
                     message = (
                         f"`{field.name}` counts `{field.count.resource}` records that not "
-                        "everyone may read: the count is visible to whoever reads this record"
+                        "everyone may read: the count is visible to whoever reads this record "
+                        "(add `count_hidden: true` if that is intended)"
                     )
                     reader.warn(node, message)
 

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from charpente.design.auth import ACCOUNTS, accounts_resource, caller_default, read_auth
 from charpente.design.check import check_design
 from charpente.design.events import read_events, read_outbound, read_webhooks, webhook_problems
+from charpente.design.flags import read_flags
 from charpente.design.limits import LimitRule, parse_limit
 from charpente.design.model import (
     SYSTEM_FIELDS,
@@ -28,6 +29,7 @@ from charpente.design.model import (
     Resource,
 )
 from charpente.design.patterns import compile_pattern, slow_pattern
+from charpente.design.renames import rename_problems, renamed_from
 from charpente.design.source import Node, Reader, did_you_mean, literal_value
 from charpente.errors import DesignError, Problem
 
@@ -51,11 +53,12 @@ _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOP_KEYS = (
     *("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources"),
-    *("webhooks", "outbound"),
+    *("webhooks", "outbound", "flags"),
 )
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
     *("access", "limits", "events"),
+    "renamed_from",
 )
 _CORS_KEYS = ("origins", "credentials", "max_age")
 _MAX_ORIGINS = 100
@@ -64,6 +67,8 @@ _FIELD_KEYS = (
     *("type", "required", "default", "unique", "readonly", "writeonly", "immutable"),
     *("min", "max", "min_length", "max_length", "pattern", "values", "enum"),
     *("ref", "on_delete", "count", "precision", "scale", "description", "encrypted"),
+    "count_hidden",
+    "renamed_from",
 )
 _TYPES = tuple(k.value for k in Kind if k is not Kind.COUNT)
 _IMPLIED = {"ref": Kind.REF, "enum": Kind.ENUM, "count": Kind.COUNT}
@@ -76,10 +81,11 @@ _OPTION_KINDS = {
     **dict.fromkeys(("ref", "on_delete"), frozenset({Kind.REF})),
     **dict.fromkeys(("precision", "scale"), frozenset({Kind.DECIMAL})),
     "count": frozenset({Kind.COUNT}),
+    "count_hidden": frozenset({Kind.COUNT}),
     "encrypted": frozenset({Kind.STRING, Kind.TEXT, Kind.EMAIL, Kind.URL, Kind.JSON}),
 }
 _VOWEL_KINDS = frozenset({Kind.INT, Kind.ENUM, Kind.EMAIL})
-_COUNTER_KEYS = ("count", "description")
+_COUNTER_KEYS = ("count", "count_hidden", "description")
 _COUNT_SOURCE = re.compile(r"([a-z][a-z0-9_]{0,62})\.([a-z][a-z0-9_]{0,62})")
 _INT_RANGE = 2**63
 _MAX_CHOICES = 500
@@ -137,6 +143,7 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
         limits=_limits(reader, top.get("limits"), DESIGN_LIMIT_KEYS, "`limits`"),
         webhooks=webhooks,
         outbound_allow=read_outbound(reader, top.get("outbound")),
+        flags=read_flags(reader, top.get("flags"), auth.roles),
     )
 
 
@@ -277,6 +284,7 @@ def _resources(reader: Reader, node: Node) -> dict[str, Resource]:
         resource = _resource(reader, key, value)
         if resource is not None:
             resources[resource.name] = resource
+    reader.problems.extend(rename_problems(resources))
     return resources
 
 
@@ -297,6 +305,7 @@ def _resource(reader: Reader, key: Node, node: Node) -> Resource | None:
         events=read_events(reader, options.get("events"), name),
         require_if_match=bool(reader.flag(options, "require_if_match")),
         description=reader.string(options, "description", limit=500),
+        renamed_from=renamed_from(reader, options, name, "resource"),
         pos=key.pos,
     )
 
@@ -373,6 +382,7 @@ def _field(reader: Reader, key: Node, node: Node) -> Field | None:
         precision=precision,
         scale=scale,
         description=reader.string(options, "description", limit=500),
+        renamed_from=renamed_from(reader, options, str(key.value), "field"),
         pos=key.pos,
     )
     _check_combinations(reader, field, options)
@@ -532,7 +542,7 @@ def _count(reader: Reader, options: dict[str, Node]) -> CountSource | None:
             options["count"], "`count` is written `resource.field`, e.g. `count: likes.post`"
         )
         return None
-    return CountSource(match[1], match[2])
+    return CountSource(match[1], match[2], hidden=bool(reader.flag(options, "count_hidden")))
 
 
 def _digits(reader: Reader, options: dict[str, Node]) -> tuple[int, int]:

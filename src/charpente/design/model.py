@@ -5,6 +5,7 @@ Pure data, no behaviour beyond lookups. design.load builds it; everything else r
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field as dc_field
@@ -24,6 +25,8 @@ __all__ = [
     "Default",
     "Design",
     "Field",
+    "Flag",
+    "FlagVariant",
     "Index",
     "IndexColumn",
     "Kind",
@@ -95,10 +98,14 @@ class Default:
 
 @dataclass(frozen=True, slots=True)
 class CountSource:
-    """`count: likes.post`: rows of `resource` whose `field` references this record."""
+    """`count: likes.post`: rows of `resource` whose `field` references this record.
+
+    `hidden`: `count_hidden: true`, the design counts rows the reader may not read on
+    purpose (no warning)."""
 
     resource: str
     field: str
+    hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,7 @@ class Field:
     system: bool = False  # id, created_at, updated_at, version: managed by the server
     encrypted: bool = False  # stored sealed (AES-256-GCM); never filtered, sorted or indexed
     description: str | None = None  # a sentence for the API docs
+    renamed_from: str | None = dc_field(default=None, compare=False)  # the stored column's old name
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property
@@ -216,6 +224,7 @@ class Resource:
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict, compare=False)
     events: tuple[str, ...] = dc_field(default=(), compare=False)  # to the outbox: created, ...
     builtin: bool = False  # the `accounts` resource, extended by `auth.profile`
+    renamed_from: str | None = dc_field(default=None, compare=False)  # the stored table's old name
     pos: Position = dc_field(default=NOWHERE, compare=False)
 
     @property
@@ -263,6 +272,10 @@ class AuthConfig:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 86400
     algorithm: str = "EdDSA"  # or ES256
+    app_name: str | None = None  # what emails call the application (default: the design's name)
+    app_url: str | None = None  # the application: every link an email carries points under it
+    verify_email: str = "off"  # required | optional | off
+    mail_templates: str | None = None  # a folder of templates, relative to the design file
 
     def provider(self, name: str) -> Provider | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -310,6 +323,7 @@ class Design:
     limits: Mapping[str, LimitRule] = dc_field(default_factory=dict)  # `all`, `auth`
     webhooks: tuple[Webhook, ...] = ()
     outbound_allow: tuple[str, ...] = ()  # private networks webhooks may reach (CIDR)
+    flags: Mapping[str, Flag] = dc_field(default_factory=dict)  # the `flags` section
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)
@@ -317,3 +331,37 @@ class Design:
     def referencing(self, name: str) -> tuple[tuple[Resource, Field], ...]:
         """Every (resource, ref field) that points at resource `name`."""
         return tuple((r, f) for r in self.resources.values() for f in r.fields if f.ref == name)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagVariant:
+    """One value of a multivariate flag and the share of callers (percent) who get it."""
+
+    name: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A feature flag the design declares (`flags:`); its settings are the run-time defaults.
+
+    A caller has the flag on when their role is in `allow`, or when they fall in the first
+    `rollout` percent of `group` (bucketed by `by`); everyone else gets `default`. With
+    `variants`, a caller who has it on gets one variant's name, bucketed by its weights.
+    """
+
+    name: str
+    default: bool = False
+    rollout: int | None = None  # percent, 0..100; None: no rollout (everyone gets default)
+    by: str = "account"  # account (the caller's id, else a client id) | client
+    group: str = ""  # the bucketing group; the flag's name when empty
+    allow: tuple[str, ...] = ()
+    expires: datetime.date | None = None
+    owner: str | None = None
+    variants: tuple[FlagVariant, ...] = ()
+    description: str | None = None
+    pos: Position = dc_field(default_factory=Position)
+
+    @property
+    def bucket_group(self) -> str:
+        return self.group or self.name

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from charpente.design.expr import And, Call, Compare, Expr, ListOf, Literal, Name, Not, Or, Value
-from charpente.design.model import Design, Kind, Resource
+from charpente.design.flags import flag_key, flag_name
+from charpente.design.model import Design, Flag, Kind, Resource
 from charpente.errors import ExprError
 
 __all__ = ["FAMILY_OPS", "family_of", "resolve_expr"]
@@ -121,6 +122,15 @@ class _Resolver:
         )
 
     def call(self, call: Call) -> Expr:
+        if call.name == "flag":
+            name, flag = self.flag(call)
+            if flag.variants:
+                raise ExprError(
+                    f'flag {name!r} has variants: compare it, e.g. flag("{name}") == '
+                    f'"{flag.variants[0].name}"',
+                    call.pos,
+                )
+            return Compare("==", flag_name(name, call.pos), Literal(True, call.pos), call.pos)
         if call.name != "exists":
             raise ExprError(f"unknown function {call.name!r}", call.pos)
         if not self.allow_exists:
@@ -138,7 +148,24 @@ class _Resolver:
         scope = _Resolver(inner, self.design, self.allow_auth, False, self.resource)
         return Call("exists", (Name((inner.name,), target.pos), scope.condition(call.args[1])))
 
+    def flag(self, call: Call) -> tuple[str, Flag]:
+        """The flag `flag("name")` reads; ExprError for a flag the design does not declare."""
+        if not self.allow_auth:
+            raise ExprError("flag() is only for access rules", call.pos)
+        if len(call.args) != 1 or not isinstance(call.args[0], Literal):
+            raise ExprError('write flag("name") with the name of a declared flag', call.pos)
+        name = call.args[0].value
+        if not isinstance(name, str):
+            raise ExprError('write flag("name") with the name of a declared flag', call.pos)
+        flag = self.design.flags.get(name)
+        if flag is None:
+            close = difflib.get_close_matches(name, list(self.design.flags), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ExprError(f"unknown flag {name!r}: declare it under `flags`{hint}", call.pos)
+        return name, flag
+
     def compare(self, node: Compare) -> Expr:
+        node = Compare(node.op, self.flag_side(node.left), self.flag_side(node.right), node.pos)
         for side in (node.left, node.right):
             if not isinstance(side, Name | Literal | ListOf):
                 raise ExprError("each side of a comparison must be a field or a value", side.pos)
@@ -159,6 +186,12 @@ class _Resolver:
             left = self.value(node, self.operand(node.right), node.left)
             return Compare(node.op, left, node.right, node.pos)
         raise ExprError("a comparison needs a field on at least one side", node.pos)
+
+    def flag_side(self, side: Expr) -> Expr:
+        """`flag("name")` as one side of a comparison: the caller's value of the flag."""
+        if isinstance(side, Call) and side.name == "flag":
+            return flag_name(self.flag(side)[0], side.pos)
+        return side
 
     def membership(self, node: Compare) -> Expr:
         if not isinstance(node.left, Name):
@@ -225,6 +258,12 @@ class _Resolver:
         return _Operand(field.kind, f"field {field.name!r} ({field.kind})", field.choices)
 
     def auth(self, name: Name) -> _Operand:
+        if name.path[1].startswith(flag_key("")) and len(name.path) == 2:
+            flag = self.design.flags[name.path[1].removeprefix(flag_key(""))]
+            label = f'flag("{flag.name}")'
+            if flag.variants:
+                return _Operand(Kind.ENUM, label, tuple(v.name for v in flag.variants))
+            return _Operand(Kind.BOOL, label)
         if not self.allow_auth:
             raise ExprError(f"{name.dotted!r}: the caller (auth) is not available here", name.pos)
         kind = _AUTH_KINDS.get(name.path[1]) if len(name.path) == 2 else None

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # Keys of later versions of the format: an ignored access rule would be a security hole.
-LATER_KEYS = frozenset({"flags"})
+LATER_KEYS: frozenset[str] = frozenset()  # keys of later versions, refused by name
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")

@@ -27,6 +27,10 @@ from charpente.http.auth import AuthenticationMiddleware, AuthRefusalMiddleware,
 from charpente.http.changes import changes_routes
 from charpente.http.clientip import IPNetwork
 from charpente.http.dispatch import RestDispatcher
+from charpente.http.flag_routes import flag_routes
+from charpente.http.flags import FlagMiddleware
+from charpente.http.health import health_routes
+from charpente.http.index import index_routes
 from charpente.http.metrics import metrics_routes
 from charpente.http.middleware import (
     BodyLimitMiddleware,
@@ -34,11 +38,15 @@ from charpente.http.middleware import (
     RequestContextMiddleware,
 )
 from charpente.http.observe import ObservabilityMiddleware, RouteNames
+from charpente.http.ofrep import ofrep_routes
 from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
+from charpente.http.routes import with_route_context
 from charpente.runtime.auth import Accounts
 from charpente.runtime.changes import ChangeFeed
+from charpente.runtime.flag_control import FlagControl
+from charpente.runtime.health import Health
 from charpente.runtime.hooks import Hooks
 from charpente.runtime.ratelimit import Limiter
 from charpente.runtime.service import Service
@@ -99,14 +107,18 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     lifespan: Lifespan | None = None,
     readiness: Readiness | None = None,
     changes: ChangeFeed | None = None,
+    health: Health | None = None,
+    flags: FlagControl | None = None,
 ) -> CharpenteApp:
     """The whole HTTP API of `design` over `service`.
 
-    Routes: the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
+    Routes: `/` (an index), the design's resources under `/v{api_version}`, `/healthz`, `/readyz`,
     `/openapi.json`, `/docs`, with `accounts` the `/v{n}/auth/*` endpoints and
     `/.well-known/jwks.json`, with `changes` the live changes of each resource
-    (`/v{n}/{resource}/changes`, Server-Sent Events), then the hooks module's routes and
-    `extra_routes`.
+    (`/v{n}/{resource}/changes`, Server-Sent Events), with `flags` the flag admin API
+    (`/v{n}/_flags`), OFREP (`/ofrep/v1/…`) for a design with flags, then the hooks
+    module's routes and `extra_routes`. With `health`, /readyz reports its components
+    (http.health).
     In front (outermost first): CORS (when the design lists origins), the request id,
     authentication (with `accounts`), rate limits (with `limiter`), the answer to a bad
     token (after rate limits, so that bad tokens count too), the REST fast path.
@@ -115,13 +127,16 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     rest = rest_table(service, design)
     prefix = f"/v{design.api_version}"
     routes = [
-        *_health_routes(service, readiness),
+        *(health_routes(health) if health is not None else _health_routes(service, readiness)),
         *_docs_routes(design),
         *(auth_routes(accounts, prefix) if accounts is not None else ()),
         *(changes_routes(changes, design) if changes is not None else ()),
+        *(flag_routes(flags, prefix) if flags is not None else ()),
+        *(ofrep_routes(service.flags) if service.flags.flags else ()),
         *rest.routes(),
-        *hook_routes(service.hooks),
+        *hook_routes(service.hooks, service),
         *extra_routes,
+        *index_routes(design),  # after the custom routes: a hooks module may own `/`
         *metrics_routes(),
     ]
     app = CharpenteApp(
@@ -134,6 +149,8 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
     app.state.service = service
     app.state.design = design
     app.state.accounts = accounts
+    if service.flags.flags:  # innermost of these: after authentication found the caller
+        app.add_middleware(FlagMiddleware, board=service.flags)
     if accounts is not None:
         app.add_middleware(AuthRefusalMiddleware)
     if limiter is not None:
@@ -167,6 +184,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
 CORS_REQUEST_HEADERS = (
     *("Authorization", "Content-Type", "If-Match", "If-None-Match"),
     *("Idempotency-Key", "X-Request-ID", "Last-Event-ID"),
+    "X-Client-ID",
 )
 CORS_EXPOSED_HEADERS = (
     *("ETag", "Location", "Link", "X-Request-ID", "Retry-After"),
@@ -174,9 +192,13 @@ CORS_EXPOSED_HEADERS = (
 )
 
 
-def hook_routes(hooks: Hooks) -> list[BaseRoute]:
-    """The custom endpoints a hooks module declared with `@hooks.route`."""
-    return [Route(r.path, r.endpoint, methods=list(r.methods)) for r in hooks.routes]
+def hook_routes(hooks: Hooks, service: Service | None = None) -> list[BaseRoute]:
+    """The custom endpoints a hooks module declared with `@hooks.route`; those declared
+    `f(request, ctx)` get a RouteContext (the caller authentication found) as well."""
+    return [
+        Route(r.path, with_route_context(r.endpoint, service), methods=list(r.methods))
+        for r in hooks.routes
+    ]
 
 
 Readiness = Callable[[], Awaitable[Mapping[str, object]]]

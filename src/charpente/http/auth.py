@@ -23,6 +23,7 @@ from charpente.http.problems import problem_response, request_id_of
 from charpente.http.rest import CALLER_KEY, JSON, caller_of, encode_json, first_headers
 from charpente.runtime.auth import Accounts, OAuthGrantError
 from charpente.runtime.caller import ANONYMOUS
+from charpente.runtime.recovery import Recovery
 
 __all__ = ["AuthRefusalMiddleware", "AuthenticationMiddleware", "auth_routes", "client_ip_of"]
 
@@ -98,6 +99,9 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
         Route(f"{prefix}/auth/me", endpoints.me, methods=["GET"]),
         Route(f"{prefix}/auth/password", endpoints.password, methods=["POST"]),
         Route(f"{prefix}/auth/invites", endpoints.invites, methods=["POST"]),
+        Route(f"{prefix}/auth/password/forgot", endpoints.forgot, methods=["POST"]),
+        Route(f"{prefix}/auth/password/reset", endpoints.reset, methods=["POST"]),
+        Route(f"{prefix}/auth/me/password", endpoints.me_password, methods=["PATCH"]),
         Route("/.well-known/jwks.json", endpoints.jwks, methods=["GET"]),
     ]
 
@@ -105,6 +109,23 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
 class _AuthEndpoints:
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
+        self.recovery = Recovery(accounts)
+
+    async def forgot(self, request: Request) -> Response:
+        await self.recovery.forgot(await _json_body(request), ip=client_ip_of(request.scope))
+        body = {
+            "detail": "if an account has this email, a link to reset its password is on its way"
+        }
+        return Response(encode_json(body), 202, _NO_STORE, JSON)
+
+    async def reset(self, request: Request) -> Response:
+        await self.recovery.reset(await _json_body(request), ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def me_password(self, request: Request) -> Response:
+        body = await _json_body(request)
+        token = await self.recovery.change(caller_of(request), body, ip=client_ip_of(request.scope))
+        return Response(encode_json(token), 200, _NO_STORE, JSON)
 
     async def signup(self, request: Request) -> Response:
         body = await _json_body(request)

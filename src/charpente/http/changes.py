@@ -10,8 +10,9 @@ Translating only: which changes a caller sees is runtime.changes' business. The 
 
 a `: ping` comment when nothing was sent for HEARTBEAT seconds (so proxies keep the
 connection), and `event: reset` when the history to replay was too long. The stream ends
-when the client leaves, when the feed ends it (shutdown, falling behind, its maximum age)
-or on an error; an EventSource then reconnects with Last-Event-ID by itself.
+when the client leaves, when the feed ends it (shutdown, falling behind, its maximum age;
+then with a last `event: end` whose data gives the reason) or on an error; an EventSource
+then reconnects with Last-Event-ID by itself.
 """
 
 from __future__ import annotations
@@ -110,8 +111,9 @@ class ChangesEndpoint:
                 while True:
                     item = await stream.next(self.heartbeat)
                     await _send_body(send, _PING if item is None else frame(item))
-            except StreamEnded:
-                pass
+            except StreamEnded as ended:
+                if ended.reason != "closed":  # the client is still there: say why it ends
+                    await _send_body(send, final_frame(ended.reason))
             except ApiError as exc:  # a dependency failed mid-stream (the database, say)
                 logger.warning("a %s stream ended: %s", self.resource, exc.detail or exc.title)
             except Exception as exc:
@@ -129,6 +131,12 @@ def frame(item: Change | Reset) -> bytes:
         return b"id: %s\nevent: reset\ndata: %s\n\n" % (item.id.encode(), data)
     data = encode_json(item.data)
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (item.id.encode(), item.type.encode(), data)
+
+
+def final_frame(reason: str) -> bytes:
+    """The last event of a stream the server ends: `event: end` with the reason (no id, so
+    that the client resumes from the last change it got)."""
+    return b"event: end\ndata: %s\n\n" % encode_json({"reason": reason})
 
 
 async def _send_body(send: Send, chunk: bytes) -> None:

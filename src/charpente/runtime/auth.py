@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +37,10 @@ from charpente.errors import (
 )
 from charpente.runtime.caller import ANONYMOUS, SYSTEM, Caller
 from charpente.runtime.ids import new_id
+from charpente.runtime.mail import MailTemplates, Postman
 from charpente.runtime.passwords import PasswordHasher, check_password
 from charpente.runtime.ports import AuthStore, Clock, Transaction
+from charpente.runtime.ratelimit import Limiter, MemoryLimiter
 from charpente.runtime.secrets import Sealer
 from charpente.runtime.service import Created, Item, Service
 from charpente.runtime.tokens import (
@@ -66,6 +68,7 @@ RELOAD_SECONDS = 30.0
 # processes and other services know a key before it signs.
 PROPAGATION = datetime.timedelta(seconds=120)
 LEEWAY = datetime.timedelta(seconds=60)
+_AFTER = datetime.timedelta(milliseconds=2)
 _BEARER = 'Bearer realm="api"'
 
 
@@ -102,7 +105,7 @@ class TokenPair:
 class Accounts:
     """Signup, sign-in and tokens for one design, over a Service and an AuthStore."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (keyword-only collaborators, each with its default)
         self,
         design: Design,
         service: Service,
@@ -112,8 +115,15 @@ class Accounts:
         hasher: PasswordHasher | None = None,
         sealer: Sealer | None = None,
         issuer: str | None = None,
+        postman: Postman | None = None,
     ) -> None:
         self.design = design
+        self.postman = postman or Postman(
+            service,
+            MailTemplates(),
+            app_name=design.auth.app_name or design.name,
+            app_url=design.auth.app_url,
+        )
         self.service = service
         self.store = store
         self.clock = clock
@@ -124,6 +134,10 @@ class Accounts:
         self.ring = KeyRing(())
         self._roles = frozenset(design.auth.roles)
         self._reloader: asyncio.Task[None] | None = None
+        self._later: set[asyncio.Task[None]] = set()
+        # Limits the accounts' own flows apply (per email, say): the app's limiter when
+        # the wiring shares it, else this process's.
+        self.limiter: Limiter = MemoryLimiter()
         # Accounts disabled or given another role here, and when: their older access
         # tokens are refused (other processes accept them until they expire).
         self._ended: dict[str, datetime.datetime] = {}
@@ -146,7 +160,27 @@ class Accounts:
             await self._save_key(new_signing_key(self._algorithm(), self.clock.now()))
             await self.reload_keys()
 
+    def later(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `work` after the answer (what differs between a known and an unknown email
+        must not show in the answer's time); a failure is logged. stop() waits for it."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.create_task(run(), name=f"charpente-{what}")
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+
+    async def settle(self) -> None:
+        """Until the work `later` started is done."""
+        while self._later:
+            await asyncio.gather(*self._later, return_exceptions=True)
+
     async def stop(self) -> None:
+        await self.settle()
         if self._reloader is not None:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -222,7 +256,7 @@ class Accounts:
         ended = self._ended.get(claims.subject)
         if ended is not None and claims.issued_at <= ended:
             raise _invalid_token("the access token is not valid (its session ended)")
-        return Caller(claims.subject, claims.role)
+        return Caller(claims.subject, claims.role, session=claims.session)
 
     # --- signup and sign-in --------------------------------------------------------------
 
@@ -329,6 +363,22 @@ class Accounts:
         self, caller: Caller, current: object, new: object, *, ip: str | None = None
     ) -> None:
         """Replace the caller's password; every refresh token family of the account ends."""
+        await self.replace_password(caller, current, new, keep=None, ip=ip)
+
+    async def replace_password(
+        self,
+        caller: Caller,
+        current: object,
+        new: object,
+        *,
+        keep: str | None,
+        ip: str | None = None,
+        current_field: str = "current_password",
+        new_field: str = "new_password",
+    ) -> datetime.datetime:
+        """Replace the caller's password, checking the current one; every refresh token
+        family of the account ends but `keep`, and every access token issued until now.
+        When it happened."""
         if caller.id is None:
             raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": _BEARER})
         account = await self.service.get(ACCOUNTS, caller.id, caller=SYSTEM)
@@ -340,19 +390,38 @@ class Accounts:
             or hashed is None
             or not await self.hasher.verify(hashed, current)
         ):
-            error = FieldError("current_password", "invalid", "is not the current password")
+            error = FieldError(current_field, "invalid", "is not the current password")
             raise ValidationFailed(detail="the current password is wrong", errors=[error])
-        problems = self._password_problems(new, email, field="new_password")
+        problems = self._password_problems(new, email, field=new_field)
         if problems:
             raise ValidationFailed(detail="the new password is not acceptable", errors=problems)
         assert isinstance(new, str)
         now = self.clock.now()
         await self.store.set_password(caller.id, await self.hasher.hash(new), now)
         self._end_access_tokens(caller.id, now)
-        ended = await self.store.revoke_account(caller.id, now)
+        ended = await self.store.revoke_account(caller.id, now, keep_family=keep)
+        kept = "" if keep is None else ", the current sign-in kept"
         await self.store.log(
-            "password_changed", caller.id, ip, f"{ended} refresh tokens ended", now
+            "password_changed", caller.id, ip, f"{ended} refresh tokens ended{kept}", now
         )
+        return now
+
+    def password_problems(
+        self, password: object, email: str | None, *, field: str = "password"
+    ) -> list[FieldError]:
+        """What is wrong with `password` as a new password for `email` (none: [])."""
+        if not isinstance(password, str):
+            return [FieldError(field, "required", "is required (a string)")]
+        context = (self.design.name,)
+        return [
+            FieldError(field, "weak", message)
+            for message in check_password(password, email=email, context=context)
+        ]
+
+    def end_access_tokens(self, account: str, now: datetime.datetime) -> None:
+        """Refuse the account's access tokens issued until `now`, in this process (the
+        others learn it from the log's session-ending events)."""
+        self._end_access_tokens(account, now)
 
     async def invite(
         self, email: str | None, role: str | None, *, by: Caller
@@ -415,9 +484,13 @@ class Accounts:
                     await self.store.remove_password(account, tx)
                 await self.store.link(provider, subject, account, email, now, tx)
             if not proven:
+                # Whoever held the password account loses it: its refresh tokens end, and its
+                # access tokens here now and in every other process at its next reload (the
+                # log event is one of the session-ending ones).
+                self._end_access_tokens(account, now)
                 ended = await self.store.revoke_account(account, now)
                 detail = f"{provider}; unproven email: password removed, {ended} tokens ended"
-                await self.store.log("identity_linked", account, ip, detail, now)
+                await self.store.log("account_reclaimed", account, ip, detail, now)
             else:
                 await self.store.log("identity_linked", account, ip, provider, now)
             return account
@@ -476,7 +549,7 @@ class Accounts:
         if account is None:
             await self.store.revoke_refresh(token_hash(fresh), now)
             raise OAuthGrantError("invalid_grant", "the refresh token is not valid")
-        return self._pair(account, fresh)
+        return self._pair(account, fresh, outcome.family)
 
     async def _code_grant(self, form: Mapping[str, str], ip: str | None) -> TokenPair:
         code = form.get("code")
@@ -503,25 +576,42 @@ class Accounts:
         now = self.clock.now()
         expires = now + datetime.timedelta(seconds=self.design.auth.refresh_token_ttl)
         await self.store.add_refresh(token_hash(refresh), family, str(account["id"]), now, expires)
-        return self._pair(account, refresh)
+        return self._pair(account, refresh, family)
 
-    def _pair(self, account: Record, refresh: str) -> TokenPair:
+    def _pair(self, account: Record, refresh: str, family: str | None) -> TokenPair:
+        access = self.access_token(account, family)
         ttl = self.design.auth.access_token_ttl
         role = account.get("role")
-        if not self.ring.published(self.clock.now()):
+        return TokenPair(access, ttl, refresh, None if role is None else str(role))
+
+    def access_token(
+        self, account: Record, family: str | None, *, after: datetime.datetime | None = None
+    ) -> str:
+        """A new access token for `account`, in the sign-in `family` (its `sid`), issued
+        after the account's sessions last ended (its `iat` is to the millisecond)."""
+        ttl = self.design.auth.access_token_ttl
+        role = account.get("role")
+        now = self.clock.now()
+        if not self.ring.published(now):
             raise Unavailable(
                 detail="signing keys are not loaded yet", headers={"Retry-After": "2"}
             )
-        access = issue_access_token(
+        ended = max(
+            [when for when in (after, self._ended.get(str(account["id"]))) if when is not None],
+            default=None,
+        )
+        if ended is not None and now < ended + _AFTER:
+            now = ended + _AFTER  # never issued in the millisecond its session ended
+        return issue_access_token(
             self.ring,
             issuer=self.issuer,
             audience=self.audience,
             subject=str(account["id"]),
             role=None if role is None else str(role),
-            now=self.clock.now(),
+            now=now,
             ttl=ttl,
+            session=family,
         )
-        return TokenPair(access, ttl, refresh, None if role is None else str(role))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -583,13 +673,14 @@ class Accounts:
             await asyncio.sleep(RELOAD_SECONDS if loaded else 2.0)
             try:
                 await (self.reload_keys() if loaded else self._load_or_create_keys())
-                await self._learn_ended_sessions()
+                await self.learn_ended_sessions()
             except Exception:  # a database hiccup: keep the keys we have, try again later
                 log.warning("could not reload the signing keys; keeping the current ones")
 
-    async def _learn_ended_sessions(self) -> None:
-        """What other processes ended (a disable, a role or password change): their access
-        tokens stop working here too, within one reload period."""
+    async def learn_ended_sessions(self) -> None:
+        """What other processes ended (a disable, a role or password change, an unproven
+        account reclaimed by its email's owner): their access tokens stop working here
+        too, within one reload period."""
         now = self.clock.now()
         ttl = datetime.timedelta(seconds=self.design.auth.access_token_ttl)
         for account, when in await self.store.sessions_ended_since(now - ttl - LEEWAY):

@@ -6,9 +6,11 @@ commands, hooks reading on the engine's behalf): access rules do not apply to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["ANONYMOUS", "SYSTEM", "Caller"]
+from charpente.design.flags import flag_key
+
+__all__ = ["ANONYMOUS", "SYSTEM", "Caller", "rule_auth"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +20,10 @@ class Caller:
     id: str | None = None
     role: str | None = None
     system: bool = False
+    # The sign-in (refresh-token family) the caller's access token belongs to, if any.
+    session: str | None = field(default=None, compare=False)
+    flags: tuple[tuple[str, bool | str | None], ...] = ()  # each flag's value, per request
+    client_id: str | None = None  # what an anonymous caller's flags are bucketed by
 
     @property
     def signed_in(self) -> bool:
@@ -26,3 +32,13 @@ class Caller:
 
 ANONYMOUS = Caller()
 SYSTEM = Caller(system=True)
+
+
+def rule_auth(caller: Caller) -> dict[str, object] | None:
+    """The caller as access rules read it (`auth.id`, `auth.role`, each `flag(...)`);
+    None for the engine itself, to which no rule applies."""
+    if caller.system:
+        return None
+    auth: dict[str, object] = {"id": caller.id, "role": caller.role}
+    auth.update((flag_key(name), value) for name, value in caller.flags)
+    return auth

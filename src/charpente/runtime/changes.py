@@ -27,6 +27,7 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from charpente.compile.plan import Record
@@ -43,9 +44,10 @@ from charpente.errors import (
     Unauthorized,
     Unavailable,
 )
-from charpente.runtime.caller import Caller
+from charpente.runtime.caller import Caller, rule_auth
 from charpente.runtime.event_view import Change, EventView, typed_record
 from charpente.runtime.events import Event, Message, event_from_cloudevent
+from charpente.runtime.flags import FlagBoard
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Bus, Database, Subscription
 from charpente.runtime.resilience import Backoff
@@ -122,6 +124,7 @@ class Stream:
         self._page: deque[Event] = deque()
         self._replayed = 0
         self._expires_at = expires_at
+        self.caller: Caller | None = None  # who reads it (flags re-evaluated on a change)
 
     async def next(self, wait: float) -> Change | Reset | None:
         """The next change the caller may see; None when none came within `wait` seconds
@@ -179,6 +182,20 @@ class Stream:
 
     def close(self) -> None:
         self.end("closed")
+
+    def rebind(self, caller: Caller) -> None:
+        """Judge the next changes with `caller`'s rules (its flags changed)."""
+        auth = rule_auth(caller)
+        rule = row_filter(self.resource, "list", auth)
+        if rule is DENIED:
+            self.end("a feature flag changed: the caller may no longer read these changes")
+            return
+        old = self._view
+        view = field_view(self.resource, auth)
+        self._view = EventView(
+            self.resource, old.database, rule=rule, where=old.where, view=view, auth=auth
+        )
+        self.caller = caller
 
     async def _from_live(self, arrived: _Arrived) -> Change | None:
         if self._floor is not None and arrived.event.id <= self._floor:
@@ -257,6 +274,7 @@ class ChangeFeed:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
+        self.draining = False  # the server is stopping: no new stream
 
     def streams(self, resource: str) -> bool:
         """Whether `resource` has live changes (its design lists `events:`)."""
@@ -308,7 +326,7 @@ class ChangeFeed:
         spec = self._resources.get(resource)
         if spec is None:
             raise NotFound(detail=f"{resource} has no live changes")
-        auth = None if caller.system else {"id": caller.id, "role": caller.role}
+        auth = rule_auth(caller)
         rule = row_filter(spec, "list", auth)
         if rule is DENIED:
             raise _refused(caller, resource)
@@ -326,11 +344,28 @@ class ChangeFeed:
         age = self.max_age * (1 - 0.2 * random.random())  # noqa: S311 (spread, not secrecy)
         expires_at = asyncio.get_running_loop().time() + age
         stream = Stream(self, spec, event_view, key, after, expires_at)
+        stream.caller = caller
         self._streams[resource].add(stream)
         self._per_key[key] = self._per_key.get(key, 0) + 1
         return stream
 
+    def drain(self) -> None:
+        """The server is stopping: end every open stream (their clients resume elsewhere
+        with Last-Event-ID) and refuse new ones (503, Retry-After)."""
+        self.draining = True
+        self._end_all("the server is stopping: resume with Last-Event-ID")
+
+    def rebind(self, resources: Iterable[str], flags: FlagBoard) -> None:
+        """Re-evaluate the open streams of `resources` after a flag changed: each caller's
+        rules bound again with its new flag values; a stream it may no longer read ends."""
+        for name in resources:
+            for stream in tuple(self._streams.get(name, ())):
+                if stream.caller is not None:
+                    stream.rebind(flags.with_flags(stream.caller, stream.caller.client_id))
+
     def _check_room(self, key: str) -> None:
+        if self.draining:
+            raise Unavailable(detail="this server is stopping", headers=_RETRY_AFTER)
         if self._subscription is None:
             raise Unavailable(
                 detail="live changes are not available right now", headers=_RETRY_AFTER

@@ -17,11 +17,15 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from charpente.compile.plan import Record
+from charpente.runtime.caller import Caller
 
-__all__ = ["CustomRoute", "HookContext", "Hooks", "JobFunction", "load_hooks"]
+if TYPE_CHECKING:  # the service imports this module: only its type is needed here
+    from charpente.runtime.service import Created, Item, ListResult, Service
+
+__all__ = ["CustomRoute", "HookContext", "Hooks", "JobFunction", "RouteContext", "load_hooks"]
 
 logger = logging.getLogger("charpente.hooks")
 
@@ -48,6 +52,14 @@ class HookContext:
     request_id: str | None
     reader: RecordReader = field(repr=False)
     enqueuer: Enqueue | None = field(default=None, repr=False)
+    flags: Mapping[str, bool | str | None] = field(default_factory=dict)
+
+    def flag(self, name: str) -> bool | str | None:
+        """The caller's value of the flag `name` (a variant's name for a multivariate flag,
+        None when it is off); LookupError for a flag the design does not declare."""
+        if name not in self.flags:
+            raise LookupError(f"unknown flag {name!r}: declare it under `flags` in the design")
+        return self.flags[name]
 
     async def get(self, resource: str, id: str) -> Record | None:
         """The record `id` of `resource`, or None."""
@@ -68,8 +80,44 @@ class HookContext:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteContext:
+    """What a custom route (`async def f(request, ctx)`) knows: the authenticated caller,
+    the request id, and the service's reads and writes made as that caller — every access
+    rule, check and hook of the design applies, as on the generated routes."""
+
+    caller: Caller
+    request_id: str | None
+    service: Service = field(repr=False)
+
+    async def list(self, resource: str, params: Sequence[tuple[str, str]] = ()) -> ListResult:
+        """A page of `resource`, `params` being the query of `GET /v1/{resource}`."""
+        return await self.service.list(resource, params, caller=self.caller)
+
+    async def get(self, resource: str, id: str, params: Sequence[tuple[str, str]] = ()) -> Item:
+        """One record (NotFound when the caller may not read it)."""
+        return await self.service.get(resource, id, params, caller=self.caller)
+
+    async def create(self, resource: str, body: Mapping[str, Any]) -> Created:
+        """Create a record as the caller."""
+        return await self.service.create(
+            resource, dict(body), request_id=self.request_id, caller=self.caller
+        )
+
+    async def update(self, resource: str, id: str, patch: Mapping[str, Any]) -> Item:
+        """Change a record as the caller (a merge patch)."""
+        return await self.service.update(
+            resource, id, dict(patch), request_id=self.request_id, caller=self.caller
+        )
+
+    async def delete(self, resource: str, id: str) -> None:
+        """Delete a record as the caller."""
+        await self.service.delete(resource, id, request_id=self.request_id, caller=self.caller)
+
+
+@dataclass(frozen=True, slots=True)
 class CustomRoute:
-    """An endpoint a hooks module adds: a Starlette endpoint (`async def f(request)`)."""
+    """An endpoint a hooks module adds: a Starlette endpoint (`async def f(request)`), or
+    `async def f(request, ctx)` to get a RouteContext (the caller) as well."""
 
     path: str
     methods: tuple[str, ...]
@@ -130,7 +178,8 @@ class Hooks:
         return self._register("after", "delete", resource)
 
     def route(self, path: str, methods: Sequence[str] = ("GET",)) -> Callable[[F], F]:
-        """Mount `f(request) -> Response` (a Starlette endpoint) at `path`."""
+        """Mount `f(request) -> Response` (a Starlette endpoint) at `path`; declared as
+        `f(request, ctx)`, it also gets a RouteContext: the caller, and the service as them."""
 
         def register(endpoint: F) -> F:
             upper = tuple(m.upper() for m in methods)

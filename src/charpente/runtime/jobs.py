@@ -170,6 +170,7 @@ class JobRunner:
         self.options = options or RunnerOptions()
         self._retry_delay = self.options.retry_delay or retry_delay
         self._next_prune = 0.0
+        self.done, self.failed = 0, 0  # attempts run by this process: succeeded, or raised
 
     @property
     def lease(self) -> datetime.timedelta:
@@ -257,8 +258,10 @@ class JobRunner:
                 with tracing.continued(f"job {job.name}", job.traceparent):
                     await _attempt(registered, job, context)
         except Exception as exc:
+            self.failed += 1
             await self._failed(job, claim, exc)
         else:
+            self.done += 1
             await self._settle(job, self.store.finish(job.id, claim.token, claim.now()))
             metrics.JOBS.labels("done").inc()
             logger.debug("job %s %s done (attempt %d)", job.name, job.id, job.attempts)

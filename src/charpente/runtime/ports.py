@@ -26,6 +26,8 @@ __all__ = [
     "IdempotentResponse",
     "Job",
     "JobStore",
+    "MailMessage",
+    "Mailer",
     "NewJob",
     "Outbound",
     "Outbox",
@@ -185,8 +187,11 @@ class AuthStore(Protocol):
     async def revoke_refresh(self, hash: str, now: datetime.datetime) -> str | None:
         """Revoke the family of a refresh token; its account id, or None if unknown."""
 
-    async def revoke_account(self, account: str, now: datetime.datetime) -> int:
-        """Revoke every refresh token family of an account; how many tokens it ended."""
+    async def revoke_account(
+        self, account: str, now: datetime.datetime, *, keep_family: str | None = None
+    ) -> int:
+        """Revoke every refresh token family of an account (but `keep_family`); how many
+        tokens it ended."""
 
     async def add_code(self, hash: str, account: str, expires_at: datetime.datetime) -> None:
         """A one-time login code (its hash) for an account."""
@@ -217,6 +222,30 @@ class AuthStore(Protocol):
         tx: Transaction | None = None,
     ) -> None:
         """Link a provider's user to an account."""  # fmt: skip
+
+    async def add_email_token(
+        self,
+        hash: str,
+        account: str,
+        purpose: str,
+        email: str,
+        now: datetime.datetime,
+        expires_at: datetime.datetime,
+        tx: Transaction | None = None,
+    ) -> None:
+        """A one-time email link (its hash) for `purpose` (`reset`, `verify`, `email`); the
+        account's earlier unused links for the same purpose stop working."""
+
+    async def take_email_token(
+        self, hash: str, purpose: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> tuple[str, str] | None:
+        """Use a one-time email link: (account, email it was sent to) if it is valid for
+        `purpose`, unused and unexpired, else None."""
+
+    async def end_email_tokens(
+        self, account: str, purpose: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> None:
+        """Every unused link of the account for `purpose` stops working."""
 
     async def signing_keys(self) -> list[str]:
         """Every stored signing key record (JSON text)."""
@@ -511,3 +540,27 @@ class JobStore(Protocol):
 
     async def prune(self, finished_before: datetime.datetime, limit: int) -> int:
         """Delete up to `limit` done jobs finished before that time; how many."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailMessage:
+    """One email, rendered: its recipient, subject, plain text and (optionally) HTML body.
+    `kind` names the template it came from (for logs: a message's body never is)."""
+
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    kind: str = "mail"
+
+
+class Mailer(Protocol):
+    """Where email goes: an SMTP server, or the log (development). `send` raises when the
+    message was not accepted; the mail job then retries it later."""
+
+    @property
+    def name(self) -> str:
+        """What the logs call it: `smtp://host:port` (no credentials) or `log`."""
+
+    async def send(self, message: MailMessage) -> None:
+        """Hand `message` over for delivery."""

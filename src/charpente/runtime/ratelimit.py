@@ -214,6 +214,11 @@ class FallbackLimiter:
         """Whether the primary is currently taken as down."""
         return self._down
 
+    @property
+    def primary(self) -> Limiter:
+        """The shared limiter (for readiness checks)."""
+        return self._primary
+
     async def hit(self, key: str, rule: LimitRule) -> Decision:
         if self._down:
             now = self._clock()

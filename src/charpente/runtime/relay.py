@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from charpente.errors import Unavailable
 from charpente.runtime import metrics, tracing
 from charpente.runtime.events import Message
 from charpente.runtime.ports import Bus, BusError, Clock, FanOut, Outbox
@@ -69,6 +70,7 @@ class Relay:
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         self._last_lag_log = 0.0
+        self._failing_since = 0.0
         self._last_gauges = 0.0
 
     def notify(self) -> None:
@@ -119,24 +121,32 @@ class Relay:
         except BusError as exc:
             self.breaker.failed()
             return self._failed(f"the bus {self.bus.name} refused: {exc}")
-        except Exception as exc:  # the database is away, most likely: keep trying
-            logger.exception("outbox relay round failed")
-            return self._failed(f"{type(exc).__name__}: {exc}")
+        except Unavailable as exc:  # the database is away: one line, no traceback
+            return self._failed(f"the database is not reachable ({exc.detail or exc.title})")
+        except Exception as exc:  # a bug, most likely: its traceback once per outage
+            if self.last_error is None:
+                logger.exception("outbox relay round failed")
+            return self._failed(f"{type(exc).__name__}: {exc}", log=False)
         self.breaker.succeeded()
         if self.last_error is not None:
-            logger.info("outbox relay: the bus %s takes messages again", self.bus.name)
+            lasted = time.monotonic() - self._failing_since
+            logger.warning("outbox relay: relaying again, after %.1f s of failures", lasted)
             self.last_error = None
         self.backoff.reset()
         # A full batch: more wait, go on at once. Otherwise let the next ones gather for
         # `idle` seconds: rounds of a few events each would cost a query per event.
         return 0.0 if published >= self.batch else self.idle
 
-    def _failed(self, error: str) -> float:
+    def _failed(self, error: str, *, log: bool = True) -> float:
+        """Note a failed round (the first of an outage is logged once); the pause before
+        the next."""
         first = self.last_error is None
         self.last_error = error[:500]
         delay = self.backoff.next()
         if first:
-            logger.warning("outbox relay: %s; retrying with backoff", self.last_error)
+            self._failing_since = time.monotonic()
+            if log:
+                logger.warning("outbox relay: %s; retrying with backoff", self.last_error)
         return max(delay, 0.01)
 
     async def _sleep(self, stop: asyncio.Event, delay: float) -> None:

@@ -51,10 +51,11 @@ from charpente.errors import (
     Unavailable,
     ValidationFailed,
 )
-from charpente.runtime.caller import ANONYMOUS, Caller
+from charpente.runtime.caller import ANONYMOUS, Caller, rule_auth
 from charpente.runtime.clock import SystemClock
 from charpente.runtime.counters import Counted, counted_refs, reaches_counted, release_cascaded
 from charpente.runtime.encryption import EncryptedFields, FieldCipher
+from charpente.runtime.flags import FlagBoard, FlagValue
 from charpente.runtime.history import Recorder, history_entry, state_at
 from charpente.runtime.hooks import Enqueue, HookContext, Hooks
 from charpente.runtime.ids import new_id
@@ -179,6 +180,7 @@ class Service:
         self.on_update: builtins.list[UpdateListener] = []
         self._filters: dict[tuple[object, ...], Filter] = {}
         self.recorder = Recorder(design, self.clock)
+        self.flags = FlagBoard(design.flags)  # the flags' current settings (runtime.flags)
 
     # --- reads -------------------------------------------------------------------------
 
@@ -352,7 +354,9 @@ class Service:
                     resource, _response(idempotency, fingerprint, record)
                 )
                 await tx.save_idempotent_response(_scoped(idempotency, caller), response)
-        await self.hooks.run_after("create", self._after_context(resource, request_id), record)
+        await self.hooks.run_after(
+            "create", self._after_context(resource, request_id, caller), record
+        )
         view = field_view(spec.resource, auth)
         return Created(item=Item(_visible(view, record, spec.readable, auth), _version(record)))
 
@@ -384,7 +388,9 @@ class Service:
             _preconditions(spec, if_match, current)  # only once the write would be allowed
             changes = _normalized(spec, validate_patch(spec.resource, patch, current))
             _check_field_writes(spec, changes.keys(), {**current, **changes}, auth)
-            ctx = HookContext(resource, request_id, self._reader(tx), self._enqueuer(tx))
+            ctx = HookContext(
+                resource, request_id, self._reader(tx), self._enqueuer(tx), self._flags_of(caller)
+            )
             changes = await self.hooks.run_before_update(ctx, current, changes)
             view = field_view(spec.resource, auth)
             if not changes:
@@ -394,7 +400,9 @@ class Service:
             if not await _holds(tx, spec, rule, stored, auth):
                 raise _refused(caller, resource, hide=False)
             await self.recorder.updated(tx, resource, current, stored, caller, request_id)
-        await self.hooks.run_after("update", self._after_context(resource, request_id), stored)
+        await self.hooks.run_after(
+            "update", self._after_context(resource, request_id, caller), stored
+        )
         for listener in self.on_update:
             await listener(resource, current, stored, caller)
         return Item(_visible(view, stored, spec.readable, auth), _version(stored))
@@ -419,7 +427,9 @@ class Service:
             if not await _holds(tx, spec, rule, current, auth):
                 raise _refused(caller, resource, hide=False)
             _preconditions(spec, if_match, current)  # only once the write would be allowed
-            ctx = HookContext(resource, request_id, self._reader(tx), self._enqueuer(tx))
+            ctx = HookContext(
+                resource, request_id, self._reader(tx), self._enqueuer(tx), self._flags_of(caller)
+            )
             await self.hooks.run_before_delete(ctx, current)
             plan = Delete(resource, str(current["id"]), expected_version=_version(current))
             if spec.cascades_to_counted:
@@ -429,7 +439,7 @@ class Service:
             for counted in spec.counted:
                 await _count(tx, counted, current.get(counted.field), -1)
             await self.recorder.deleted(tx, resource, current, caller, request_id)
-        ctx = self._after_context(resource, request_id)
+        ctx = self._after_context(resource, request_id, caller)
         await self.hooks.run_after("delete", ctx, self._shape(spec, current))
 
     # --- steps -------------------------------------------------------------------------
@@ -437,7 +447,7 @@ class Service:
     def _filter(self, resource: Resource, action: str, caller: Caller) -> Filter:
         """The caller's row filter for `action` (see compile.policy.row_filter), remembered:
         binding a rule walks its tree, and a caller asks the same thing again and again."""
-        key = (resource.name, action, caller.id, caller.role, caller.system)
+        key = (resource.name, action, caller.id, caller.role, caller.system, caller.flags)
         if key in self._filters:
             return self._filters[key]
         if len(self._filters) >= _MAX_FILTERS:
@@ -488,7 +498,8 @@ class Service:
         request_id: str | None,
         guard: tuple[Filter, Caller] = (None, ANONYMOUS),
     ) -> Record:
-        ctx = HookContext(spec.resource.name, request_id, self._reader(tx), self._enqueuer(tx))
+        reader, enqueuer, flags = self._reader(tx), self._enqueuer(tx), self._flags_of(guard[1])
+        ctx = HookContext(spec.resource.name, request_id, reader, enqueuer, flags)
         values = await self.hooks.run_before_create(ctx, values)
         row: dict[str, object] = {"id": new_id(), **values}
         row.update(created_at=now, updated_at=now, version=1)
@@ -571,8 +582,14 @@ class Service:
                 value = row.get(name)
                 row[name] = None if value is None else by_id.get(str(value))
 
-    def _after_context(self, resource: str, request_id: str | None) -> HookContext:
-        return HookContext(resource, request_id, self.read_record, self.enqueue_job)
+    def _after_context(self, resource: str, request_id: str | None, caller: Caller) -> HookContext:
+        flags = self._flags_of(caller)
+        return HookContext(resource, request_id, self.read_record, self.enqueue_job, flags)
+
+    def _flags_of(self, caller: Caller) -> dict[str, FlagValue]:
+        """The caller's flags, as hooks read them (`ctx.flag`): those of the request, else
+        (the engine itself, a caller made without the edge) as the board gives them now."""
+        return dict(caller.flags or self.flags.values_for(caller))
 
     async def read_record(self, resource: str, id: str) -> Record | None:
         """A record as after-hooks and jobs see it (no access rule; encrypted fields opened)."""
@@ -637,7 +654,7 @@ def _normalized(spec: _Spec, values: dict[str, object]) -> dict[str, object]:
 
 def _auth(caller: Caller) -> dict[str, object] | None:
     """The caller as access rules read it; None for the engine itself (no rule applies)."""
-    return None if caller.system else {"id": caller.id, "role": caller.role}
+    return rule_auth(caller)
 
 
 def _refused(caller: Caller, resource: str, *, hide: bool) -> ApiError:

@@ -134,6 +134,7 @@ class Claims:
     jti: str
     expires_at: datetime.datetime
     issued_at: datetime.datetime
+    session: str | None = None  # `sid`: the sign-in (refresh-token family) it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +266,7 @@ def jwks(keys: Iterable[SigningKey]) -> dict[str, list[dict[str, str]]]:
     return {"keys": [key.public_jwk() for key in keys]}
 
 
-def issue_access_token(
+def issue_access_token(  # noqa: PLR0913 (keyword-only claims)
     ring: KeyRing,
     *,
     issuer: str,
@@ -274,18 +275,26 @@ def issue_access_token(
     role: str | None,
     now: datetime.datetime,
     ttl: int = 900,
+    session: str | None = None,
 ) -> str:
-    """A signed access token: iss, aud, sub, exp (now + ttl seconds), iat, jti and role."""
-    issued = int(now.timestamp())
+    """A signed access token: iss, aud, sub, exp (now + ttl seconds), iat, jti and role,
+    and `sid` (the sign-in it belongs to) when `session` is given."""
+    # iat to the millisecond (RFC 7519 NumericDate may have a fraction), rounded down: a
+    # session that ends refuses exactly the tokens issued before it, not every token of
+    # the same second (the one an OAuth login issues right after linking, say).
+    stamp = now.timestamp()
+    issued = math.floor(stamp * 1000) / 1000
     claims = {
         "iss": issuer,
         "aud": audience,
         "sub": subject,
-        "exp": issued + ttl,
+        "exp": int(stamp) + ttl,
         "iat": issued,
         "jti": new_id(),
         "role": role,
     }
+    if session is not None:
+        claims["sid"] = session
     return ring.sign(claims, now=now)
 
 
@@ -379,7 +388,10 @@ def _check_claims(payload: bytes, *, issuer: str, audience: str, now: float, lee
         raise InvalidToken("missing jti")
     if role is not None and not isinstance(role, str):
         raise InvalidToken("malformed role")
-    return Claims(subject, role, jti, _from_stamp(exp), _from_stamp(iat))
+    session = claims.get("sid")
+    if session is not None and not isinstance(session, str):
+        raise InvalidToken("malformed sid")
+    return Claims(subject, role, jti, _from_stamp(exp), _from_stamp(iat), session)
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float:

@@ -111,12 +111,14 @@ class RetrySchedule:
 @dataclass(frozen=True, slots=True)
 class DeliveryOptions:
     """How the delivery loop works: its schedule, how many deliveries a round claims and
-    sends at once, how long a claim holds, how long an idle loop sleeps, and when an
-    endpoint's breaker opens (consecutive failures) and probes again (seconds)."""
+    sends at once (and to one endpoint at once), how long a claim holds, how long an idle
+    loop sleeps, and when an endpoint's breaker opens (consecutive failures) and probes
+    again (seconds)."""
 
     schedule: RetrySchedule = RetrySchedule()
     batch: int = 32
     concurrency: int = 16
+    per_endpoint: int = 4  # a receiver that hangs holds at most this many of the slots
     lease: float = 120.0  # > (batch / concurrency + 1) x the sender's total timeout
     idle: float = 1.0
     failure_threshold: int = 5
@@ -147,6 +149,7 @@ class Webhooks:
         self._breakers: dict[str, CircuitBreaker] = {}
         self._secrets = EndpointSecrets(sealer)
         self._next_prune = 0.0
+        self.sent, self.failed = 0, 0  # attempts made by this process: answered 2xx, or not
 
     # --- the relay's side ----------------------------------------------------------------
 
@@ -169,21 +172,62 @@ class Webhooks:
     # --- delivering ----------------------------------------------------------------------
 
     async def run(self, stop: anyio.Event | asyncio.Event) -> None:
-        """Deliver until `stop` is set: rounds back to back while deliveries are due, a short
-        sleep when idle, a growing pause (up to a minute) while the database fails."""
+        """Deliver until `stop` is set, then let the attempts in flight end: attempts run
+        side by side (`options.concurrency`, at most `options.per_endpoint` to one
+        endpoint), and a free slot is filled at once, so a receiver that hangs delays no
+        delivery to another. A short sleep when idle, a growing pause (up to a minute)
+        while the database fails."""
         backoff = Backoff(base=1.0, cap=60.0)
-        while not stop.is_set():
-            try:
-                count = await self.deliver_due(self.clock.now())
-                await self._prune_now_and_then()
-                backoff.reset()
-                pause = 0.0 if count >= self.options.batch else self.options.idle
-            except Exception as error:  # most likely the database: say so, wait, go on
-                pause = backoff.next()
-                log.warning("webhook delivery paused for %.1f s: %s", pause, _describe(error))
-            if pause > 0:
-                with anyio.move_on_after(pause):
-                    await stop.wait()
+        slots = _Slots(self.options)
+        async with anyio.create_task_group() as group:
+            while not stop.is_set():
+                try:
+                    started, full = await self._start_due(group, slots)
+                    await self._prune_now_and_then()
+                    backoff.reset()
+                    pause = 0.0 if started and not full else self.options.idle
+                except Exception as error:  # most likely the database: say so, wait, go on
+                    pause = backoff.next()
+                    log.warning("webhook delivery paused for %.1f s: %s", pause, _describe(error))
+                if full or pause > 0:
+                    await slots.wait_freed(stop, pause if pause > 0 else self.options.idle)
+
+    async def _start_due(self, group: anyio.abc.TaskGroup, slots: _Slots) -> tuple[int, bool]:
+        """Claim what the free slots can take and start sending it; how many were started,
+        and whether every slot is taken."""
+        free = slots.free()
+        if free <= 0:
+            return 0, True
+        now = self.clock.now()
+        held_back = [name for name, b in self._breakers.items() if b.state == "open"]
+        held_back += slots.busy_endpoints()
+        lease = now + datetime.timedelta(seconds=self.options.lease)
+        token = new_id()
+        limit = min(self.options.batch, free)
+        claimed = await self.store.claim_due(now, lease, token, limit, held_back)
+        if not claimed:
+            return 0, False
+        targets = await self._targets()
+        for delivery in claimed:
+            slots.take(delivery.webhook)
+            target = targets.get(delivery.webhook)
+            group.start_soon(self._attempt_in_slot, delivery, target, token, now, slots)
+        return len(claimed), slots.free() <= 0
+
+    async def _attempt_in_slot(
+        self,
+        delivery: Delivery,
+        target: Target | None,
+        token: str,
+        now: datetime.datetime,
+        slots: _Slots,
+    ) -> None:
+        try:
+            await self._attempt(delivery, target, token, now, slots.unlimited)
+        except Exception as error:  # never the other attempts' end: its claim will expire
+            log.warning("delivery %s: %s", delivery.id, _describe(error))
+        finally:
+            slots.give_back(delivery.webhook)
 
     async def deliver_due(self, now: datetime.datetime) -> int:
         """One round: claim the deliveries due by `now`, send them (at most
@@ -235,14 +279,17 @@ class Webhooks:
         try:
             async with limiter:
                 sent = await self._send(target, delivery)
+            attempted = self.clock.now()  # the next attempt is due counting from its end
         except BaseException:  # cancelled (the worker stops): no probe may stay pending
             breaker.failed()
             raise
         if sent.ok:
             breaker.succeeded()
+            self.sent += 1
         else:
             breaker.failed()
-        settled = self._outcome(delivery, sent, now)
+            self.failed += 1
+        settled = self._outcome(delivery, sent, attempted)
         await self._settle(delivery, token, settled)
         _count_outcome(settled.state)
         if sent.status == 410:
@@ -462,3 +509,48 @@ def _short(text: str) -> str:
 
 def _describe(error: BaseException) -> str:
     return _short(f"{type(error).__name__}: {error}")
+
+
+class _Slots:
+    """The delivery loop's attempts in flight: how many, and to which endpoint."""
+
+    def __init__(self, options: DeliveryOptions) -> None:
+        self.options = options
+        self.running: dict[str, int] = {}
+        self.unlimited = anyio.CapacityLimiter(max(1, options.concurrency))
+        self._freed = asyncio.Event()
+
+    def free(self) -> int:
+        return self.options.concurrency - sum(self.running.values())
+
+    def busy_endpoints(self) -> list[str]:
+        """Endpoints with as many attempts in flight as one endpoint may have."""
+        return [n for n, c in self.running.items() if c >= self.options.per_endpoint]
+
+    def take(self, webhook: str) -> None:
+        self.running[webhook] = self.running.get(webhook, 0) + 1
+
+    def give_back(self, webhook: str) -> None:
+        left = self.running.get(webhook, 1) - 1
+        if left > 0:
+            self.running[webhook] = left
+        else:
+            self.running.pop(webhook, None)
+        self._freed.set()
+
+    async def wait_freed(self, stop: anyio.Event | asyncio.Event, timeout: float) -> None:
+        """Until an attempt ends, `stop` is set, or `timeout` seconds pass."""
+        self._freed.clear()
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+
+                async def stopped() -> None:
+                    await stop.wait()
+                    group.cancel_scope.cancel()
+
+                async def freed() -> None:
+                    await self._freed.wait()
+                    group.cancel_scope.cancel()
+
+                group.start_soon(stopped)
+                group.start_soon(freed)

@@ -25,7 +25,10 @@ from charpente.sql.integrity import INTEGRITY_ERRORS
 
 __all__ = ["SESSION_ENDING", "SqlAuthStore"]
 
-SESSION_ENDING = ("account_disabled", "role_changed", "password_changed")
+SESSION_ENDING = (
+    *("account_disabled", "role_changed", "password_changed", "account_reclaimed"),
+    "password_reset",
+)
 """Log events after which the account's earlier access tokens stop working."""
 
 
@@ -43,6 +46,8 @@ class SqlAuthStore:
         tokens, codes = t["charpente_refresh_tokens"], t["charpente_login_codes"]
         invites, identities = t["charpente_invites"], t["charpente_identities"]
         keys, log = t["charpente_signing_keys"], t["charpente_auth_log"]
+        links = t["charpente_email_tokens"]
+        link_row = sa.select(links).where(links.c.hash == _p("hash"))
         self._t = t
         lock = database.locks
         token_row = sa.select(tokens).where(tokens.c.hash == _p("hash"))
@@ -79,6 +84,18 @@ class SqlAuthStore:
                 identities.c.provider == _p("provider"), identities.c.subject == _p("subject")
             ),
             "link": sa.insert(identities),
+            "link_add": sa.insert(links),
+            "link_row": link_row.with_for_update() if lock else link_row,
+            "link_used": sa.update(links)
+            .where(links.c.hash == _p("_hash"), links.c.used_at.is_(None))
+            .values(used_at=_p("_now")),
+            "links_end": sa.update(links)
+            .where(
+                links.c.account == _p("_account"),
+                links.c.purpose == _p("_purpose"),
+                links.c.used_at.is_(None),
+            )
+            .values(used_at=_p("_now")),
             "keys": sa.select(keys.c.record).order_by(keys.c.created_at, keys.c.kid),
             "key_del": sa.delete(keys).where(keys.c.kid == _p("kid")),
             "key_add": sa.insert(keys),
@@ -150,14 +167,29 @@ class SqlAuthStore:
             await ex.run(self._s["family_revoke"], {"_family": row["family"], "_now": now})
             return str(row["account"])
 
-    async def revoke_account(self, account: str, now: datetime.datetime) -> int:
+    async def revoke_account(
+        self, account: str, now: datetime.datetime, *, keep_family: str | None = None
+    ) -> int:
         async with self._writer(None) as ex:
             tokens = self._t["charpente_refresh_tokens"]
             live = sa.select(sa.func.count()).where(
                 tokens.c.account == account, tokens.c.revoked_at.is_(None)
             )
-            count = int(await ex.scalar(live))
-            await ex.run(self._s["account_revoke"], {"_account": account, "_now": now})
+            if keep_family is None:
+                count = int(await ex.scalar(live))
+                await ex.run(self._s["account_revoke"], {"_account": account, "_now": now})
+                return count
+            count = int(await ex.scalar(live.where(tokens.c.family != keep_family)))
+            others = (
+                sa.update(tokens)
+                .where(
+                    tokens.c.account == account,
+                    tokens.c.revoked_at.is_(None),
+                    tokens.c.family != keep_family,
+                )
+                .values(revoked_at=now)
+            )
+            await ex.run(others)
             return count
 
     # --- one-time codes and invitations --------------------------------------------------
@@ -224,6 +256,44 @@ class SqlAuthStore:
     async def remove_password(self, account: str, tx: Transaction | None = None) -> None:
         async with self._writer(tx) as ex:
             await ex.run(self._s["password_del"], {"account": account})
+
+    async def add_email_token(
+        self,
+        hash: str,
+        account: str,
+        purpose: str,
+        email: str,
+        now: datetime.datetime,
+        expires_at: datetime.datetime,
+        tx: Transaction | None = None,
+    ) -> None:
+        async with self._writer(tx) as ex:
+            params = {"_account": account, "_purpose": purpose, "_now": now}
+            await ex.run(self._s["links_end"], params)
+            row: dict[str, object] = {"hash": hash, "account": account, "purpose": purpose}
+            row |= {"email": email, "created_at": now, "expires_at": expires_at, "used_at": None}
+            await ex.run(self._s["link_add"], row)
+
+    async def take_email_token(
+        self, hash: str, purpose: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> tuple[str, str] | None:
+        async with self._writer(tx) as ex:
+            row = await ex.first(self._s["link_row"], {"hash": hash})
+            if row is None or row["used_at"] is not None or row["purpose"] != purpose:
+                return None
+            expires_at = row["expires_at"]
+            assert isinstance(expires_at, datetime.datetime)
+            if expires_at <= now:
+                return None
+            await ex.run(self._s["link_used"], {"_hash": hash, "_now": now})
+            return str(row["account"]), str(row["email"])
+
+    async def end_email_tokens(
+        self, account: str, purpose: str, now: datetime.datetime, tx: Transaction | None = None
+    ) -> None:
+        async with self._writer(tx) as ex:
+            params = {"_account": account, "_purpose": purpose, "_now": now}
+            await ex.run(self._s["links_end"], params)
 
     async def signing_keys(self) -> list[str]:
         async with self._db.reader() as ex:

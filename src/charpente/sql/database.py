@@ -8,10 +8,13 @@ in-memory database. PostgreSQL runs them through asyncpg (charpente.sql.postgres
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import sqlite3
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
@@ -20,7 +23,7 @@ from contextlib import (
 )
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -37,7 +40,7 @@ from charpente.compile.plan import (
 )
 from charpente.design.expr import Expr
 from charpente.design.model import Design, Resource
-from charpente.errors import Unavailable
+from charpente.errors import DesignMismatch, Unavailable
 from charpente.runtime.events import Event
 from charpente.runtime.ids import new_id
 from charpente.runtime.metrics import PoolGate
@@ -63,6 +66,15 @@ __all__ = ["SqlDatabase", "SqlTransaction", "canonical_id"]
 IDEMPOTENCY_TTL = datetime.timedelta(hours=24)
 _SYSTEM_UNSETTABLE = frozenset({"id", "version", "created_at"})
 _RETRY_AFTER = {"Retry-After": "5"}
+_MISMATCH_LOG_EVERY = 60.0  # seconds between two log lines about the same mismatch
+_SQLITE_MISMATCH = ("no such column", "no such table", "has no column named")
+
+logger = logging.getLogger("charpente.sql")
+T = TypeVar("T")
+
+
+class _Unreachable(Unavailable):
+    """The database could not be reached (rather than busy): a read may try once more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,11 @@ class SqlDatabase:
         self._pg: tuple[PgPool, PgCompiler] | None = None
         # What a busy or unreachable database raises: answered 503, never a bug.
         self._unreachable: tuple[type[BaseException], ...] = (OSError,)
+        # What a database that lacks a table or column of the design raises.
+        self._mismatch: tuple[type[BaseException], ...] = ()
+        self.mismatches = 0  # statements refused because the database lacks what they name
+        self._mismatch_logged = -_MISMATCH_LOG_EVERY
+        self._tasks: set[asyncio.Task[None]] = set()
         size = _pool_size(engine)
         if not is_sqlite(engine):
             from charpente.sql import postgres
@@ -135,6 +152,7 @@ class SqlDatabase:
             self._pg = postgres.PgPool(options.connect, size), _compiler(engine, self._catalog)
             self._executor = postgres.PgExecutor
             self._unreachable += postgres.UNREACHABLE
+            self._mismatch = postgres.MISMATCH
             for stmt in self._events.prebuilt():
                 self._pg[1].keep(stmt)
         compiler = None if self._pg is None else self._pg[1]
@@ -146,6 +164,7 @@ class SqlDatabase:
         # lets newcomers overtake: with more requests than connections, some waited 100x
         # the median.
         self._gate = PoolGate(size)  # an asyncio.Semaphore that reports the pool's use
+        self._size = size
         # The executor of the transaction this task holds, if any.
         self._active: ContextVar[Executor | None] = ContextVar("active", default=None)
         if is_sqlite(engine):
@@ -159,9 +178,13 @@ class SqlDatabase:
 
     async def select_page(self, query: ListQuery) -> Page:
         statement, params = self._pages.of(query)
-        async with self._reader(snapshot=query.count) as ex:
+
+        async def read(ex: Executor) -> tuple[list[Record], int | None]:
             rows = await ex.rows(statement.rows, params)
             total = int(await ex.scalar(statement.count, params)) if query.count else None
+            return rows, total
+
+        rows, total = await self._read(read, snapshot=query.count)
         has_more = len(rows) > query.limit
         return Page(rows[: query.limit], has_more, total)
 
@@ -176,8 +199,7 @@ class SqlDatabase:
         else:
             st = self._catalog.of(query.resource)
             stmt = st.by_id if query.fields is None else _by_id(st.table, query.fields)
-        async with self._reader() as ex:
-            return await ex.first(stmt, params)
+        return await self._read(lambda ex: ex.first(stmt, params))
 
     async def select_by_ids(
         self,
@@ -197,8 +219,7 @@ class SqlDatabase:
             params.update(where_parameters(where))
         elif fields is not None:
             stmt = sa.select(*_columns(st.table, _wanted(fields, ()))).where(_ids_in(st.table))
-        async with self._reader() as ex:
-            return await ex.rows(stmt, params)
+        return await self._read(lambda ex: ex.rows(stmt, params))
 
     def transaction(self) -> AbstractAsyncContextManager[SqlTransaction]:
         return self._transaction()
@@ -207,14 +228,19 @@ class SqlDatabase:
         async with self._reader() as ex:
             await ex.scalar(sa.select(1))
 
+    def pool_use(self) -> tuple[int, int]:
+        """Connections in use (or waited for by this process's gate), and the pool's size."""
+        return self._size - self._gate._value, self._size
+
     async def history(
         self, resource: str, record_id: str, before: str | None, limit: int
     ) -> list[Event]:
         canonical = canonical_id(record_id)
         if canonical is None or (before is not None and canonical_id(before) is None):
             return []
-        async with self._reader() as ex:
-            return await self._events.history(ex, resource, canonical, before, limit)
+        return await self._read(
+            lambda ex: self._events.history(ex, resource, canonical, before, limit)
+        )
 
     async def events_until(
         self, resource: str, record_id: str, at: datetime.datetime
@@ -222,15 +248,13 @@ class SqlDatabase:
         canonical = canonical_id(record_id)
         if canonical is None:
             return []
-        async with self._reader() as ex:
-            return await self._events.until(ex, resource, canonical, at)
+        return await self._read(lambda ex: self._events.until(ex, resource, canonical, at))
 
     async def events_after(self, resource: str, after: str, limit: int) -> list[Event]:
         canonical = canonical_id(after)
         if canonical is None:
             return []
-        async with self._reader() as ex:
-            return await self._events.after(ex, resource, canonical, limit)
+        return await self._read(lambda ex: self._events.after(ex, resource, canonical, limit))
 
     async def close(self) -> None:
         if self._pg is not None:
@@ -243,7 +267,7 @@ class SqlDatabase:
         if self._active.get() is not None:
             # The gate (and SQLite's writer lock) is not reentrant: waiting would never end.
             raise RuntimeError("a transaction is already open in this task")
-        with _unavailable_on_busy(self._unreachable):
+        with self._guard():
             async with self._open_transaction() as ex:
                 token = self._active.set(ex)
                 try:
@@ -297,9 +321,70 @@ class SqlDatabase:
         if active is not None:
             yield active
             return
-        with _unavailable_on_busy(self._unreachable):
+        with self._guard():
             async with self._open_reader(snapshot) as ex:
                 yield ex
+
+    async def _read(self, work: Callable[[Executor], Awaitable[T]], *, snapshot: bool = False) -> T:
+        """`work` on a reader; when the database could not be reached (a connection the
+        server had just closed), once more on a fresh connection: a read is safe to repeat."""
+        active = self._active.get()
+        if active is not None:
+            return await work(active)
+        try:
+            with self._guard():
+                async with self._open_reader(snapshot) as ex:
+                    return await work(ex)
+        except _Unreachable:
+            await self._renew_connections()
+        with self._guard():
+            async with self._open_reader(snapshot) as ex:
+                return await work(ex)
+
+    async def _renew_connections(self) -> None:
+        """Make the pool open new connections rather than hand out those it holds."""
+        if self._pg is not None:
+            await self._pg[0].expire()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Answer 503 with Retry-After when the database is locked past the busy timeout,
+        cannot be reached, or lacks a table or column of the design (DesignMismatch);
+        every other error goes through unchanged."""
+        try:
+            yield
+        except Exception as exc:
+            if _is_mismatch(exc, self._mismatch):
+                self._saw_mismatch(exc)
+                detail = (
+                    "the database no longer matches the design (a table or column it uses "
+                    "is missing); retry after the database is migrated"
+                )
+                raise DesignMismatch(detail=detail, headers=_RETRY_AFTER) from exc
+            if not _is_busy(exc, self._unreachable):
+                raise
+            detail = "the database is busy or not reachable; retry shortly"
+            if isinstance(_original(exc), self._unreachable):
+                raise _Unreachable(detail=detail, headers=_RETRY_AFTER) from exc
+            raise Unavailable(detail=detail, headers=_RETRY_AFTER) from exc
+
+    def _saw_mismatch(self, exc: BaseException) -> None:
+        """Count it, say it in the log (at most once a minute), and let the pool's
+        connections go: their prepared statements describe the tables as they were."""
+        self.mismatches += 1
+        now = time.monotonic()
+        if now - self._mismatch_logged >= _MISMATCH_LOG_EVERY:
+            self._mismatch_logged = now
+            reason = str(_original(exc)).splitlines()[0]
+            logger.error(
+                "the database no longer matches the design (%s): run `charpente migrate "
+                "apply` to bring it back (this server then resumes by itself), or restart "
+                "the server with the design the database has now",
+                reason,
+            )
+        task = asyncio.get_running_loop().create_task(self._renew_connections())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @asynccontextmanager
     async def _open_reader(self, snapshot: bool) -> AsyncIterator[Executor]:
@@ -593,18 +678,19 @@ def _pool_size(engine: AsyncEngine) -> int:
     return max(1, size()) if callable(size) else 1
 
 
-@contextmanager
-def _unavailable_on_busy(unreachable: tuple[type[BaseException], ...]) -> Iterator[None]:
-    """Answer 503 with Retry-After when the database is locked past the busy timeout or
-    cannot be reached (`unreachable`: the driver's errors that say so); every other error
-    goes through unchanged."""
-    try:
-        yield
-    except Exception as exc:
-        if not _is_busy(exc, unreachable):
-            raise
-        detail = "the database is busy or not reachable; retry shortly"
-        raise Unavailable(detail=detail, headers=_RETRY_AFTER) from exc
+def _original(exc: BaseException) -> BaseException:
+    """The driver's error under SQLAlchemy's wrapper, if any."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def _is_mismatch(exc: BaseException, mismatch: tuple[type[BaseException], ...]) -> bool:
+    """Whether the database refused a statement for a table or column it does not have."""
+    original = _original(exc)
+    if isinstance(original, sqlite3.OperationalError):
+        return any(words in str(original) for words in _SQLITE_MISMATCH)
+    return isinstance(original, mismatch)
 
 
 def _is_busy(exc: BaseException, unreachable: tuple[type[BaseException], ...]) -> bool:

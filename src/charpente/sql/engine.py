@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ __all__ = [
     "create_engine",
     "is_memory_sqlite",
     "is_sqlite",
+    "missing_sqlite_file",
     "postgres_options",
     "writer_lock",
 ]
@@ -79,6 +81,17 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def is_memory_sqlite(engine: AsyncEngine) -> bool:
     """Whether `engine` is an in-memory SQLite database (one shared connection)."""
     return is_sqlite(engine) and _is_memory(engine.url)
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """Whether `url` is a SQLite file that does not exist yet (connecting would create it)."""
+    parsed = _parse(url)
+    if parsed.drivername != "sqlite+aiosqlite" or _is_memory(parsed):
+        return False
+    database = parsed.database or ""
+    if database.startswith("file:"):  # a URI filename: leave it to SQLite
+        return False
+    return not Path(database).exists()
 
 
 def postgres_options(engine: AsyncEngine) -> PostgresOptions:

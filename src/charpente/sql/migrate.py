@@ -24,6 +24,14 @@ from charpente.design.diff import design_from_json, design_to_json, diff_designs
 from charpente.design.model import Design
 from charpente.errors import MigrationError
 from charpente.sql.engine import SQLITE_BEGIN, is_sqlite, writer_lock
+from charpente.sql.expansion import (
+    bound_lock_waits,
+    invalid_indexes,
+    online_steps,
+    precheck_deferred,
+    retrying_lock_waits,
+    run_deferred,
+)
 from charpente.sql.migration_steps import (
     Facts,
     MigrationPlan,
@@ -34,6 +42,8 @@ from charpente.sql.migration_steps import (
     flatten,
     with_breaking,
 )
+from charpente.sql.rename_steps import with_renames
+from charpente.sql.rollout import UNDER_WAY, active_expansion
 from charpente.sql.schema import NAMING, UtcDateTime, build_metadata
 
 __all__ = [
@@ -90,16 +100,41 @@ def _writer(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
 def _apply(
     conn: sa.Connection, design: Design, allow_destructive: bool, only_safe: bool
 ) -> MigrationPlan:
-    with _foreign_keys_deferred(conn), conn.begin():
-        _begin_sqlite_transaction(conn)
-        _lock_migrations(conn)
-        plan = _plan(conn, design)
-        _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
-        _run_steps(conn, plan.steps)
-        _check_foreign_keys(conn)
-        if plan.steps or not plan.is_recorded:
-            _record(conn, plan)
+    def transaction() -> MigrationPlan:
+        with _foreign_keys_deferred(conn), conn.begin():
+            _begin_sqlite_transaction(conn)
+            bound_lock_waits(conn)  # PostgreSQL: a lock writers would queue behind, 500 ms at most
+            _lock_migrations(conn)
+            refuse_during_expansion(conn, design)
+            plan = _plan(conn, design)
+            _refuse(plan, allow_destructive=allow_destructive, only_safe=only_safe)
+            _run_steps(conn, plan.steps)
+            precheck_deferred(conn, plan.steps)
+            _check_foreign_keys(conn)
+            if plan.steps or not plan.is_recorded:
+                _record(conn, plan)
+        return plan
+
+    with _session_lock(conn):
+        plan = retrying_lock_waits(conn, transaction)
+        run_deferred(conn, plan.steps)  # PostgreSQL's zero-downtime forms, after the commit
     return plan
+
+
+@contextmanager
+def _session_lock(conn: sa.Connection) -> Iterator[None]:
+    """On PostgreSQL, hold the migration lock past the commit, while deferred steps run."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(sa.select(sa.func.pg_advisory_lock(_LOCK_KEY)))
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(_LOCK_KEY)))
+        conn.commit()
 
 
 def _refuse(plan: MigrationPlan, *, allow_destructive: bool, only_safe: bool) -> None:
@@ -129,7 +164,11 @@ def _run_steps(conn: sa.Connection, steps: Sequence[MigrationStep]) -> None:
     operations = Operations(MigrationContext.configure(conn))
     batches = _sqlite_batches(steps) if conn.dialect.name == "sqlite" else None
     for index, step in enumerate(steps):
-        if step.operation is None or (batches is not None and index in batches.skipped):
+        if (
+            step.operation is None
+            or step.after
+            or (batches is not None and index in batches.skipped)
+        ):
             continue
         try:
             if batches is not None and index in batches.groups:
@@ -250,11 +289,29 @@ def _record(conn: sa.Connection, plan: MigrationPlan) -> None:
 # --- planning -----------------------------------------------------------------------------
 
 
+def refuse_during_expansion(conn: sa.Connection, design: Design) -> None:
+    """While `migrate start` … `complete` is under way, only its own designs are applied."""
+    under_way = active_expansion(conn)
+    snapshot = design_to_json(design)
+    if under_way is not None and snapshot not in (under_way.new_design, under_way.expanded_design):
+        raise MigrationError(
+            "a zero-downtime migration is under way (`charpente migrate start`): finish it with "
+            "`charpente migrate complete` and its design before applying another one"
+        )
+
+
 def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
+    under_way = active_expansion(conn)
+    if under_way is not None and under_way.state in UNDER_WAY[:2]:
+        snapshot = design_to_json(design)
+        if snapshot in (under_way.old_design, under_way.new_design):
+            # Both designs run side by side until `migrate complete`: nothing to do for either.
+            return MigrationPlan((), snapshot, is_recorded=True)
     previous, recorded = _latest_snapshot(conn)
     metadata = build_metadata(design)
     _history_table(metadata)
     known = set(previous.resources) if previous is not None else set()
+    invalid = invalid_indexes(conn)
     context = MigrationContext.configure(
         conn,
         opts={"target_metadata": metadata, "include_name": _include_name(metadata, known)},
@@ -275,6 +332,8 @@ def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
     ]
     steps = [with_breaking(s, changes) for s in steps]
     steps.extend(design_only_steps(changes, steps))
+    steps = with_renames(facts, previous, steps)
+    steps = online_steps(facts, steps, invalid)
     snapshot = design_to_json(design)
     return MigrationPlan(tuple(steps), snapshot, is_recorded=snapshot == recorded)
 

@@ -20,6 +20,7 @@ from charpente.design.diff import Change
 from charpente.design.model import Design, Field, Kind
 
 __all__ = [
+    "Deferred",
     "Facts",
     "MigrationPlan",
     "MigrationStep",
@@ -50,6 +51,19 @@ class MigrationStep:
     table: str | None = dc_field(default=None, compare=False, repr=False)  # altered in place
     blocker: str | None = dc_field(default=None, compare=False, repr=False)  # why it cannot run
     backfill: sa.Update | None = dc_field(default=None, compare=False, repr=False)
+    # On a live PostgreSQL table: the lock the plain form would hold, and the form that runs.
+    lock: str | None = dc_field(default=None, compare=False, repr=False)
+    # Run after the commit instead of `operation`, one statement at a time (PostgreSQL).
+    after: tuple[Deferred, ...] = dc_field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A statement run outside the migration's transaction (see sql/expansion.py)."""
+
+    sql: str
+    exclusive: bool = False  # waits for a lock writers would queue behind: bounded, retried
+    cleanup: str | None = None  # run before a retry (an interrupted index build)
 
 
 @dataclass(frozen=True)
@@ -206,7 +220,8 @@ def _alter_column(facts: Facts, op: Any) -> MigrationStep:
         description = f"make {where} required (not null)"
         if not missing:
             return MigrationStep(description, Safety.BACKFILL)
-        blocker = f"{missing} rows have no value; fill them first"
+        rows = "1 row has" if missing == 1 else f"{missing} rows have"
+        blocker = f"{rows} no value; fill them first"
         return MigrationStep(description, Safety.BACKFILL, blocker=blocker)
     return MigrationStep(f"alter column {where}", Safety.SAFE)
 

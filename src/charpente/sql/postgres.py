@@ -21,7 +21,7 @@ from charpente.compile.plan import Record
 from charpente.sql.executor import Params
 from charpente.sql.observe import observed
 
-__all__ = ["UNREACHABLE", "PgCompiler", "PgExecutor", "PgPool", "PgStatement"]
+__all__ = ["MISMATCH", "UNREACHABLE", "PgCompiler", "PgExecutor", "PgPool", "PgStatement"]
 
 _MAX_SHAPES = 1000  # compiled dynamic statements kept; beyond that the cache starts over
 
@@ -33,8 +33,21 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.PostgresConnectionError,
+    # A pooled connection that has just received the server's termination notice, handed
+    # out before asyncpg noticed: "cannot switch to state 15; another operation is in progress".
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
 )
 """What asyncpg raises when the server cannot be reached or will not take the statement now."""
+
+MISMATCH: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.UndefinedTableError,
+    asyncpg.exceptions.UndefinedColumnError,
+    asyncpg.exceptions.InvalidCachedStatementError,
+)
+"""What asyncpg raises when the database lacks a table or column a statement names (or a
+prepared statement outlived a change of its table)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +202,11 @@ class PgPool:
         pool = self._pool or await self._open()
         async with pool.acquire() as conn:
             yield conn
+
+    async def expire(self) -> None:
+        """Replace the connections held: each is closed when next handed out or released."""
+        if self._pool is not None:
+            await self._pool.expire_connections()
 
     async def close(self) -> None:
         """Close every connection; the next `acquire` opens the pool again."""

@@ -17,16 +17,22 @@ from charpente.design.auth import ACCOUNTS
 from charpente.design.model import Design, Field, Index, IndexColumn, Kind, OnDelete, Resource
 
 __all__ = [
+    "FLAGS_TABLE",
+    "FLAG_HISTORY_TABLE",
     "IDEMPOTENCY_TABLE",
     "JOBS_TABLE",
     "MAX_NAME_LENGTH",
+    "SHAPES_TABLE",
+    "SHAPE_BUCKETS",
     "UtcDateTime",
     "auth_tables",
     "build_metadata",
     "column_type",
     "event_tables",
+    "flag_tables",
     "index_name",
     "job_tables",
+    "shape_tables",
     "webhook_tables",
 ]
 
@@ -110,6 +116,9 @@ def build_metadata(design: Design) -> sa.MetaData:
     _idempotency_table(metadata)
     event_tables(metadata)
     job_tables(metadata)
+    if design.flags:
+        flag_tables(metadata)
+    shape_tables(metadata)
     if ACCOUNTS in design.resources:
         auth_tables(metadata)
         webhook_tables(metadata)
@@ -225,6 +234,17 @@ def auth_tables(metadata: sa.MetaData) -> None:
         owner(),
         sa.Column("email", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
+    )
+    sa.Table(
+        "charpente_email_tokens",  # one-time links sent by email: verify, reset, change
+        metadata,
+        sa.Column("hash", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("purpose", sa.Text(), nullable=False),
+        sa.Column("email", sa.Text(), nullable=False),  # the address the link was sent to
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("used_at", UtcDateTime(), nullable=True),
     )
     sa.Table(
         "charpente_signing_keys",
@@ -372,4 +392,55 @@ def _idempotency_table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("body", sa.LargeBinary(), nullable=True),
         sa.Column("location", sa.Text(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
+    )
+
+
+FLAGS_TABLE = "charpente_flags"
+FLAG_HISTORY_TABLE = "charpente_flag_history"
+
+
+def flag_tables(metadata: sa.MetaData) -> None:
+    """Feature flags as admins set them (the design gives the defaults), and every change."""
+    sa.Table(
+        FLAGS_TABLE,
+        metadata,
+        sa.Column("name", sa.Text(), primary_key=True),
+        sa.Column("setting", sa.Text(), nullable=True),  # a JSON object; null: the design's
+        sa.Column("changed_at", UtcDateTime(), nullable=False),  # or first seen, if never set
+        sa.Column("changed_by", sa.Text(), nullable=True),
+    )
+    history = sa.Table(
+        FLAG_HISTORY_TABLE,
+        metadata,
+        sa.Column("id", sa.Uuid(as_uuid=False), primary_key=True),  # UUIDv7: in time order
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("at", UtcDateTime(), nullable=False),
+        sa.Column("actor", sa.Text(), nullable=True),
+        sa.Column("before", sa.Text(), nullable=False),
+        sa.Column("after", sa.Text(), nullable=False),
+    )
+    sa.Index(None, history.c.name, history.c.id)
+
+
+SHAPES_TABLE = "charpente_query_shapes"
+SHAPE_BUCKETS = tuple(f"h{i}" for i in range(13))  # runtime.shapes.BUCKETS_US, and the rest
+
+
+def shape_tables(metadata: sa.MetaData) -> None:
+    """`charpente_query_shapes`: one row per shape, its counts summed over processes."""
+    sa.Table(
+        SHAPES_TABLE,
+        metadata,
+        sa.Column("id", sa.Text(), primary_key=True),  # compile.shapes.shape_id
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("resource", sa.Text(), nullable=False),
+        sa.Column("spec", sa.Text(), nullable=False),  # the shape as JSON, no values
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("calls", sa.BigInteger(), nullable=False),
+        sa.Column("rows", sa.BigInteger(), nullable=False),
+        sa.Column("total_us", sa.BigInteger(), nullable=False),
+        sa.Column("max_us", sa.BigInteger(), nullable=False),
+        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in SHAPE_BUCKETS),
+        sa.Column("first_seen", UtcDateTime(), nullable=False),
+        sa.Column("last_seen", UtcDateTime(), nullable=False),
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-__all__ = ["template_names", "template_text"]
+__all__ = ["template_names", "template_summary", "template_text"]
 
 _SUFFIX = ".yaml"
 
@@ -23,3 +23,9 @@ def template_text(name: str) -> str:
     if name not in template_names():
         raise KeyError(name)
     return resources.files(__name__).joinpath(name + _SUFFIX).read_text(encoding="utf-8")
+
+
+def template_summary(name: str) -> str:
+    """What template `name` holds: its first comment line, after `The … template:`."""
+    first = template_text(name).splitlines()[0].removeprefix("#").strip()
+    return first.partition(" template: ")[2] or first

@@ -187,10 +187,13 @@ def generated_password() -> str:
 def _password(*, password_stdin: bool, generate: bool) -> str:
     if generate:
         return generated_password()
-    if password_stdin:
+    if password_stdin or not sys.stdin.isatty():  # no terminal to ask on: stdin's first line
         text = sys.stdin.readline(_MAX_PASSWORD + 1).rstrip("\r\n")
         if not text:
-            raise fail("no password on stdin")
+            raise fail(
+                "no password on stdin (and no terminal to ask for one): "
+                "pipe it in (`--password-stdin < secret.txt`) or use --generate"
+            )
         return text
     typed: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     return typed

@@ -13,34 +13,56 @@ from charpente.cli.commands.output import fail, print_problems, reports_errors, 
 from charpente.compile.openapi import openapi_document
 from charpente.errors import DesignError
 from charpente.settings import DEFAULT_DESIGN_FILE
-from charpente.templates import template_names, template_text
+from charpente.templates import template_names, template_summary, template_text
 from charpente.wiring import load_configured_design
 
-__all__ = ["check", "init", "openapi"]
+__all__ = ["DesignArgument", "DesignOption", "check", "chosen_design", "init", "openapi"]
 
 DesignOption = Annotated[
     Path | None,
     typer.Option(
         "--design",
         "-d",
-        help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml, "
-        "else the social template).",
+        help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml).",
+        show_default=False,
+    ),
+]
+DesignArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The design file, as --design (either may be used).",
         show_default=False,
     ),
 ]
 
 
+def chosen_design(positional: Path | None, option: Path | None) -> Path | None:
+    """The design given positionally or with --design (both: only when they agree)."""
+    if positional is not None and option is not None and positional != option:
+        raise fail(f"two designs given ({positional} and --design {option}): give one", code=2)
+    return positional if positional is not None else option
+
+
 @reports_errors
 def init(
     template: Annotated[
-        str, typer.Argument(help="The starter design to copy (`social`, …).")
+        str,
+        typer.Argument(help=f"The starter design to copy: {', '.join(template_names())}."),
     ] = "social",
     directory: Annotated[
         Path, typer.Argument(help="Where to write design.yaml (created if missing).")
     ] = Path("."),
+    list_templates: Annotated[
+        bool, typer.Option("--list", help="List the templates and what each holds.")
+    ] = False,
 ) -> None:
     """Write DIRECTORY/design.yaml from a template; never overwrites a file."""
     names = template_names()
+    if list_templates:
+        width = max(len(name) for name in names)
+        for name in names:
+            say(f"{name:<{width}}  {template_summary(name)}")
+        return
     if template not in names:
         raise fail(f"no template {template!r}; templates: {', '.join(names)}", code=2)
     target = directory / DEFAULT_DESIGN_FILE
@@ -48,23 +70,14 @@ def init(
         raise fail(f"{target} already exists: not overwriting it")
     directory.mkdir(parents=True, exist_ok=True)
     target.write_text(template_text(template), encoding="utf-8")
-    say(f"wrote {target} (the {template} template)")
+    say(f"wrote {target} (the {template} template; others: `charpente init --list`)")
     say("next: edit it, then `charpente check` and `charpente serve --migrate`")
 
 
 @reports_errors
-def check(
-    design: Annotated[
-        Path | None,
-        typer.Argument(
-            help="The design file (default: $CHARPENTE_DESIGN, else ./design.yaml).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+def check(design: DesignArgument = None, design_option: DesignOption = None) -> None:
     """Check a design: print every problem as file:line:col; exit 1 if any is an error."""
-    design = design if design is not None else _default_design()
-    settings = settings_for(design)
+    settings = settings_for(chosen_design(design, design_option))
     try:
         loaded = load_configured_design(settings)
     except DesignError as exc:
@@ -74,25 +87,18 @@ def check(
     for warning in loaded.warnings:
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
     count = len(loaded.resources)
-    say(f"{design}: ok ({count} resource{'s' if count != 1 else ''})")
+    say(f"{settings.design_label}: ok ({count} resource{'s' if count != 1 else ''})")
 
 
 @reports_errors
 def openapi(
-    design: DesignOption = None,
+    design: DesignArgument = None,
+    design_option: DesignOption = None,
     indent: Annotated[
         int, typer.Option(min=0, max=8, help="Spaces per level; 0 prints one line.")
     ] = 2,
 ) -> None:
     """Print the OpenAPI 3.1 document of a design (what /openapi.json serves)."""
-    loaded, _ = design_and_settings(design)
+    loaded, _ = design_and_settings(chosen_design(design, design_option))
     document = openapi_document(loaded)
     say(json.dumps(document, indent=indent or None, ensure_ascii=False))
-
-
-def _default_design() -> Path:
-    """$CHARPENTE_DESIGN when set, else ./design.yaml when it exists."""
-    path = settings_for(None).design_path
-    if path is None:
-        raise fail(f"no {DEFAULT_DESIGN_FILE} here: write one with `charpente init`")
-    return path

@@ -10,12 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 from charpente.cli.commands.config import design_and_settings, on_database
-from charpente.cli.commands.design import DesignOption
+from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
+from charpente.cli.commands.online import register_online_commands, show_locks
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.settings import redacted_url
 from charpente.wiring import MigrationPlan, apply_database_migration, plan_database_migration
 
-__all__ = ["migrate_app"]
+__all__ = ["migrate_app", "show_plan"]
 
 UP_TO_DATE = "the database is up to date"
 
@@ -28,9 +29,9 @@ migrate_app = typer.Typer(
 
 @migrate_app.command("plan")
 @reports_errors
-def plan(design: DesignOption = None) -> None:
+def plan(design: DesignArgument = None, design_option: DesignOption = None) -> None:
     """Show the steps that would bring the database up to the design (changes nothing)."""
-    loaded, settings = design_and_settings(design)
+    loaded, settings = design_and_settings(chosen_design(design, design_option))
     found = on_database(settings, plan_database_migration(settings, loaded))
     say(f"database: {redacted_url(settings.database_url)}")
     _show(found)
@@ -39,7 +40,8 @@ def plan(design: DesignOption = None) -> None:
 @migrate_app.command("apply")
 @reports_errors
 def apply(
-    design: DesignOption = None,
+    design: DesignArgument = None,
+    design_option: DesignOption = None,
     allow_destructive: Annotated[
         bool,
         typer.Option(
@@ -49,7 +51,7 @@ def apply(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Show the plan, then run it in one go (refuses steps that drop data unless allowed)."""
-    loaded, settings = design_and_settings(design)
+    loaded, settings = design_and_settings(chosen_design(design, design_option))
     found = on_database(settings, plan_database_migration(settings, loaded))
     say(f"database: {redacted_url(settings.database_url)}")
     _show(found)
@@ -82,7 +84,16 @@ def _show(plan: MigrationPlan) -> None:
         breaking = Text("yes", style="red") if step.breaking else Text("no")
         table.add_row(str(number), Text(step.description), Text(safety, style=style), breaking)
     Console(soft_wrap=False).print(table)
+    show_locks(plan)
 
 
 def _steps(count: int) -> str:
     return f"{count} step{'s' if count != 1 else ''}"
+
+
+def show_plan(plan: MigrationPlan) -> None:
+    """Print a migration plan as `charpente migrate plan` does."""
+    _show(plan)
+
+
+register_online_commands(migrate_app)  # start, complete: zero-downtime migrations

@@ -7,6 +7,9 @@ response carries Strict-Transport-Security.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,16 +17,17 @@ import typer
 import uvicorn
 
 from charpente.cli.commands.config import design_and_settings, on_database
-from charpente.cli.commands.design import DesignOption
-from charpente.cli.commands.observe import start_metrics, with_log_format
+from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
+from charpente.cli.commands.observe import start_metrics
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
 from charpente.runtime.logcontext import uvicorn_log_config
-from charpente.settings import Settings, export_to_process, redacted_url
+from charpente.settings import MAX_DRAIN_SECONDS, Settings, export_to_process, redacted_url
 from charpente.wiring import (
     BEHIND_MESSAGE,
     apply_database_migration,
     check_drivers,
+    check_worker_bus,
     field_cipher,
     is_database_current,
     load_configured_hooks,
@@ -39,7 +43,8 @@ _PEM: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True, "sh
 
 @reports_errors
 def serve(  # noqa: PLR0913 (a command's options are its parameters)
-    design: DesignOption = None,
+    design: DesignArgument = None,
+    design_option: DesignOption = None,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="The TCP port.")] = 8000,
     workers: Annotated[
@@ -73,6 +78,17 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
             "CHARPENTE_TRUSTED_PROXIES (so HSTS is sent when the proxy terminates TLS).",
         ),
     ] = False,
+    drain_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--drain-seconds",
+            min=0,
+            max=MAX_DRAIN_SECONDS,
+            help="After SIGTERM: seconds to keep serving, not ready (/readyz 503), before "
+            "stopping [default: CHARPENTE_DRAIN_SECONDS, 5; 0 with --reload].",
+            show_default=False,
+        ),
+    ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
@@ -95,14 +111,21 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         ),
     ] = None,
 ) -> None:
-    """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM."""
-    loaded, settings = design_and_settings(design)
-    settings = with_log_format(settings, log_format)
+    """Serve the design's REST API (docs at /docs) until Ctrl-C or SIGTERM.
+
+    On SIGTERM it drains: /readyz answers 503 at once, it keeps serving --drain-seconds
+    (each answer with Connection: close), ends every live stream with a last event, lets
+    the requests in flight finish, and exits 0."""
+    loaded, settings = design_and_settings(chosen_design(design, design_option), log_format)
+    if drain_seconds is not None or reload:
+        settings = dataclasses.replace(settings, drain_seconds=drain_seconds or 0.0)
     tls = _tls_options(tls_cert, tls_key)
     proxies = _proxy_options(settings, proxy_headers)
     load_configured_hooks(settings, loaded)  # fail here, once, rather than in each worker
     field_cipher(settings, loaded)  # encrypted fields need their keys: say so before starting
     check_drivers(settings, loaded)
+    check_worker_bus(settings)
+    _check_port(host, port)
     if migrate:
         _migrate_safely(settings, loaded)
     if not on_database(settings, is_database_current(settings, loaded)):
@@ -130,6 +153,31 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         **tls,
         **uvicorn_log_config(settings.log_format),
     )
+
+
+CANNOT_START = 3  # the exit code when the server cannot start (uvicorn's, too)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Stop (exit 3) before saying it serves when the address cannot be listened on."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise fail(f"cannot listen on {host}:{port}: {exc}", code=CANNOT_START) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            in_use = exc.errno == errno.EADDRINUSE
+            hint = " (another server uses it: stop it or pick another --port)" if in_use else ""
+            raise fail(
+                f"cannot listen on {host}:{port}: {reason}{hint}", code=CANNOT_START
+            ) from None
 
 
 def _tls_options(cert: Path | None, key: Path | None) -> dict[str, Any]:
