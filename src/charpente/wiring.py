@@ -7,6 +7,7 @@ The only module that names concrete backends. `app_from_env` is the factory uvic
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import dataclasses
 import datetime
@@ -212,6 +213,8 @@ def _set_up_process(settings: Settings) -> None:
         settings.log_level, access_log=settings.access_log, log_format=settings.log_format
     )
     metrics.share_directory(settings.metrics_directory)
+    if settings.metrics_directory is not None:
+        atexit.register(metrics.process_ended)
 
 
 def _off_loop(work: Coroutine[Any, Any, Any]) -> Any:
@@ -440,6 +443,7 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         response_cache, close_cache = build_response_cache(settings, design)
         if response_cache is not None:  # the jobs' writes move the servers' cache too
             service.on_write.append(response_cache.written)
+        metrics.set_build_info(__version__, design.name)
         background = build_background(settings, design, service, database)
         await background.start()
         logger.info("worker: relaying to the bus %s", background.bus.name)

@@ -144,3 +144,94 @@ def test_json_logs_are_one_object_per_line_ours_and_uvicorns(tmp_path: Path) -> 
     assert isinstance(first["duration_s"], float)
     missing = next(r for r in access if r["status"] == 404)
     assert missing["http.route"] == "/v1/posts/{id}"
+
+
+class _Collector:
+    """An OTLP/HTTP endpoint that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []  # type: list[tuple[str, str, bytes]]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                received.append((self.path, self.headers.get("content-type", ""), body))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_otlp_variables_export_the_server_spans_to_a_collector(tmp_path: Path) -> None:
+    collector = _Collector()
+    try:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+            "OTEL_SERVICE_NAME": "charpente-e2e",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        with serving(tmp_path, **env) as (base, process):
+            caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            answer = httpx.get(f"{base}/v1/posts", headers={"traceparent": caller})
+            assert answer.status_code == 200
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)  # the last spans are exported when it stops
+    finally:
+        collector.stop()
+    sent = [(kind, body) for path, kind, body in collector.received if path == "/v1/traces"]
+    assert sent, collector.received
+    assert {kind for kind, _ in sent} == {"application/x-protobuf"}
+    traces = [body for _, body in sent]
+    everything = b"".join(traces)
+    assert b"GET /v1/posts" in everything
+    assert b"charpente-e2e" in everything
+    assert bytes.fromhex("0af7651916cd43dd8448eb211c80319c") in everything
+
+
+def test_the_worker_serves_its_own_metrics(tmp_path: Path) -> None:
+    with serving(tmp_path):  # migrates the database the worker then uses
+        metrics_port = free_port()
+        environ = {
+            **os.environ,
+            "CHARPENTE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'obs.db'}",
+            "CHARPENTE_DESIGN": "template:social",
+        }
+        command = [sys.executable, "-c", "from charpente.cli.main import main; main()"]
+        worker = subprocess.Popen(
+            [*command, "worker", "--metrics-port", str(metrics_port)],
+            env=environ,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=1)
+                    if "charpente_build_info{" in scrape.text:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert worker.poll() is None, worker.stderr.read().decode()  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the worker's metrics did not come up"
+                time.sleep(0.2)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=15)
+    assert counts(scrape.text, "charpente_build_info", design="social") == 1
+    assert "charpente_outbox_published_total" in scrape.text

@@ -147,3 +147,27 @@ async def test_live_streams_stay_out_of_the_request_histogram() -> None:
     assert samples(after, "charpente_live_streams_open") == samples(
         before, "charpente_live_streams_open"
     )
+
+
+LIMITED = """
+charpente: 1
+name: limited
+api_version: 1
+limits: {all: "2/minute per ip"}
+resources:
+  notes:
+    access: {read: true}
+    fields:
+      text: {type: string}
+"""
+
+
+async def test_rate_limit_refusals_are_counted_by_limit_name(make_api: Any) -> None:
+    from charpente.runtime.ratelimit import MemoryLimiter
+
+    api = await make_api(LIMITED, limiter=MemoryLimiter())
+    before = sum(samples(scrape(), "charpente_rate_limit_refusals_total", limit="all"))
+    statuses = [(await api.client.get("/v1/notes")).status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    after = sum(samples(scrape(), "charpente_rate_limit_refusals_total", limit="all"))
+    assert after == before + 2

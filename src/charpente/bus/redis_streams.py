@@ -204,13 +204,16 @@ async def _stop(reader: asyncio.Task[None]) -> None:
 
 
 def _fields(message: Message) -> dict[FieldT, EncodableT]:
-    return {
+    fields: dict[FieldT, EncodableT] = {
         "id": message.id,
         "key": message.key,
         "subject": message.subject,
         "body": message.body,
         "content_type": message.content_type,
     }
+    if message.traceparent is not None:  # the trace context of the hop (the relay's send)
+        fields["traceparent"] = message.traceparent
+    return fields
 
 
 def _entries(reply: Any) -> list[tuple[bytes | str, Mapping[Any, Any]]]:

@@ -85,7 +85,7 @@ class ObservabilityMiddleware:
         route = self.routes(scope)
         request_id = scope.get(REQUEST_ID_KEY)
         token = logcontext.enter(request_id, route)
-        active = metrics.ACTIVE_REQUESTS.labels(method)
+        active = _active(method)
         active.inc()
         state = {"status": 500, "stream": False}
         span = _server_span(scope, method, route) if tracing.enabled() else None
@@ -110,13 +110,33 @@ class ObservabilityMiddleware:
                 metrics.LIVE_STREAM_DURATION.observe(elapsed)
             else:
                 active.dec()
-                error = str(status) if status >= 500 else ""
-                metrics.REQUEST_DURATION.labels(method, route, str(status), error).observe(elapsed)
+                _duration(method, route, status).observe(elapsed)
             if span is not None:
                 _end_server_span(span, status)
             if span_token is not None:
                 otel_context.detach(span_token)
             logcontext.leave(token)
+
+
+_durations: dict[tuple[str, str, int], Any] = {}
+_actives: dict[str, Any] = {}
+
+
+def _duration(method: str, route: str, status: int) -> Any:
+    """The histogram child of a method, route and status (bounded: templates, not paths)."""
+    found = _durations.get((method, route, status))
+    if found is None:
+        error = str(status) if status >= 500 else ""
+        found = metrics.REQUEST_DURATION.labels(method, route, str(status), error)
+        _durations[method, route, status] = found
+    return found
+
+
+def _active(method: str) -> Any:
+    found = _actives.get(method)
+    if found is None:
+        found = _actives[method] = metrics.ACTIVE_REQUESTS.labels(method)
+    return found
 
 
 def _is_stream(message: Message) -> bool:

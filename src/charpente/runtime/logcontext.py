@@ -24,6 +24,7 @@ __all__ = [
     "TextFormatter",
     "current",
     "enter",
+    "json_line",
     "leave",
     "uvicorn_log_config",
 ]
@@ -91,6 +92,12 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def json_line(logger: str, message: str, level: int = logging.INFO) -> str:
+    """`message` as the json format writes it, for a line printed outside logging."""
+    record = logging.LogRecord(logger, level, "", 0, message, None, None)
+    return JsonFormatter().format(record)
 
 
 def _rfc3339(created: float) -> str:

@@ -17,6 +17,7 @@ writes its values there; a scrape then adds them up (`exposition()` reads them a
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,7 @@ __all__ = [
     "WEBHOOK_DELIVERIES",
     "PoolGate",
     "exposition",
+    "process_ended",
     "set_build_info",
     "share_directory",
     "timed_operation",
@@ -158,6 +160,14 @@ def share_directory(directory: str | None) -> None:
     """Read the values of every process from `directory` (PROMETHEUS_MULTIPROC_DIR, which
     prometheus-client's processes write to when it is set before they start)."""
     _shared["directory"] = directory or ""
+
+
+def process_ended() -> None:
+    """Forget this process's live gauges (open requests, the pool) in the shared directory,
+    so that a server process that stopped (a reload, a restarted worker) counts no more."""
+    directory = _shared["directory"]
+    if directory:
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
 def exposition() -> bytes:

@@ -21,6 +21,8 @@ from charpente.runtime import metrics, tracing
 __all__ = ["observed", "statement_name"]
 
 _names: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
+# One histogram child per (system, operation, table): a bounded set, looked up once.
+_histograms: dict[tuple[str, str, str], Any] = {}
 
 
 def statement_name(stmt: sa.Executable) -> tuple[str, str]:
@@ -69,6 +71,10 @@ def observed(system: str, stmt: sa.Executable, text: Callable[[], str]) -> Itera
     """Time `stmt` into db_client_operation_duration_seconds and, when tracing is on, run it
     inside a client span (`text()` gives the compiled SQL, asked only for the span)."""
     operation, collection = statement_name(stmt)
+    key = (system, operation, collection)
+    histogram = _histograms.get(key)
+    if histogram is None:
+        histogram = _histograms[key] = metrics.DB_DURATION.labels(*key)
     started = time.perf_counter()
     try:
         if tracing.enabled():
@@ -77,6 +83,4 @@ def observed(system: str, stmt: sa.Executable, text: Callable[[], str]) -> Itera
         else:
             yield
     finally:
-        metrics.DB_DURATION.labels(system, operation, collection).observe(
-            time.perf_counter() - started
-        )
+        histogram.observe(time.perf_counter() - started)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 
-from charpente.cli.commands.observe import with_log_format
 from charpente.design.model import Design
 from charpente.errors import CharpenteError, ConfigError
-from charpente.runtime.logcontext import JsonFormatter
+from charpente.runtime.logcontext import json_line
 from charpente.settings import Settings, redacted_url, settings_from_process
 from charpente.wiring import load_configured_design
 
@@ -47,11 +45,15 @@ def settings_for(design: Path | None) -> Settings:
 
 
 def design_and_settings(
-    design: Path | None, *, log_format: str | None = None
+    design: Path | None, log_format: str | None = None
 ) -> tuple[Design, Settings]:
-    """The loaded design and the settings it came from (with `--log-format`, when a command
-    has one). Raises DesignError, ConfigError."""
-    settings = with_log_format(settings_for(design), log_format)
+    """The loaded design and the settings it came from (with `--log-format` when given).
+    Raises DesignError, ConfigError."""
+    settings = settings_for(design)
+    if log_format is not None:
+        from charpente.cli.commands.observe import with_log_format
+
+        settings = with_log_format(settings, log_format)
     loaded = load_configured_design(settings)
     say_design(settings, loaded)
     return loaded, settings
@@ -59,11 +61,10 @@ def design_and_settings(
 
 def say_design(settings: Settings, design: Design) -> None:
     """The first line of a command: which design it works on (on stderr, so that what a
-    command prints on stdout stays fit for pipes; a JSON object with json logs)."""
+    command prints on stdout stays fit for pipes)."""
     line = f"design: {settings.design_label} ({design.name})"
-    if settings.log_format == "json":
-        record = logging.LogRecord("charpente.cli", logging.INFO, __file__, 0, line, None, None)
-        line = JsonFormatter().format(record)
+    if settings.log_format == "json":  # stderr is the log: one JSON object per line
+        line = json_line("charpente.cli", line)
     typer.echo(line, err=True)
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Annotated
+
+import typer
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
+from charpente.cli.commands.observe import start_metrics
 from charpente.cli.commands.output import reports_errors, say
 from charpente.settings import redacted_url
 from charpente.wiring import check_worker_bus, configure_logging, run_worker
@@ -16,14 +20,32 @@ __all__ = ["worker"]
 
 
 @reports_errors
-def worker(design: DesignArgument = None, design_option: DesignOption = None) -> None:
+def worker(
+    design: DesignArgument = None,
+    design_option: DesignOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve /metrics (Prometheus) on this port.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address /metrics listens on.")
+    ] = "127.0.0.1",
+) -> None:
     """Relay events to the bus, deliver webhooks and run jobs, until stopped."""
     loaded, settings = design_and_settings(chosen_design(design, design_option))
     check_worker_bus(settings)
+    start_metrics(metrics_host, metrics_port, several=False)
     bus = redacted_url(settings.bus_url) if settings.bus_url else "in-process (memory://)"
     say(f"charpente worker: {loaded.name} on {redacted_url(settings.database_url)}, bus {bus}")
 
-    configure_logging(settings.log_level)  # what it does, at info, every few seconds at most
+    # what it does, at info, every few seconds at most
+    configure_logging(settings.log_level, log_format=settings.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()
