@@ -68,7 +68,10 @@ def auth_paths(design: Design, account_schema: str) -> Json:
             "signUp",
             "Create an account with an email and a password (per the design's signup policy)",
             {"application/json": {"schema": {"type": "object", "required": ["email", "password"]}}},
-            {"201": {"description": "The new account.", "content": account}},
+            {
+                "201": {"description": "The new account.", "content": account},
+                "202": {"description": "With email verification: check your email."},
+            },
             (403, 409, 422, 429),
         ),
         f"{prefix}/token": _post(
@@ -127,6 +130,34 @@ def auth_paths(design: Design, account_schema: str) -> Json:
                 },
                 (401, 422, 429),
             )
+        ),
+        f"{prefix}/email/verify": _post(
+            "verifyEmail",
+            "Prove an address with the token of its verification link",
+            {"application/json": {"schema": _object({"token": _TEXT})}},
+            {"204": {"description": "Verified."}},
+            (422, 429),
+        ),
+        f"{prefix}/email/verify/resend": _post(
+            "resendVerification",
+            "Send a new verification link (the same answer for any email)",
+            {"application/json": {"schema": _object({"email": _TEXT})}},
+            {"202": {"description": "Accepted."}},
+            (422, 429),
+        ),
+        f"{prefix}/me/email": _post(
+            "changeMyEmail",
+            "Ask to move the caller's account to another address (confirmed by a link to it)",
+            {"application/json": {"schema": _object({"email": _TEXT, "password": _PASSWORD})}},
+            {"202": {"description": "A confirmation link is on its way to the new address."}},
+            (401, 422, 429),
+        ),
+        f"{prefix}/email/confirm": _post(
+            "confirmEmail",
+            "Move the account to the new address with the token of its confirmation link",
+            {"application/json": {"schema": _object({"token": _TEXT})}},
+            {"204": {"description": "Moved."}},
+            (409, 422, 429),
         ),
         f"{prefix}/invites": _post(
             "createInvite",

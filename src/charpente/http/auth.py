@@ -102,6 +102,10 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
         Route(f"{prefix}/auth/password/forgot", endpoints.forgot, methods=["POST"]),
         Route(f"{prefix}/auth/password/reset", endpoints.reset, methods=["POST"]),
         Route(f"{prefix}/auth/me/password", endpoints.me_password, methods=["PATCH"]),
+        Route(f"{prefix}/auth/email/verify", endpoints.verify_email, methods=["POST"]),
+        Route(f"{prefix}/auth/email/verify/resend", endpoints.resend, methods=["POST"]),
+        Route(f"{prefix}/auth/email/confirm", endpoints.confirm_email, methods=["POST"]),
+        Route(f"{prefix}/auth/me/email", endpoints.change_email, methods=["POST"]),
         Route("/.well-known/jwks.json", endpoints.jwks, methods=["GET"]),
     ]
 
@@ -122,6 +126,29 @@ class _AuthEndpoints:
         await self.recovery.reset(await _json_body(request), ip=client_ip_of(request.scope))
         return Response(status_code=204, headers=_NO_STORE)
 
+    async def verify_email(self, request: Request) -> Response:
+        body = await _json_body(request)
+        await self.accounts.verification.verify(body, ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def resend(self, request: Request) -> Response:
+        body = await _json_body(request)
+        await self.accounts.verification.resend(body, ip=client_ip_of(request.scope))
+        detail = {"detail": "if this address waits for verification, a new link is on its way"}
+        return Response(encode_json(detail), 202, _NO_STORE, JSON)
+
+    async def change_email(self, request: Request) -> Response:
+        body = await _json_body(request)
+        ip = client_ip_of(request.scope)
+        await self.accounts.verification.change(caller_of(request), body, ip=ip)
+        detail = {"detail": "open the link sent to the new address to finish the change"}
+        return Response(encode_json(detail), 202, _NO_STORE, JSON)
+
+    async def confirm_email(self, request: Request) -> Response:
+        body = await _json_body(request)
+        await self.accounts.verification.confirm(body, ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
     async def me_password(self, request: Request) -> Response:
         body = await _json_body(request)
         token = await self.recovery.change(caller_of(request), body, ip=client_ip_of(request.scope))
@@ -130,6 +157,9 @@ class _AuthEndpoints:
     async def signup(self, request: Request) -> Response:
         body = await _json_body(request)
         item = await self.accounts.signup(body, ip=client_ip_of(request.scope))
+        if item is None:  # email verification: the same answer for a new and a taken email
+            detail = {"detail": "check your email: the link in it finishes the signup"}
+            return Response(encode_json(detail), 202, _NO_STORE, JSON)
         location = f"{request.url.path.rsplit('/auth/', 1)[0]}/accounts/{item.record['id']}"
         headers = {"Location": location, "ETag": f'"{item.etag}"'}
         return Response(encode_json(item.record), 201, headers, JSON)

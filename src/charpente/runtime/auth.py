@@ -55,6 +55,7 @@ from charpente.runtime.tokens import (
     new_signing_key,
     token_hash,
 )
+from charpente.runtime.verification import Verification
 
 __all__ = ["Accounts", "OAuthGrantError", "TokenPair"]
 
@@ -118,6 +119,7 @@ class Accounts:
         postman: Postman | None = None,
     ) -> None:
         self.design = design
+        self.verification = Verification(self)
         self.postman = postman or Postman(
             service,
             MailTemplates(),
@@ -260,8 +262,11 @@ class Accounts:
 
     # --- signup and sign-in --------------------------------------------------------------
 
-    async def signup(self, body: object, *, ip: str | None = None) -> Item:
-        """A new account from `{email, password, ...profile}` under the design's policy."""
+    async def signup(self, body: object, *, ip: str | None = None) -> Item | None:
+        """A new account from `{email, password, ...profile}` under the design's policy.
+
+        With email verification on, None — whether the account was made or its email had
+        one already (then its owner is told by email): the answer must not tell which."""
         policy = self.design.auth.signup
         if policy == "closed":
             raise Forbidden(detail="signup is closed: an admin creates accounts")
@@ -290,9 +295,19 @@ class Accounts:
                     raise _Retry(role)
             await self.store.set_password(str(record["id"]), hashed, self.clock.now(), tx)
 
-        created = await self._create_account(fields, email, finish)
+        verification = self.verification
+        try:
+            created = await self._create_account(fields, email, finish)
+        except Conflict as error:
+            if not verification.on or not any(e.field == "email" for e in error.errors):
+                raise
+            self.later(verification.tell_owner(email, ip), "signup-taken-mail")
+            return None
         assert created.item is not None
         account = str(created.item.record["id"])
+        if verification.on:  # the rest after the answer, as for a taken email
+            self.later(verification.after_signup(account, email, ip), "verification-mail")
+            return None
         await self.store.log("signup", account, ip, None, self.clock.now())
         role = created.item.record.get("role")
         return await self.service.get(ACCOUNTS, account, caller=Caller(account, str(role)))
@@ -318,11 +333,18 @@ class Accounts:
             if hashed is not None:
                 await self.store.set_password(str(record["id"]), hashed, self.clock.now(), tx)
 
-        created = await self.service.create(ACCOUNTS, fields, caller=SYSTEM, also=finish)
+        async def vouched(tx: Transaction, record: Record) -> None:
+            await finish(tx, record)
+            if self.verification.on:  # the operator vouches for the address
+                await _mark_verified(tx, str(record["id"]))
+
+        created = await self.service.create(ACCOUNTS, fields, caller=SYSTEM, also=vouched)
         assert created.item is not None
         await self.store.log(
             "account_created", str(created.item.record["id"]), None, role, self.clock.now()
         )
+        if self.verification.on:
+            return {**created.item.record, "email_verified": True}
         return created.item.record
 
     async def set_role(self, email: str, role: str) -> Record:
@@ -523,6 +545,13 @@ class Accounts:
         assert hashed is not None
         if not await self.hasher.verify(hashed, password) or account.get("disabled"):
             return await self._failed(str(account["id"]), email, ip)
+        if self.verification.required and not account.get("email_verified"):
+            await self.store.log("login_unverified", str(account["id"]), ip, None, self.clock.now())
+            raise OAuthGrantError(
+                "invalid_grant",
+                "the email address is not verified yet: open the link sent to it, or ask for "
+                "a new one (POST /v1/auth/email/verify/resend)",
+            )
         if self.hasher.needs_rehash(hashed):
             await self.store.set_password(
                 str(account["id"]), await self.hasher.hash(password), self.clock.now()
