@@ -159,6 +159,7 @@ def auth_paths(design: Design, account_schema: str) -> Json:
             {"204": {"description": "Moved."}},
             (409, 422, 429),
         ),
+        **_session_paths(prefix),
         f"{prefix}/invites": _post(
             "createInvite",
             "An invitation code for signup (admins)",
@@ -194,6 +195,43 @@ def auth_paths(design: Design, account_schema: str) -> Json:
 
 _TEXT: Json = {"type": "string"}
 _PASSWORD: Json = {"type": "string", "format": "password"}
+
+
+def _session_paths(prefix: str) -> Json:
+    """`/sessions` and `/sessions/{session}`, the caller's and (admins) any account's."""
+    session = {"name": "session", "in": "path", "required": True, "schema": _TEXT}
+    account = {"name": "account", "in": "path", "required": True, "schema": _TEXT}
+    paths: Json = {}
+    for base, params, name in (
+        (f"{prefix}/sessions", [], "My"),
+        (f"{prefix}/accounts/{{account}}/sessions", [account], "Account"),
+    ):
+        errors: Json = {"401": {"$ref": "#/components/responses/Unauthorized"}}
+        if params:
+            errors["403"] = {"$ref": "#/components/responses/Forbidden"}
+        paths[base] = {
+            "get": _operation(f"list{name}Sessions", "The live sign-ins", params, errors),
+            "delete": _operation(
+                f"end{name}OtherSessions", "End every sign-in but the caller's", params, errors
+            ),
+        }
+        paths[f"{base}/{{session}}"] = {
+            "delete": _operation(
+                f"end{name}Session", "End one sign-in", [*params, session], errors, "204"
+            )
+        }
+    return paths
+
+
+def _operation(op_id: str, summary: str, params: list[Json], errors: Json, ok: str = "200") -> Json:
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": ["auth"],
+        "security": [{"bearer": []}],
+        "parameters": params,
+        "responses": {ok: {"description": summary}, **errors},
+    }
 
 
 def _as_patch(operation: Json) -> Json:

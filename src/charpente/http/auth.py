@@ -24,6 +24,7 @@ from charpente.http.rest import CALLER_KEY, JSON, caller_of, encode_json, first_
 from charpente.runtime.auth import Accounts, OAuthGrantError
 from charpente.runtime.caller import ANONYMOUS
 from charpente.runtime.recovery import Recovery
+from charpente.runtime.sessions import Sessions
 
 __all__ = ["AuthRefusalMiddleware", "AuthenticationMiddleware", "auth_routes", "client_ip_of"]
 
@@ -106,6 +107,18 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
         Route(f"{prefix}/auth/email/verify/resend", endpoints.resend, methods=["POST"]),
         Route(f"{prefix}/auth/email/confirm", endpoints.confirm_email, methods=["POST"]),
         Route(f"{prefix}/auth/me/email", endpoints.change_email, methods=["POST"]),
+        Route(f"{prefix}/auth/sessions", endpoints.sessions, methods=["GET", "DELETE"]),
+        Route(f"{prefix}/auth/sessions/{{session}}", endpoints.session, methods=["DELETE"]),
+        Route(
+            f"{prefix}/auth/accounts/{{account}}/sessions",
+            endpoints.sessions,
+            methods=["GET", "DELETE"],
+        ),
+        Route(
+            f"{prefix}/auth/accounts/{{account}}/sessions/{{session}}",
+            endpoints.session,
+            methods=["DELETE"],
+        ),
         Route("/.well-known/jwks.json", endpoints.jwks, methods=["GET"]),
     ]
 
@@ -114,6 +127,7 @@ class _AuthEndpoints:
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
         self.recovery = Recovery(accounts)
+        self.sessions_of = Sessions(accounts)
 
     async def forgot(self, request: Request) -> Response:
         await self.recovery.forgot(await _json_body(request), ip=client_ip_of(request.scope))
@@ -124,6 +138,21 @@ class _AuthEndpoints:
 
     async def reset(self, request: Request) -> Response:
         await self.recovery.reset(await _json_body(request), ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def sessions(self, request: Request) -> Response:
+        account = request.path_params.get("account")
+        caller, ip = caller_of(request), client_ip_of(request.scope)
+        if request.method == "DELETE":
+            ended = await self.sessions_of.end_others(caller, account, ip=ip)
+            return Response(encode_json({"ended": ended}), 200, _NO_STORE, JSON)
+        found = await self.sessions_of.list(caller, account)
+        return Response(encode_json({"data": found}), 200, _NO_STORE, JSON)
+
+    async def session(self, request: Request) -> Response:
+        account, session = request.path_params.get("account"), request.path_params["session"]
+        caller, ip = caller_of(request), client_ip_of(request.scope)
+        await self.sessions_of.end(caller, session, account, ip=ip)
         return Response(status_code=204, headers=_NO_STORE)
 
     async def verify_email(self, request: Request) -> Response:
@@ -167,7 +196,11 @@ class _AuthEndpoints:
     async def token(self, request: Request) -> Response:
         try:
             form = await _form(request)
-            pair = await self.accounts.token(form, ip=client_ip_of(request.scope))
+            pair = await self.accounts.token(
+                form,
+                ip=client_ip_of(request.scope),
+                user_agent=request.headers.get("user-agent"),
+            )
         except OAuthGrantError as error:
             return _oauth_error(error)
         return Response(encode_json(pair.as_json()), 200, _NO_STORE, JSON)

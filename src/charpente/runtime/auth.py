@@ -143,6 +143,8 @@ class Accounts:
         # Accounts disabled or given another role here, and when: their older access
         # tokens are refused (other processes accept them until they expire).
         self._ended: dict[str, datetime.datetime] = {}
+        # Sign-ins ended one by one (DELETE /v1/auth/sessions/{id}), and when.
+        self._ended_families: dict[str, datetime.datetime] = {}
         service.on_update.append(self._account_updated)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -258,6 +260,8 @@ class Accounts:
         ended = self._ended.get(claims.subject)
         if ended is not None and claims.issued_at <= ended:
             raise _invalid_token("the access token is not valid (its session ended)")
+        if claims.session is not None and claims.session in self._ended_families:
+            raise _invalid_token("the access token is not valid (its session ended)")
         return Caller(claims.subject, claims.role, session=claims.session)
 
     # --- signup and sign-in --------------------------------------------------------------
@@ -358,15 +362,17 @@ class Accounts:
         )
         return item.record
 
-    async def token(self, form: Mapping[str, str], *, ip: str | None = None) -> TokenPair:
+    async def token(
+        self, form: Mapping[str, str], *, ip: str | None = None, user_agent: str | None = None
+    ) -> TokenPair:
         """The token endpoint: grant_type password, refresh_token or authorization_code."""
         grant = form.get("grant_type")
         if grant == "password":
-            return await self._password_grant(form, ip)
+            return await self._password_grant(form, ip, user_agent)
         if grant == "refresh_token":
             return await self._refresh_grant(form, ip)
         if grant == "authorization_code":
-            return await self._code_grant(form, ip)
+            return await self._code_grant(form, ip, user_agent)
         if grant is None:
             raise OAuthGrantError("invalid_request", "grant_type is required")
         raise OAuthGrantError(
@@ -532,7 +538,9 @@ class Accounts:
 
     # --- grants --------------------------------------------------------------------------
 
-    async def _password_grant(self, form: Mapping[str, str], ip: str | None) -> TokenPair:
+    async def _password_grant(
+        self, form: Mapping[str, str], ip: str | None, user_agent: str | None = None
+    ) -> TokenPair:
         email = (form.get("username") or form.get("email") or "").strip().lower()
         password = form.get("password") or ""
         if not email or not password:
@@ -557,7 +565,7 @@ class Accounts:
                 str(account["id"]), await self.hasher.hash(password), self.clock.now()
             )
         await self.store.log("login", str(account["id"]), ip, "password", self.clock.now())
-        return await self._issue(account, new_id())
+        return await self._issue(account, new_id(), "password", ip, user_agent)
 
     async def _failed(self, account: str | None, email: str, ip: str | None) -> TokenPair:
         await self.store.log("login_failed", account, ip, None, self.clock.now())
@@ -578,9 +586,13 @@ class Accounts:
         if account is None:
             await self.store.revoke_refresh(token_hash(fresh), now)
             raise OAuthGrantError("invalid_grant", "the refresh token is not valid")
+        if outcome.family is not None:
+            await self.store.touch_session(outcome.family, now, ip)
         return self._pair(account, fresh, outcome.family)
 
-    async def _code_grant(self, form: Mapping[str, str], ip: str | None) -> TokenPair:
+    async def _code_grant(
+        self, form: Mapping[str, str], ip: str | None, user_agent: str | None = None
+    ) -> TokenPair:
         code = form.get("code")
         if not code or len(code) > 200:
             raise OAuthGrantError("invalid_request", "code is required")
@@ -591,7 +603,7 @@ class Accounts:
                 "invalid_grant", "the code is not valid (used, expired or unknown)"
             )
         await self.store.log("login", account_id, ip, "oauth", self.clock.now())
-        return await self._issue(account, new_id())
+        return await self._issue(account, new_id(), "oauth", ip, user_agent)
 
     async def _active_account(self, account: str) -> Record | None:
         try:
@@ -600,11 +612,20 @@ class Accounts:
             return None
         return None if item.record.get("disabled") else item.record
 
-    async def _issue(self, account: Record, family: str) -> TokenPair:
+    async def _issue(
+        self,
+        account: Record,
+        family: str,
+        method: str = "password",
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> TokenPair:
         refresh = new_opaque_token()
         now = self.clock.now()
         expires = now + datetime.timedelta(seconds=self.design.auth.refresh_token_ttl)
         await self.store.add_refresh(token_hash(refresh), family, str(account["id"]), now, expires)
+        agent = None if user_agent is None else user_agent[:200]
+        await self.store.add_session(family, str(account["id"]), now, ip, agent, method)
         return self._pair(account, refresh, family)
 
     def _pair(self, account: Record, refresh: str, family: str | None) -> TokenPair:
@@ -716,6 +737,16 @@ class Accounts:
             known = self._ended.get(account)
             if known is None or known < when:
                 self._end_access_tokens(account, when)
+        for family, when in await self.store.families_ended_since(now - ttl - LEEWAY):
+            self.end_family(family, when)
+
+    def end_family(self, family: str, now: datetime.datetime) -> None:
+        """Refuse the access tokens of one sign-in, in this process; entries go once every
+        token they refuse has expired anyway."""
+        ttl = datetime.timedelta(seconds=self.design.auth.access_token_ttl)
+        for stale in [f for f, when in self._ended_families.items() if when + ttl + LEEWAY < now]:
+            del self._ended_families[stale]
+        self._ended_families[family] = now
 
     def _algorithm(self) -> Any:
         return self.design.auth.algorithm

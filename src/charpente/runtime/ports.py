@@ -223,6 +223,32 @@ class AuthStore(Protocol):
     ) -> None:
         """Link a provider's user to an account."""  # fmt: skip
 
+    async def add_session(
+        self,
+        family: str,
+        account: str,
+        now: datetime.datetime,
+        ip: str | None,
+        user_agent: str | None,
+        method: str,
+    ) -> None:
+        """Record a sign-in (its refresh-token family) for the sessions list."""
+
+    async def touch_session(self, family: str, now: datetime.datetime, ip: str | None) -> None:
+        """A sign-in's refresh token was used: when, and from where."""
+
+    async def sessions(self, account: str, now: datetime.datetime) -> list[Record]:
+        """The account's live sign-ins (a refresh token of the family still usable), newest
+        first: family, created_at, last_used_at, ip, user_agent, method."""
+
+    async def revoke_family(self, account: str, family: str, now: datetime.datetime) -> bool:
+        """End one sign-in of the account; False when it has no such live sign-in."""
+
+    async def families_ended_since(
+        self, since: datetime.datetime
+    ) -> list[tuple[str, datetime.datetime]]:
+        """(family, when) of the sign-ins ended one by one since then (`session_ended`)."""
+
     async def add_email_token(
         self,
         hash: str,

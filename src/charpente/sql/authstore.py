@@ -46,7 +46,13 @@ class SqlAuthStore:
         tokens, codes = t["charpente_refresh_tokens"], t["charpente_login_codes"]
         invites, identities = t["charpente_invites"], t["charpente_identities"]
         keys, log = t["charpente_signing_keys"], t["charpente_auth_log"]
-        links = t["charpente_email_tokens"]
+        links, sessions = t["charpente_email_tokens"], t["charpente_sessions"]
+        self._live = sa.exists().where(
+            tokens.c.family == sessions.c.family,
+            tokens.c.revoked_at.is_(None),
+            tokens.c.used_at.is_(None),
+            tokens.c.expires_at > _p("now"),
+        )
         link_row = sa.select(links).where(links.c.hash == _p("hash"))
         self._t = t
         lock = database.locks
@@ -84,6 +90,22 @@ class SqlAuthStore:
                 identities.c.provider == _p("provider"), identities.c.subject == _p("subject")
             ),
             "link": sa.insert(identities),
+            "session_add": sa.insert(sessions),
+            "session_touch": sa.update(sessions)
+            .where(sessions.c.family == _p("_family"))
+            .values(last_used_at=_p("_now"), ip=_p("_ip")),
+            "sessions": sa.select(sessions)
+            .where(sessions.c.account == _p("account"), self._live)
+            .order_by(sessions.c.created_at.desc(), sessions.c.family.desc())
+            .limit(100),
+            "session_live": sa.select(sessions.c.family).where(
+                sessions.c.account == _p("account"),
+                sessions.c.family == _p("family"),
+                self._live,
+            ),
+            "families_ended": sa.select(log.c.detail, log.c.at).where(
+                log.c.at >= _p("since"), log.c.event == "session_ended"
+            ),
             "link_add": sa.insert(links),
             "link_row": link_row.with_for_update() if lock else link_row,
             "link_used": sa.update(links)
@@ -256,6 +278,43 @@ class SqlAuthStore:
     async def remove_password(self, account: str, tx: Transaction | None = None) -> None:
         async with self._writer(tx) as ex:
             await ex.run(self._s["password_del"], {"account": account})
+
+    async def add_session(
+        self,
+        family: str,
+        account: str,
+        now: datetime.datetime,
+        ip: str | None,
+        user_agent: str | None,
+        method: str,
+    ) -> None:
+        row = {"family": family, "account": account, "created_at": now, "last_used_at": now}
+        row |= {"ip": ip, "user_agent": user_agent, "method": method}
+        async with self._writer(None) as ex:
+            await ex.run(self._s["session_add"], row)
+
+    async def touch_session(self, family: str, now: datetime.datetime, ip: str | None) -> None:
+        async with self._writer(None) as ex:
+            await ex.run(self._s["session_touch"], {"_family": family, "_now": now, "_ip": ip})
+
+    async def sessions(self, account: str, now: datetime.datetime) -> list[Record]:
+        async with self._db.reader() as ex:
+            return await ex.rows(self._s["sessions"], {"account": account, "now": now})
+
+    async def revoke_family(self, account: str, family: str, now: datetime.datetime) -> bool:
+        async with self._writer(None) as ex:
+            params = {"account": account, "family": family, "now": now}
+            if await ex.first(self._s["session_live"], params) is None:
+                return False
+            await ex.run(self._s["family_revoke"], {"_family": family, "_now": now})
+            return True
+
+    async def families_ended_since(
+        self, since: datetime.datetime
+    ) -> list[tuple[str, datetime.datetime]]:
+        async with self._db.reader() as ex:
+            rows = await ex.rows(self._s["families_ended"], {"since": since})
+        return [(str(row["detail"]), row["at"]) for row in rows]  # type: ignore[misc]
 
     async def add_email_token(
         self,

@@ -227,6 +227,17 @@ def auth_tables(metadata: sa.MetaData) -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
     )
     sa.Table(
+        "charpente_sessions",  # one per sign-in: its refresh-token family, for people to see
+        metadata,
+        sa.Column("family", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("last_used_at", UtcDateTime(), nullable=False),
+        sa.Column("ip", sa.Text(), nullable=True),
+        sa.Column("user_agent", sa.Text(), nullable=True),
+        sa.Column("method", sa.Text(), nullable=False),  # password | oauth
+    )
+    sa.Table(
         "charpente_email_tokens",  # one-time links sent by email: verify, reset, change
         metadata,
         sa.Column("hash", sa.Text(), primary_key=True),
