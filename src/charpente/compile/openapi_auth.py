@@ -20,11 +20,16 @@ _TOKEN_FORM: Json = {
     "type": "object",
     "required": ["grant_type"],
     "properties": {
-        "grant_type": {"enum": ["password", "refresh_token", "authorization_code"]},
+        "grant_type": {"enum": ["password", "refresh_token", "authorization_code", "mfa"]},
         "username": {"type": "string", "format": "email", "description": "password grant"},
         "password": {"type": "string", "format": "password", "description": "password grant"},
         "refresh_token": {"type": "string", "description": "refresh_token grant"},
-        "code": {"type": "string", "description": "authorization_code grant (after OAuth login)"},
+        "code": {
+            "type": "string",
+            "description": "authorization_code grant (after OAuth login); mfa grant: the TOTP code",
+        },
+        "mfa_token": {"type": "string", "description": "mfa grant: from the mfa_required answer"},
+        "recovery_code": {"type": "string", "description": "mfa grant, instead of a code"},
     },
 }
 _TOKENS: Json = {
@@ -160,6 +165,27 @@ def auth_paths(design: Design, account_schema: str) -> Json:
             (409, 422, 429),
         ),
         **_session_paths(prefix),
+        f"{prefix}/mfa/totp": _post(
+            "enrollTotp",
+            "Start TOTP enrolment: a new secret and its otpauth:// URI (on once confirmed)",
+            {"application/json": {"schema": {"type": "object"}}},
+            {"201": {"description": "The secret and its URI."}},
+            (401, 409),
+        ),
+        f"{prefix}/mfa/totp/confirm": _post(
+            "confirmTotp",
+            "Turn TOTP on with one valid code; answers ten recovery codes, shown once",
+            {"application/json": {"schema": _object({"code": _TEXT})}},
+            {"200": {"description": "The recovery codes."}},
+            (401, 422),
+        ),
+        f"{prefix}/mfa/totp/disable": _post(
+            "disableTotp",
+            "Turn TOTP off with a code or a recovery code",
+            {"application/json": {"schema": {"type": "object"}}},
+            {"204": {"description": "Off."}},
+            (401, 422),
+        ),
         f"{prefix}/invites": _post(
             "createInvite",
             "An invitation code for signup (admins)",

@@ -107,6 +107,9 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
         Route(f"{prefix}/auth/email/verify/resend", endpoints.resend, methods=["POST"]),
         Route(f"{prefix}/auth/email/confirm", endpoints.confirm_email, methods=["POST"]),
         Route(f"{prefix}/auth/me/email", endpoints.change_email, methods=["POST"]),
+        Route(f"{prefix}/auth/mfa/totp", endpoints.mfa_enroll, methods=["POST"]),
+        Route(f"{prefix}/auth/mfa/totp/confirm", endpoints.mfa_confirm, methods=["POST"]),
+        Route(f"{prefix}/auth/mfa/totp/disable", endpoints.mfa_disable, methods=["POST"]),
         Route(f"{prefix}/auth/sessions", endpoints.sessions, methods=["GET", "DELETE"]),
         Route(f"{prefix}/auth/sessions/{{session}}", endpoints.session, methods=["DELETE"]),
         Route(
@@ -138,6 +141,21 @@ class _AuthEndpoints:
 
     async def reset(self, request: Request) -> Response:
         await self.recovery.reset(await _json_body(request), ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def mfa_enroll(self, request: Request) -> Response:
+        ip = client_ip_of(request.scope)
+        enrolled = await self.accounts.mfa.enroll(caller_of(request), ip=ip)
+        return Response(encode_json(enrolled), 201, _NO_STORE, JSON)
+
+    async def mfa_confirm(self, request: Request) -> Response:
+        body, ip = await _json_body(request), client_ip_of(request.scope)
+        codes = await self.accounts.mfa.confirm(caller_of(request), body, ip=ip)
+        return Response(encode_json({"recovery_codes": codes}), 200, _NO_STORE, JSON)
+
+    async def mfa_disable(self, request: Request) -> Response:
+        body, ip = await _json_body(request), client_ip_of(request.scope)
+        await self.accounts.mfa.disable(caller_of(request), body, ip=ip)
         return Response(status_code=204, headers=_NO_STORE)
 
     async def sessions(self, request: Request) -> Response:
@@ -296,5 +314,5 @@ def _unique(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _oauth_error(error: OAuthGrantError) -> Response:
-    body = {"error": error.error, "error_description": error.description}
+    body = {"error": error.error, "error_description": error.description, **error.extra}
     return Response(encode_json(body), error.status_code, _NO_STORE, JSON)

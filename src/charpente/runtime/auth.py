@@ -38,6 +38,7 @@ from charpente.errors import (
 from charpente.runtime.caller import ANONYMOUS, SYSTEM, Caller
 from charpente.runtime.ids import new_id
 from charpente.runtime.mail import MailTemplates, Postman
+from charpente.runtime.mfa import Mfa
 from charpente.runtime.passwords import PasswordHasher, check_password
 from charpente.runtime.ports import AuthStore, Clock, Transaction
 from charpente.runtime.ratelimit import Limiter, MemoryLimiter
@@ -78,11 +79,18 @@ class OAuthGrantError(ApiError):
 
     status, slug, title = 400, "invalid-grant", "The grant is not valid"
 
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        status: int = 400,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail=description)
         self.error = error
         self.description = description
         self.status_code = status
+        self.extra = dict(extra or {})  # more members of the answer (`mfa_token`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,7 @@ class Accounts:
     ) -> None:
         self.design = design
         self.verification = Verification(self)
+        self.mfa = Mfa(self)
         self.postman = postman or Postman(
             service,
             MailTemplates(),
@@ -262,7 +271,7 @@ class Accounts:
             raise _invalid_token("the access token is not valid (its session ended)")
         if claims.session is not None and claims.session in self._ended_families:
             raise _invalid_token("the access token is not valid (its session ended)")
-        return Caller(claims.subject, claims.role, session=claims.session)
+        return Caller(claims.subject, claims.role, session=claims.session, mfa="mfa" in claims.amr)
 
     # --- signup and sign-in --------------------------------------------------------------
 
@@ -373,10 +382,12 @@ class Accounts:
             return await self._refresh_grant(form, ip)
         if grant == "authorization_code":
             return await self._code_grant(form, ip, user_agent)
+        if grant == "mfa":
+            return await self.mfa.grant(form, ip, user_agent)
         if grant is None:
             raise OAuthGrantError("invalid_request", "grant_type is required")
         raise OAuthGrantError(
-            "unsupported_grant_type", "use password, refresh_token or authorization_code"
+            "unsupported_grant_type", "use password, refresh_token, authorization_code or mfa"
         )
 
     async def revoke(self, token: str | None, *, ip: str | None = None) -> None:
@@ -564,8 +575,11 @@ class Accounts:
             await self.store.set_password(
                 str(account["id"]), await self.hasher.hash(password), self.clock.now()
             )
+        if await self.mfa.required(account):
+            challenge = await self.mfa.challenge(account, "password", ip)
+            raise _mfa_required(challenge)
         await self.store.log("login", str(account["id"]), ip, "password", self.clock.now())
-        return await self._issue(account, new_id(), "password", ip, user_agent)
+        return await self._issue(account, new_id(), "password", ip, user_agent, ("pwd",))
 
     async def _failed(self, account: str | None, email: str, ip: str | None) -> TokenPair:
         await self.store.log("login_failed", account, ip, None, self.clock.now())
@@ -586,9 +600,11 @@ class Accounts:
         if account is None:
             await self.store.revoke_refresh(token_hash(fresh), now)
             raise OAuthGrantError("invalid_grant", "the refresh token is not valid")
+        amr: tuple[str, ...] = ()
         if outcome.family is not None:
             await self.store.touch_session(outcome.family, now, ip)
-        return self._pair(account, fresh, outcome.family)
+            amr = tuple((await self.store.session_amr(outcome.family) or "").split())
+        return self._pair(account, fresh, outcome.family, amr)
 
     async def _code_grant(
         self, form: Mapping[str, str], ip: str | None, user_agent: str | None = None
@@ -602,8 +618,25 @@ class Accounts:
             raise OAuthGrantError(
                 "invalid_grant", "the code is not valid (used, expired or unknown)"
             )
+        if await self.mfa.required(account):
+            raise _mfa_required(await self.mfa.challenge(account, "oauth", ip))
         await self.store.log("login", account_id, ip, "oauth", self.clock.now())
         return await self._issue(account, new_id(), "oauth", ip, user_agent)
+
+    async def issue(
+        self,
+        account: Record,
+        method: str,
+        ip: str | None,
+        user_agent: str | None,
+        amr: tuple[str, ...],
+    ) -> TokenPair:
+        """Tokens for a new sign-in of `account` (after its second factor, say)."""
+        return await self._issue(account, new_id(), method, ip, user_agent, amr)
+
+    async def active_account(self, account: str) -> Record | None:
+        """The account, unless it is disabled or gone."""
+        return await self._active_account(account)
 
     async def _active_account(self, account: str) -> Record | None:
         try:
@@ -619,23 +652,32 @@ class Accounts:
         method: str = "password",
         ip: str | None = None,
         user_agent: str | None = None,
+        amr: tuple[str, ...] = (),
     ) -> TokenPair:
         refresh = new_opaque_token()
         now = self.clock.now()
         expires = now + datetime.timedelta(seconds=self.design.auth.refresh_token_ttl)
         await self.store.add_refresh(token_hash(refresh), family, str(account["id"]), now, expires)
         agent = None if user_agent is None else user_agent[:200]
-        await self.store.add_session(family, str(account["id"]), now, ip, agent, method)
-        return self._pair(account, refresh, family)
+        methods = " ".join(amr) or None
+        await self.store.add_session(family, str(account["id"]), now, ip, agent, method, methods)
+        return self._pair(account, refresh, family, amr)
 
-    def _pair(self, account: Record, refresh: str, family: str | None) -> TokenPair:
-        access = self.access_token(account, family)
+    def _pair(
+        self, account: Record, refresh: str, family: str | None, amr: tuple[str, ...] = ()
+    ) -> TokenPair:
+        access = self.access_token(account, family, amr=amr)
         ttl = self.design.auth.access_token_ttl
         role = account.get("role")
         return TokenPair(access, ttl, refresh, None if role is None else str(role))
 
     def access_token(
-        self, account: Record, family: str | None, *, after: datetime.datetime | None = None
+        self,
+        account: Record,
+        family: str | None,
+        *,
+        after: datetime.datetime | None = None,
+        amr: tuple[str, ...] = (),
     ) -> str:
         """A new access token for `account`, in the sign-in `family` (its `sid`), issued
         after the account's sessions last ended (its `iat` is to the millisecond)."""
@@ -661,6 +703,7 @@ class Accounts:
             now=now,
             ttl=ttl,
             session=family,
+            amr=amr,
         )
 
     # --- helpers -------------------------------------------------------------------------
@@ -762,6 +805,16 @@ class _Retry(Exception):  # noqa: N818 (a control-flow signal, not an error)
 
 async def _mark_verified(tx: Transaction, account: str) -> None:
     await tx.update(Update(ACCOUNTS, account, {"email_verified": True}))
+
+
+def _mfa_required(challenge: Mapping[str, str]) -> OAuthGrantError:
+    return OAuthGrantError(
+        "mfa_required",
+        "this account signs in with a second factor: send the mfa grant with this mfa_token "
+        "and a code from the authenticator app (or a recovery code)",
+        status=403,
+        extra=challenge,
+    )
 
 
 def _invalid_token(description: str) -> Unauthorized:

@@ -20,6 +20,8 @@ class Caller:
     system: bool = False
     # The sign-in (refresh-token family) the caller's access token belongs to, if any.
     session: str | None = field(default=None, compare=False)
+    # Whether it signed in with a second factor (`amr` has `mfa`).
+    mfa: bool = field(default=False, compare=False)
 
     @property
     def signed_in(self) -> bool:

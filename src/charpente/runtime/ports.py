@@ -231,6 +231,7 @@ class AuthStore(Protocol):
         ip: str | None,
         user_agent: str | None,
         method: str,
+        amr: str | None = None,
     ) -> None:
         """Record a sign-in (its refresh-token family) for the sessions list."""
 
@@ -248,6 +249,37 @@ class AuthStore(Protocol):
         self, since: datetime.datetime
     ) -> list[tuple[str, datetime.datetime]]:
         """(family, when) of the sign-ins ended one by one since then (`session_ended`)."""
+
+    async def session_amr(self, family: str) -> str | None:
+        """How a sign-in was made (RFC 8176 methods, space-separated), if recorded."""
+
+    async def mfa(self, account: str) -> Record | None:
+        """The account's TOTP row: secret, confirmed_at, last_step, failures, locked_until."""
+
+    async def save_mfa(self, account: str, secret: str, now: datetime.datetime) -> None:
+        """A new, unconfirmed TOTP secret for the account (replacing an unconfirmed one)."""
+
+    async def mfa_checked(
+        self,
+        account: str,
+        step: int | None,
+        now: datetime.datetime,
+        lock_after: int,
+        locked_until: datetime.datetime,
+    ) -> bool:
+        """Record a code check: `step` the time step a right code matched (None: wrong).
+        True when accepted: right, newer than the last accepted step, and not locked out.
+        A wrong code counts a failure; `lock_after` failures in a row lock the account's
+        codes until `locked_until`."""
+
+    async def confirm_mfa(self, account: str, codes: Sequence[str], now: datetime.datetime) -> None:
+        """Mark the TOTP secret confirmed and replace the recovery codes (their hashes)."""
+
+    async def use_recovery_code(self, account: str, hash: str, now: datetime.datetime) -> bool:
+        """Use one recovery code of the account; False if unknown or used."""
+
+    async def remove_mfa(self, account: str) -> None:
+        """Remove the account's TOTP secret and recovery codes."""
 
     async def add_email_token(
         self,

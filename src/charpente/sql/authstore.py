@@ -8,7 +8,7 @@ token cannot both rotate it: the second sees it used and revokes the family.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -287,9 +287,10 @@ class SqlAuthStore:
         ip: str | None,
         user_agent: str | None,
         method: str,
+        amr: str | None = None,
     ) -> None:
         row = {"family": family, "account": account, "created_at": now, "last_used_at": now}
-        row |= {"ip": ip, "user_agent": user_agent, "method": method}
+        row |= {"ip": ip, "user_agent": user_agent, "method": method, "amr": amr}
         async with self._writer(None) as ex:
             await ex.run(self._s["session_add"], row)
 
@@ -315,6 +316,79 @@ class SqlAuthStore:
         async with self._db.reader() as ex:
             rows = await ex.rows(self._s["families_ended"], {"since": since})
         return [(str(row["detail"]), row["at"]) for row in rows]  # type: ignore[misc]
+
+    async def session_amr(self, family: str) -> str | None:
+        sessions = self._t["charpente_sessions"]
+        async with self._db.reader() as ex:
+            found = await ex.scalar(sa.select(sessions.c.amr).where(sessions.c.family == family))
+        return None if found is None else str(found)
+
+    async def mfa(self, account: str) -> Record | None:
+        mfa = self._t["charpente_mfa"]
+        async with self._db.reader() as ex:
+            return await ex.first(sa.select(mfa).where(mfa.c.account == account))
+
+    async def save_mfa(self, account: str, secret: str, now: datetime.datetime) -> None:
+        mfa = self._t["charpente_mfa"]
+        async with self._writer(None) as ex:
+            await ex.run(sa.delete(mfa).where(mfa.c.account == account))
+            row = {"account": account, "secret": secret, "created_at": now, "failures": 0}
+            await ex.run(sa.insert(mfa), row | {"confirmed_at": None, "last_step": None})
+
+    async def mfa_checked(
+        self,
+        account: str,
+        step: int | None,
+        now: datetime.datetime,
+        lock_after: int,
+        locked_until: datetime.datetime,
+    ) -> bool:
+        mfa = self._t["charpente_mfa"]
+        row_of = sa.select(mfa).where(mfa.c.account == account)
+        async with self._writer(None) as ex:
+            row = await ex.first(row_of.with_for_update() if self._db.locks else row_of)
+            if row is None:
+                return False
+            locked = row["locked_until"]
+            if isinstance(locked, datetime.datetime) and locked > now:
+                return False
+            last = row["last_step"]
+            same = sa.update(mfa).where(mfa.c.account == account)
+            if step is not None and (last is None or step > int(str(last))):
+                await ex.run(same.values(last_step=step, failures=0, locked_until=None))
+                return True
+            failures = int(str(row["failures"])) + 1
+            lock = locked_until if failures >= lock_after else None
+            await ex.run(same.values(failures=0 if lock else failures, locked_until=lock))
+            return False
+
+    async def confirm_mfa(self, account: str, codes: Sequence[str], now: datetime.datetime) -> None:
+        mfa, recovery = self._t["charpente_mfa"], self._t["charpente_recovery_codes"]
+        async with self._writer(None) as ex:
+            confirmed = sa.update(mfa).where(mfa.c.account == account).values(confirmed_at=now)
+            await ex.run(confirmed)
+            await ex.run(sa.delete(recovery).where(recovery.c.account == account))
+            for code in codes:
+                await ex.run(
+                    sa.insert(recovery), {"hash": code, "account": account, "used_at": None}
+                )
+
+    async def use_recovery_code(self, account: str, hash: str, now: datetime.datetime) -> bool:
+        recovery = self._t["charpente_recovery_codes"]
+        found = sa.select(recovery).where(recovery.c.hash == hash, recovery.c.account == account)
+        async with self._writer(None) as ex:
+            row = await ex.first(found.with_for_update() if self._db.locks else found)
+            if row is None or row["used_at"] is not None:
+                return False
+            used = sa.update(recovery).where(recovery.c.hash == hash).values(used_at=now)
+            await ex.run(used)
+            return True
+
+    async def remove_mfa(self, account: str) -> None:
+        mfa, recovery = self._t["charpente_mfa"], self._t["charpente_recovery_codes"]
+        async with self._writer(None) as ex:
+            await ex.run(sa.delete(recovery).where(recovery.c.account == account))
+            await ex.run(sa.delete(mfa).where(mfa.c.account == account))
 
     async def add_email_token(
         self,
