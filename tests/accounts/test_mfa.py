@@ -161,3 +161,31 @@ async def test_disabling_needs_a_second_factor(backend: Backend) -> None:
     assert claims(plain["access_token"])["amr"] == ["pwd"]
     assert ("mfa_disabled", None) in await backend.events()
     assert secret  # gone with the rest
+
+
+async def test_access_rules_can_ask_for_a_second_factor(
+    db_target: Any, smtp: Any, tmp_path: Any
+) -> None:
+    from backend import DESIGN, running_backend
+
+    design = DESIGN.replace(
+        "access: {read: auth != null, create: auth != null}",
+        "access: {read: auth != null, create: auth != null,"
+        " delete: owner == auth.id and auth.mfa == true}",
+    )
+    async with running_backend(db_target, smtp, tmp_path, design) as backend:
+        email, secret, codes = await enrolled(backend)
+        token = await mfa_token(backend, email)
+        strong = (await second_step(backend, token, code=code(secret, 1))).json()["access_token"]
+        note = await backend.client.post("/v1/notes", json={"text": "hi"}, headers=bearer(strong))
+        assert note.status_code == 201, note.text
+        url = f"/v1/notes/{note.json()['id']}"
+
+        # The same person, signed in without the second factor (before enrolling, say).
+        off = await backend.client.post(
+            "/v1/auth/mfa/totp/disable", json={"recovery_code": codes[0]}, headers=bearer(strong)
+        )
+        assert off.status_code == 204
+        weak = (await backend.pair(email))["access_token"]
+        assert (await backend.client.delete(url, headers=bearer(weak))).status_code in (403, 404)
+        assert (await backend.client.delete(url, headers=bearer(strong))).status_code == 204

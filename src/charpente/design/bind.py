@@ -121,7 +121,7 @@ def _bound(side: Expr, auth: Mapping[str, object]) -> Expr | None:
     value = auth.get(side.path[1])
     if value is None:
         return None
-    assert isinstance(value, str)
+    assert isinstance(value, str | bool)
     return Literal(value, side.pos)
 
 

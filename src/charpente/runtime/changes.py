@@ -308,7 +308,7 @@ class ChangeFeed:
         spec = self._resources.get(resource)
         if spec is None:
             raise NotFound(detail=f"{resource} has no live changes")
-        auth = None if caller.system else {"id": caller.id, "role": caller.role}
+        auth = None if caller.system else {"id": caller.id, "role": caller.role, "mfa": caller.mfa}
         rule = row_filter(spec, "list", auth)
         if rule is DENIED:
             raise _refused(caller, resource)

@@ -437,7 +437,7 @@ class Service:
     def _filter(self, resource: Resource, action: str, caller: Caller) -> Filter:
         """The caller's row filter for `action` (see compile.policy.row_filter), remembered:
         binding a rule walks its tree, and a caller asks the same thing again and again."""
-        key = (resource.name, action, caller.id, caller.role, caller.system)
+        key = (resource.name, action, caller.id, caller.role, caller.system, caller.mfa)
         if key in self._filters:
             return self._filters[key]
         if len(self._filters) >= _MAX_FILTERS:
@@ -637,7 +637,7 @@ def _normalized(spec: _Spec, values: dict[str, object]) -> dict[str, object]:
 
 def _auth(caller: Caller) -> dict[str, object] | None:
     """The caller as access rules read it; None for the engine itself (no rule applies)."""
-    return None if caller.system else {"id": caller.id, "role": caller.role}
+    return None if caller.system else {"id": caller.id, "role": caller.role, "mfa": caller.mfa}
 
 
 def _refused(caller: Caller, resource: str, *, hide: bool) -> ApiError:
