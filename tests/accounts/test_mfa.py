@@ -189,3 +189,49 @@ async def test_access_rules_can_ask_for_a_second_factor(
         weak = (await backend.pair(email))["access_token"]
         assert (await backend.client.delete(url, headers=bearer(weak))).status_code in (403, 404)
         assert (await backend.client.delete(url, headers=bearer(strong))).status_code == 204
+
+
+async def test_roles_that_require_mfa_enrol_before_they_get_tokens(
+    db_target: Any, smtp: Any, tmp_path: Any
+) -> None:
+    from backend import DESIGN, running_backend
+
+    design = DESIGN.replace("  app_name: Notes\n", "  app_name: Notes\n  require_mfa: [admin]\n")
+    async with running_backend(db_target, smtp, tmp_path, design) as backend:
+        root, ada = unique("root"), unique("ada")
+        await backend.accounts.create_account(root, "admin", PASSWORD)
+        await backend.signup(ada)
+        assert (await backend.sign_in(ada)).status_code == 200  # members are not asked
+
+        refused = await backend.sign_in(root)
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "mfa_enrollment_required"
+        assert "access_token" not in refused.json()
+        first = refused.json()["mfa_token"]
+        assert (await backend.me(first)).status_code == 401  # no access token
+
+        started = await backend.client.post("/v1/auth/mfa/totp", json={"mfa_token": first})
+        assert started.status_code == 201, started.text
+        secret, second = started.json()["secret"], started.json()["mfa_token"]
+        again = await backend.client.post("/v1/auth/mfa/totp", json={"mfa_token": first})
+        assert again.status_code == 401  # used up
+        done = await backend.client.post(
+            "/v1/auth/mfa/totp/confirm", json={"mfa_token": second, "code": code(secret)}
+        )
+        assert done.status_code == 200, done.text
+        assert len(done.json()["recovery_codes"]) == 10
+        assert claims(done.json()["access_token"])["amr"] == ["pwd", "otp", "mfa"]
+        assert (await backend.me(done.json()["access_token"])).json()["role"] == "admin"
+        assert (await backend.refresh(done.json()["refresh_token"])).status_code == 200
+        assert (await backend.sign_in(root)).json()["error"] == "mfa_required"  # from now on
+
+
+def test_require_mfa_names_roles_of_the_design() -> None:
+    from backend import DESIGN
+
+    from charpente.errors import DesignError
+    from charpente.loader import load_design_text
+
+    bad = DESIGN.replace("  app_name: Notes\n", "  app_name: Notes\n  require_mfa: [root]\n")
+    with pytest.raises(DesignError, match="`root` is not a role"):
+        load_design_text(bad)

@@ -145,13 +145,15 @@ class _AuthEndpoints:
 
     async def mfa_enroll(self, request: Request) -> Response:
         ip = client_ip_of(request.scope)
-        enrolled = await self.accounts.mfa.enroll(caller_of(request), ip=ip)
+        body = await _json_body(request) if await request.body() else None
+        enrolled = await self.accounts.mfa.enroll(caller_of(request), body, ip=ip)
         return Response(encode_json(enrolled), 201, _NO_STORE, JSON)
 
     async def mfa_confirm(self, request: Request) -> Response:
         body, ip = await _json_body(request), client_ip_of(request.scope)
-        codes = await self.accounts.mfa.confirm(caller_of(request), body, ip=ip)
-        return Response(encode_json({"recovery_codes": codes}), 200, _NO_STORE, JSON)
+        agent = request.headers.get("user-agent")
+        done = await self.accounts.mfa.confirm(caller_of(request), body, ip=ip, user_agent=agent)
+        return Response(encode_json(done), 200, _NO_STORE, JSON)
 
     async def mfa_disable(self, request: Request) -> Response:
         body, ip = await _json_body(request), client_ip_of(request.scope)

@@ -578,6 +578,8 @@ class Accounts:
         if await self.mfa.required(account):
             challenge = await self.mfa.challenge(account, "password", ip)
             raise _mfa_required(challenge)
+        if self.mfa.needs_enrolment(account):
+            raise _enrolment_required(await self.mfa.challenge(account, "enroll:password", ip))
         await self.store.log("login", str(account["id"]), ip, "password", self.clock.now())
         return await self._issue(account, new_id(), "password", ip, user_agent, ("pwd",))
 
@@ -620,6 +622,8 @@ class Accounts:
             )
         if await self.mfa.required(account):
             raise _mfa_required(await self.mfa.challenge(account, "oauth", ip))
+        if self.mfa.needs_enrolment(account):
+            raise _enrolment_required(await self.mfa.challenge(account, "enroll:oauth", ip))
         await self.store.log("login", account_id, ip, "oauth", self.clock.now())
         return await self._issue(account, new_id(), "oauth", ip, user_agent)
 
@@ -812,6 +816,16 @@ def _mfa_required(challenge: Mapping[str, str]) -> OAuthGrantError:
         "mfa_required",
         "this account signs in with a second factor: send the mfa grant with this mfa_token "
         "and a code from the authenticator app (or a recovery code)",
+        status=403,
+        extra=challenge,
+    )
+
+
+def _enrolment_required(challenge: Mapping[str, str]) -> OAuthGrantError:
+    return OAuthGrantError(
+        "mfa_enrollment_required",
+        "this account's role signs in only with a second factor: enrol one with this "
+        "mfa_token (POST /v1/auth/mfa/totp, then /v1/auth/mfa/totp/confirm)",
         status=403,
         extra=challenge,
     )

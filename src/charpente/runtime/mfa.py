@@ -49,9 +49,14 @@ class Mfa:
 
     # --- enrolment -----------------------------------------------------------------------
 
-    async def enroll(self, caller: Caller, *, ip: str | None = None) -> dict[str, str]:
-        """A new secret for the caller (not in use until confirmed): the secret and its URI."""
-        account = await self._account(caller)
+    async def enroll(
+        self, caller: Caller, body: object = None, *, ip: str | None = None
+    ) -> dict[str, str]:
+        """A new secret for the caller (not in use until confirmed): the secret and its URI.
+        Without a bearer token, an enrolment `mfa_token` (a role that `require_mfa` names)
+        stands for the sign-in; the answer carries a new one for the confirmation."""
+        enrolling = await self._enrolling(body, keep=True)
+        account = enrolling[0] if enrolling else await self._account(caller)
         current = await self.accounts.store.mfa(str(account["id"]))
         if current is not None and current["confirmed_at"] is not None:
             raise Conflict(detail="multi-factor sign-in is on already: disable it first")
@@ -61,11 +66,18 @@ class Mfa:
         await self.accounts.store.log("mfa_enrolling", str(account["id"]), ip, None, now)
         app = self.accounts.design.auth.app_name or self.accounts.design.name
         uri = pyotp.TOTP(secret).provisioning_uri(name=str(account["email"]), issuer_name=app)
-        return {"secret": secret, "otpauth_uri": uri}
+        answer = {"secret": secret, "otpauth_uri": uri}
+        if enrolling:
+            answer |= await self.challenge(account, f"enroll:{enrolling[1]}", ip)
+        return answer
 
-    async def confirm(self, caller: Caller, body: object, *, ip: str | None = None) -> list[str]:
-        """Turn the enrolled secret on with one valid code; the ten recovery codes."""
-        account = await self._account(caller)
+    async def confirm(
+        self, caller: Caller, body: object, *, ip: str | None = None, user_agent: str | None = None
+    ) -> dict[str, Any]:
+        """Turn the enrolled secret on with one valid code: the ten recovery codes, and,
+        when an enrolment `mfa_token` stood for the sign-in, the sign-in's tokens."""
+        enrolling = await self._enrolling(body, keep=False)
+        account = enrolling[0] if enrolling else await self._account(caller)
         account_id = str(account["id"])
         row = await self.accounts.store.mfa(account_id)
         if row is None or row["confirmed_at"] is not None:
@@ -76,7 +88,37 @@ class Mfa:
         now = self.accounts.clock.now()
         await self.accounts.store.confirm_mfa(account_id, [_hash(c) for c in codes], now)
         await self.accounts.store.log("mfa_enabled", account_id, ip, "totp", now)
-        return codes
+        if not enrolling:
+            return {"recovery_codes": codes}
+        method = enrolling[1]
+        amr = ("pwd", "otp", "mfa") if method == "password" else ("otp", "mfa")
+        await self.accounts.store.log("login", account_id, ip, f"{method}+otp", now)
+        pair = await self.accounts.issue(account, method, ip, user_agent, amr)
+        return {"recovery_codes": codes, **pair.as_json()}
+
+    def needs_enrolment(self, account: Record) -> bool:
+        """Whether the account's role signs in only with a second factor (`require_mfa`)."""
+        return account.get("role") in self.accounts.design.auth.require_mfa
+
+    async def _enrolling(self, body: object, *, keep: bool) -> tuple[Record, str] | None:
+        """The account and sign-in method an enrolment `mfa_token` of `body` stands for;
+        None without one. The token is used up (enrol hands out a new one)."""
+        presented = _field(body, "mfa_token")
+        if presented is None:
+            return None
+        if not isinstance(presented, str) or not presented or len(presented) > 200:
+            raise _bad_token()
+        now = self.accounts.clock.now()
+        for method in ("password", "oauth"):
+            taken = await self.accounts.store.take_email_token(
+                token_hash(presented), f"mfa:enroll:{method}", now
+            )
+            if taken is not None:
+                account = await self.accounts.active_account(taken[0])
+                if account is None:
+                    break
+                return account, method
+        raise _bad_token()
 
     async def disable(self, caller: Caller, body: object, *, ip: str | None = None) -> None:
         """Turn TOTP off with a valid code or a recovery code."""
@@ -217,6 +259,13 @@ def _hash(code: str) -> str:
 
 def _field(body: object, name: str) -> object:
     return body.get(name) if isinstance(body, dict) else None
+
+
+def _bad_token() -> Unauthorized:
+    return Unauthorized(
+        detail="the mfa_token is not valid (used, expired or unknown): sign in again",
+        headers={"WWW-Authenticate": _BEARER},
+    )
 
 
 def _wrong(field: str) -> ValidationFailed:
