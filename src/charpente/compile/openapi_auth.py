@@ -203,7 +203,32 @@ def auth_paths(design: Design, account_schema: str) -> Json:
                     "200": {"description": "The account.", "content": account},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                 },
-            }
+            },
+            "delete": {
+                "operationId": "deleteMe",
+                "summary": "Delete the caller's account (with its password, or a recent sign-in)",
+                "tags": ["auth"],
+                "security": [{"bearer": []}],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                    "422": {"$ref": "#/components/responses/ValidationFailed"},
+                },
+            },
+        },
+        f"{prefix}/accounts/{{account}}": {
+            "delete": _operation(
+                "deleteAnyAccount",
+                "Delete an account (admins)",
+                [{"name": "account", "in": "path", "required": True, "schema": _TEXT}],
+                {
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "403": {"$ref": "#/components/responses/Forbidden"},
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                },
+                "204",
+            )
         },
         "/.well-known/jwks.json": {
             "get": {

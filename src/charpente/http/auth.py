@@ -97,7 +97,8 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
         Route(f"{prefix}/auth/signup", endpoints.signup, methods=["POST"]),
         Route(f"{prefix}/auth/token", endpoints.token, methods=["POST"]),
         Route(f"{prefix}/auth/revoke", endpoints.revoke, methods=["POST"]),
-        Route(f"{prefix}/auth/me", endpoints.me, methods=["GET"]),
+        Route(f"{prefix}/auth/me", endpoints.me, methods=["GET", "DELETE"]),
+        Route(f"{prefix}/auth/accounts/{{account}}", endpoints.delete_account, methods=["DELETE"]),
         Route(f"{prefix}/auth/password", endpoints.password, methods=["POST"]),
         Route(f"{prefix}/auth/invites", endpoints.invites, methods=["POST"]),
         Route(f"{prefix}/auth/password/forgot", endpoints.forgot, methods=["POST"]),
@@ -141,6 +142,11 @@ class _AuthEndpoints:
 
     async def reset(self, request: Request) -> Response:
         await self.recovery.reset(await _json_body(request), ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def delete_account(self, request: Request) -> Response:
+        account, ip = request.path_params["account"], client_ip_of(request.scope)
+        await self.accounts.deletion.delete_by_admin(caller_of(request), account, ip=ip)
         return Response(status_code=204, headers=_NO_STORE)
 
     async def mfa_enroll(self, request: Request) -> Response:
@@ -235,6 +241,10 @@ class _AuthEndpoints:
 
     async def me(self, request: Request) -> Response:
         caller = caller_of(request)
+        if request.method == "DELETE":
+            body = await _json_body(request) if await request.body() else None
+            await self.accounts.deletion.delete_own(caller, body, ip=client_ip_of(request.scope))
+            return Response(status_code=204, headers=_NO_STORE)
         if caller.id is None:
             raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
         item = await self.accounts.service.get("accounts", caller.id, caller=caller)

@@ -36,6 +36,7 @@ from charpente.errors import (
     ValidationFailed,
 )
 from charpente.runtime.caller import ANONYMOUS, SYSTEM, Caller
+from charpente.runtime.deletion import Deletion
 from charpente.runtime.ids import new_id
 from charpente.runtime.mail import MailTemplates, Postman
 from charpente.runtime.mfa import Mfa
@@ -129,6 +130,7 @@ class Accounts:
         self.design = design
         self.verification = Verification(self)
         self.mfa = Mfa(self)
+        self.deletion = Deletion(self)
         self.postman = postman or Postman(
             service,
             MailTemplates(),

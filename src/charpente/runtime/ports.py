@@ -7,7 +7,7 @@ wiring.py picks which. The runtime imports this module, never an adapter.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -280,6 +280,12 @@ class AuthStore(Protocol):
 
     async def remove_mfa(self, account: str) -> None:
         """Remove the account's TOTP secret and recovery codes."""
+
+    async def redact_history(
+        self, account: str, keep: Collection[str], now: datetime.datetime
+    ) -> int:
+        """Replace every value but `keep`'s in the history events of the account's own
+        record (its changes and the record it shows) by `[redacted]`; how many events."""
 
     async def add_email_token(
         self,

@@ -8,7 +8,8 @@ token cannot both rotate it: the second sees it used and revokes the family.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,17 +18,19 @@ import sqlalchemy as sa
 from charpente.compile.plan import Record
 from charpente.design.auth import ACCOUNTS
 from charpente.errors import Conflict
+from charpente.runtime.events import REDACTED
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Refreshed, Transaction
 from charpente.sql.database import SqlDatabase, SqlTransaction
 from charpente.sql.executor import Executor
 from charpente.sql.integrity import INTEGRITY_ERRORS
+from charpente.sql.schema import EVENTS_TABLE
 
 __all__ = ["SESSION_ENDING", "SqlAuthStore"]
 
 SESSION_ENDING = (
     *("account_disabled", "role_changed", "password_changed", "account_reclaimed"),
-    "password_reset",
+    *("password_reset", "account_deleted"),
 )
 """Log events after which the account's earlier access tokens stop working."""
 
@@ -390,6 +393,23 @@ class SqlAuthStore:
             await ex.run(sa.delete(recovery).where(recovery.c.account == account))
             await ex.run(sa.delete(mfa).where(mfa.c.account == account))
 
+    async def redact_history(
+        self, account: str, keep: Collection[str], now: datetime.datetime
+    ) -> int:
+        events = self._t[EVENTS_TABLE]
+        mine = (events.c.resource == ACCOUNTS) & (events.c.record_id == account)
+        async with self._writer(None) as ex:
+            rows = await ex.rows(
+                sa.select(events.c.id, events.c.changes, events.c.record).where(mine)
+            )
+            for row in rows:
+                values = {
+                    "changes": _redacted(row["changes"], keep),
+                    "record": None if row["record"] is None else _redacted(row["record"], keep),
+                }
+                await ex.run(sa.update(events).where(events.c.id == row["id"]).values(**values))
+            return len(rows)
+
     async def add_email_token(
         self,
         hash: str,
@@ -481,3 +501,14 @@ def _token(
         "used_at": None,
         "revoked_at": None,
     }
+
+
+def _redacted(text: object, keep: Collection[str]) -> str:
+    """A history event's JSON object with every value but `keep`'s replaced by `[redacted]`."""
+    try:
+        found = json.loads(str(text))
+    except ValueError:
+        return json.dumps({})
+    if not isinstance(found, dict):
+        return json.dumps({})
+    return json.dumps({k: v if k in keep else REDACTED for k, v in found.items()})
