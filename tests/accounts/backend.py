@@ -86,6 +86,11 @@ class Backend:
         assert link.replace("&", "&amp;") in arrived.part("html")
         return parse_qs(urlsplit(link).query)["token"][0]
 
+    def token(self, arrived: Arrived) -> str | None:
+        """The token of the link a message carries, if it carries one."""
+        found = set(_LINK.findall(arrived.part("plain")))
+        return parse_qs(urlsplit(found.pop()).query)["token"][0] if found else None
+
     async def events(self) -> list[tuple[str, str | None]]:
         entries = await self.accounts.store.log_entries(500)
         return [(e["event"], e["detail"]) for e in reversed(entries)]

@@ -52,11 +52,15 @@ async def test_the_account_email_examples_answer_what_the_page_shows(
                 request.method, request.target, headers=request.headers, content=request.body
             )
 
+        links = 0
         for step in steps:
             before = len(smtp.arrived("ada@example.com"))
             await run_steps([step], send, variables)
-            if "/password/forgot" in step.command:
-                await backend.accounts.settle()
-                mail = (await smtp.arrival("ada@example.com", before + 1))[-1]
-                variables["TOKEN"] = backend.link(mail, "reset-password")
-        assert "TOKEN" in variables
+            await backend.accounts.settle()
+            if "/signup" in step.command or "/forgot" in step.command:
+                await smtp.arrival("ada@example.com", before + 1)  # the worker sends it
+            for mail in smtp.arrived("ada@example.com")[before:]:
+                token = backend.token(mail)
+                if token is not None:
+                    variables["TOKEN"], links = token, links + 1
+        assert links == 2  # the verification link, the reset link

@@ -24,11 +24,16 @@ _TOKEN_FORM: Json = {
     "type": "object",
     "required": ["grant_type"],
     "properties": {
-        "grant_type": {"enum": ["password", "refresh_token", "authorization_code"]},
+        "grant_type": {"enum": ["password", "refresh_token", "authorization_code", "mfa"]},
         "username": {"type": "string", "format": "email", "description": "password grant"},
         "password": {"type": "string", "format": "password", "description": "password grant"},
         "refresh_token": {"type": "string", "description": "refresh_token grant"},
-        "code": {"type": "string", "description": "authorization_code grant (after OAuth login)"},
+        "code": {
+            "type": "string",
+            "description": "authorization_code grant (after OAuth login); mfa grant: the TOTP code",
+        },
+        "mfa_token": {"type": "string", "description": "mfa grant: from the mfa_required answer"},
+        "recovery_code": {"type": "string", "description": "mfa grant, instead of a code"},
     },
 }
 _TOKENS: Json = {
@@ -84,7 +89,10 @@ def auth_paths(design: Design, account_schema: str) -> Json:
             "signUp",
             "Create an account with an email and a password (per the design's signup policy)",
             {"application/json": {"schema": {"type": "object", "required": ["email", "password"]}}},
-            {"201": {"description": "The new account.", "content": account}},
+            {
+                "201": {"description": "The new account.", "content": account},
+                "202": {"description": "With email verification: check your email."},
+            },
             (403, 409, 422, 429),
         ),
         f"{prefix}/token": _post(
@@ -144,6 +152,56 @@ def auth_paths(design: Design, account_schema: str) -> Json:
                 (401, 422, 429),
             )
         ),
+        f"{prefix}/email/verify": _post(
+            "verifyEmail",
+            "Prove an address with the token of its verification link",
+            {"application/json": {"schema": _object({"token": _TEXT})}},
+            {"204": {"description": "Verified."}},
+            (422, 429),
+        ),
+        f"{prefix}/email/verify/resend": _post(
+            "resendVerification",
+            "Send a new verification link (the same answer for any email)",
+            {"application/json": {"schema": _object({"email": _TEXT})}},
+            {"202": {"description": "Accepted."}},
+            (422, 429),
+        ),
+        f"{prefix}/me/email": _post(
+            "changeMyEmail",
+            "Ask to move the caller's account to another address (confirmed by a link to it)",
+            {"application/json": {"schema": _object({"email": _TEXT, "password": _PASSWORD})}},
+            {"202": {"description": "A confirmation link is on its way to the new address."}},
+            (401, 422, 429),
+        ),
+        f"{prefix}/email/confirm": _post(
+            "confirmEmail",
+            "Move the account to the new address with the token of its confirmation link",
+            {"application/json": {"schema": _object({"token": _TEXT})}},
+            {"204": {"description": "Moved."}},
+            (409, 422, 429),
+        ),
+        **_session_paths(prefix),
+        f"{prefix}/mfa/totp": _post(
+            "enrollTotp",
+            "Start TOTP enrolment: a new secret and its otpauth:// URI (on once confirmed)",
+            {"application/json": {"schema": {"type": "object"}}},
+            {"201": {"description": "The secret and its URI."}},
+            (401, 409),
+        ),
+        f"{prefix}/mfa/totp/confirm": _post(
+            "confirmTotp",
+            "Turn TOTP on with one valid code; answers ten recovery codes, shown once",
+            {"application/json": {"schema": _object({"code": _TEXT})}},
+            {"200": {"description": "The recovery codes."}},
+            (401, 422),
+        ),
+        f"{prefix}/mfa/totp/disable": _post(
+            "disableTotp",
+            "Turn TOTP off with a code or a recovery code",
+            {"application/json": {"schema": {"type": "object"}}},
+            {"204": {"description": "Off."}},
+            (401, 422),
+        ),
         f"{prefix}/invites": _post(
             "createInvite",
             "An invitation code for signup (admins)",
@@ -161,7 +219,32 @@ def auth_paths(design: Design, account_schema: str) -> Json:
                     "200": {"description": "The account.", "content": account},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                 },
-            }
+            },
+            "delete": {
+                "operationId": "deleteMe",
+                "summary": "Delete the caller's account (with its password, or a recent sign-in)",
+                "tags": ["auth"],
+                "security": [{"bearer": []}],
+                "responses": {
+                    "204": {"description": "Deleted."},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                    "422": {"$ref": "#/components/responses/ValidationFailed"},
+                },
+            },
+        },
+        f"{prefix}/accounts/{{account}}": {
+            "delete": _operation(
+                "deleteAnyAccount",
+                "Delete an account (admins)",
+                [{"name": "account", "in": "path", "required": True, "schema": _TEXT}],
+                {
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "403": {"$ref": "#/components/responses/Forbidden"},
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                },
+                "204",
+            )
         },
         "/.well-known/jwks.json": {
             "get": {
@@ -179,6 +262,43 @@ def auth_paths(design: Design, account_schema: str) -> Json:
 
 _TEXT: Json = {"type": "string"}
 _PASSWORD: Json = {"type": "string", "format": "password"}
+
+
+def _session_paths(prefix: str) -> Json:
+    """`/sessions` and `/sessions/{session}`, the caller's and (admins) any account's."""
+    session = {"name": "session", "in": "path", "required": True, "schema": _TEXT}
+    account = {"name": "account", "in": "path", "required": True, "schema": _TEXT}
+    paths: Json = {}
+    for base, params, name in (
+        (f"{prefix}/sessions", [], "My"),
+        (f"{prefix}/accounts/{{account}}/sessions", [account], "Account"),
+    ):
+        errors: Json = {"401": {"$ref": "#/components/responses/Unauthorized"}}
+        if params:
+            errors["403"] = {"$ref": "#/components/responses/Forbidden"}
+        paths[base] = {
+            "get": _operation(f"list{name}Sessions", "The live sign-ins", params, errors),
+            "delete": _operation(
+                f"end{name}OtherSessions", "End every sign-in but the caller's", params, errors
+            ),
+        }
+        paths[f"{base}/{{session}}"] = {
+            "delete": _operation(
+                f"end{name}Session", "End one sign-in", [*params, session], errors, "204"
+            )
+        }
+    return paths
+
+
+def _operation(op_id: str, summary: str, params: list[Json], errors: Json, ok: str = "200") -> Json:
+    return {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": ["auth"],
+        "security": [{"bearer": []}],
+        "parameters": params,
+        "responses": {ok: {"description": summary}, **errors},
+    }
 
 
 def _as_patch(operation: Json) -> Json:

@@ -28,7 +28,7 @@ ACCOUNTS = "accounts"
 AUTH_KEYS = (
     *("signup", "roles", "providers", "profile", "redirect_uris", "access"),
     *("access_token_ttl", "refresh_token_ttl", "algorithm"),
-    *("app_name", "app_url", "verify_email", "mail_templates"),
+    *("app_name", "app_url", "verify_email", "mail_templates", "require_mfa"),
 )
 VERIFY_EMAIL = ("required", "optional", "off")
 _PROVIDER_KEYS = ("client_id", "client_secret", "issuer", "base_url", "api_url", "kind")
@@ -76,9 +76,10 @@ def read_auth(reader: Reader, node: Node | None) -> AuthConfig:
     if options is None:
         return AuthConfig()
     defaults = AuthConfig()
+    roles = _roles(reader, options.get("roles")) or defaults.roles
     return AuthConfig(
         signup=_choice(reader, options, "signup", _SIGNUP) or defaults.signup,
-        roles=_roles(reader, options.get("roles")) or defaults.roles,
+        roles=roles,
         providers=_providers(reader, options.get("providers")),
         redirect_uris=_redirects(reader, options.get("redirect_uris")),
         access_token_ttl=reader.whole(options, "access_token_ttl", low=60, high=86400)
@@ -87,7 +88,25 @@ def read_auth(reader: Reader, node: Node | None) -> AuthConfig:
         or defaults.refresh_token_ttl,
         algorithm=_choice(reader, options, "algorithm", ("EdDSA", "ES256")) or defaults.algorithm,
         **_mail_options(reader, options),
+        require_mfa=_required_mfa(reader, options.get("require_mfa"), roles),
     )
+
+
+def _required_mfa(reader: Reader, node: Node | None, known: tuple[str, ...]) -> tuple[str, ...]:
+    """`require_mfa`: roles of the design that sign in only with a second factor."""
+    if node is None:
+        return ()
+    if not node.is_list:
+        reader.error(node, "`require_mfa` must be a list of roles")
+        return ()
+    found: list[str] = []
+    for item in node.items:
+        text = item.text
+        if text not in known:
+            reader.error(item, f"`{text}` is not a role: the roles are {', '.join(known)}")
+        elif text not in found:
+            found.append(text)
+    return tuple(found)
 
 
 def _mail_options(reader: Reader, options: dict[str, Node]) -> dict[str, Any]:

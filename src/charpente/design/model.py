@@ -288,6 +288,7 @@ class AuthConfig:
     app_url: str | None = None  # the application: every link an email carries points under it
     verify_email: str = "off"  # required | optional | off
     mail_templates: str | None = None  # a folder of templates, relative to the design file
+    require_mfa: tuple[str, ...] = ()  # roles that sign in only with a second factor
 
     def provider(self, name: str) -> Provider | None:
         return next((p for p in self.providers if p.name == name), None)

@@ -48,7 +48,7 @@ _FAMILIES = {
     Kind.DATETIME: "datetime",
     Kind.JSON: "json",
 }
-_AUTH_KINDS = {"id": Kind.UUID, "role": Kind.ENUM}
+_AUTH_KINDS = {"id": Kind.UUID, "role": Kind.ENUM, "mfa": Kind.BOOL}
 _INT64 = (-(2**63), 2**63 - 1)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(
@@ -268,7 +268,9 @@ class _Resolver:
             raise ExprError(f"{name.dotted!r}: the caller (auth) is not available here", name.pos)
         kind = _AUTH_KINDS.get(name.path[1]) if len(name.path) == 2 else None
         if kind is None:
-            raise ExprError(f"unknown {name.dotted!r}: use auth.id or auth.role", name.pos)
+            raise ExprError(
+                f"unknown {name.dotted!r}: use auth.id, auth.role or auth.mfa", name.pos
+            )
         if kind is Kind.ENUM:
             return _Operand(kind, "auth.role", self.design.auth.roles)
         return _Operand(kind, f"{name.dotted} ({kind})")

@@ -24,6 +24,7 @@ from charpente.http.rest import CALLER_KEY, JSON, caller_of, encode_json, first_
 from charpente.runtime.auth import Accounts, OAuthGrantError
 from charpente.runtime.caller import ANONYMOUS
 from charpente.runtime.recovery import Recovery
+from charpente.runtime.sessions import Sessions
 
 __all__ = [
     "AuthRefusalMiddleware",
@@ -117,12 +118,32 @@ def auth_routes(accounts: Accounts, prefix: str) -> list[BaseRoute]:
         Route(f"{prefix}/auth/signup", endpoints.signup, methods=["POST"]),
         Route(f"{prefix}/auth/token", endpoints.token, methods=["POST"]),
         Route(f"{prefix}/auth/revoke", endpoints.revoke, methods=["POST"]),
-        Route(f"{prefix}/auth/me", endpoints.me, methods=["GET"]),
+        Route(f"{prefix}/auth/me", endpoints.me, methods=["GET", "DELETE"]),
+        Route(f"{prefix}/auth/accounts/{{account}}", endpoints.delete_account, methods=["DELETE"]),
         Route(f"{prefix}/auth/password", endpoints.password, methods=["POST"]),
         Route(f"{prefix}/auth/invites", endpoints.invites, methods=["POST"]),
         Route(f"{prefix}/auth/password/forgot", endpoints.forgot, methods=["POST"]),
         Route(f"{prefix}/auth/password/reset", endpoints.reset, methods=["POST"]),
         Route(f"{prefix}/auth/me/password", endpoints.me_password, methods=["PATCH"]),
+        Route(f"{prefix}/auth/email/verify", endpoints.verify_email, methods=["POST"]),
+        Route(f"{prefix}/auth/email/verify/resend", endpoints.resend, methods=["POST"]),
+        Route(f"{prefix}/auth/email/confirm", endpoints.confirm_email, methods=["POST"]),
+        Route(f"{prefix}/auth/me/email", endpoints.change_email, methods=["POST"]),
+        Route(f"{prefix}/auth/mfa/totp", endpoints.mfa_enroll, methods=["POST"]),
+        Route(f"{prefix}/auth/mfa/totp/confirm", endpoints.mfa_confirm, methods=["POST"]),
+        Route(f"{prefix}/auth/mfa/totp/disable", endpoints.mfa_disable, methods=["POST"]),
+        Route(f"{prefix}/auth/sessions", endpoints.sessions, methods=["GET", "DELETE"]),
+        Route(f"{prefix}/auth/sessions/{{session}}", endpoints.session, methods=["DELETE"]),
+        Route(
+            f"{prefix}/auth/accounts/{{account}}/sessions",
+            endpoints.sessions,
+            methods=["GET", "DELETE"],
+        ),
+        Route(
+            f"{prefix}/auth/accounts/{{account}}/sessions/{{session}}",
+            endpoints.session,
+            methods=["DELETE"],
+        ),
         Route("/.well-known/jwks.json", endpoints.jwks, methods=["GET"]),
     ]
 
@@ -131,6 +152,7 @@ class _AuthEndpoints:
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
         self.recovery = Recovery(accounts)
+        self.sessions_of = Sessions(accounts)
 
     async def forgot(self, request: Request) -> Response:
         await self.recovery.forgot(await _json_body(request), ip=client_ip_of(request.scope))
@@ -143,6 +165,66 @@ class _AuthEndpoints:
         await self.recovery.reset(await _json_body(request), ip=client_ip_of(request.scope))
         return Response(status_code=204, headers=_NO_STORE)
 
+    async def delete_account(self, request: Request) -> Response:
+        account, ip = request.path_params["account"], client_ip_of(request.scope)
+        await self.accounts.deletion.delete_by_admin(caller_of(request), account, ip=ip)
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def mfa_enroll(self, request: Request) -> Response:
+        ip = client_ip_of(request.scope)
+        body = await _json_body(request) if await request.body() else None
+        enrolled = await self.accounts.mfa.enroll(caller_of(request), body, ip=ip)
+        return Response(encode_json(enrolled), 201, _NO_STORE, JSON)
+
+    async def mfa_confirm(self, request: Request) -> Response:
+        body, ip = await _json_body(request), client_ip_of(request.scope)
+        agent = request.headers.get("user-agent")
+        done = await self.accounts.mfa.confirm(caller_of(request), body, ip=ip, user_agent=agent)
+        return Response(encode_json(done), 200, _NO_STORE, JSON)
+
+    async def mfa_disable(self, request: Request) -> Response:
+        body, ip = await _json_body(request), client_ip_of(request.scope)
+        await self.accounts.mfa.disable(caller_of(request), body, ip=ip)
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def sessions(self, request: Request) -> Response:
+        account = request.path_params.get("account")
+        caller, ip = caller_of(request), client_ip_of(request.scope)
+        if request.method == "DELETE":
+            ended = await self.sessions_of.end_others(caller, account, ip=ip)
+            return Response(encode_json({"ended": ended}), 200, _NO_STORE, JSON)
+        found = await self.sessions_of.list(caller, account)
+        return Response(encode_json({"data": found}), 200, _NO_STORE, JSON)
+
+    async def session(self, request: Request) -> Response:
+        account, session = request.path_params.get("account"), request.path_params["session"]
+        caller, ip = caller_of(request), client_ip_of(request.scope)
+        await self.sessions_of.end(caller, session, account, ip=ip)
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def verify_email(self, request: Request) -> Response:
+        body = await _json_body(request)
+        await self.accounts.verification.verify(body, ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
+    async def resend(self, request: Request) -> Response:
+        body = await _json_body(request)
+        await self.accounts.verification.resend(body, ip=client_ip_of(request.scope))
+        detail = {"detail": "if this address waits for verification, a new link is on its way"}
+        return Response(encode_json(detail), 202, _NO_STORE, JSON)
+
+    async def change_email(self, request: Request) -> Response:
+        body = await _json_body(request)
+        ip = client_ip_of(request.scope)
+        await self.accounts.verification.change(caller_of(request), body, ip=ip)
+        detail = {"detail": "open the link sent to the new address to finish the change"}
+        return Response(encode_json(detail), 202, _NO_STORE, JSON)
+
+    async def confirm_email(self, request: Request) -> Response:
+        body = await _json_body(request)
+        await self.accounts.verification.confirm(body, ip=client_ip_of(request.scope))
+        return Response(status_code=204, headers=_NO_STORE)
+
     async def me_password(self, request: Request) -> Response:
         body = await _json_body(request)
         token = await self.recovery.change(caller_of(request), body, ip=client_ip_of(request.scope))
@@ -151,6 +233,9 @@ class _AuthEndpoints:
     async def signup(self, request: Request) -> Response:
         body = await _json_body(request)
         item = await self.accounts.signup(body, ip=client_ip_of(request.scope))
+        if item is None:  # email verification: the same answer for a new and a taken email
+            detail = {"detail": "check your email: the link in it finishes the signup"}
+            return Response(encode_json(detail), 202, _NO_STORE, JSON)
         location = f"{request.url.path.rsplit('/auth/', 1)[0]}/accounts/{item.record['id']}"
         headers = {"Location": location, "ETag": f'"{item.etag}"'}
         return Response(encode_json(item.record), 201, headers, JSON)
@@ -158,7 +243,11 @@ class _AuthEndpoints:
     async def token(self, request: Request) -> Response:
         try:
             form = await _form(request)
-            pair = await self.accounts.token(form, ip=client_ip_of(request.scope))
+            pair = await self.accounts.token(
+                form,
+                ip=client_ip_of(request.scope),
+                user_agent=request.headers.get("user-agent"),
+            )
         except OAuthGrantError as error:
             return _oauth_error(error)
         return Response(encode_json(pair.as_json()), 200, _NO_STORE, JSON)
@@ -173,6 +262,10 @@ class _AuthEndpoints:
 
     async def me(self, request: Request) -> Response:
         caller = caller_of(request)
+        if request.method == "DELETE":
+            body = await _json_body(request) if await request.body() else None
+            await self.accounts.deletion.delete_own(caller, body, ip=client_ip_of(request.scope))
+            return Response(status_code=204, headers=_NO_STORE)
         if caller.id is None:
             raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": "Bearer"})
         item = await self.accounts.service.get("accounts", caller.id, caller=caller)
@@ -254,5 +347,5 @@ def _unique(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def _oauth_error(error: OAuthGrantError) -> Response:
-    body = {"error": error.error, "error_description": error.description}
+    body = {"error": error.error, "error_description": error.description, **error.extra}
     return Response(encode_json(body), error.status_code, _NO_STORE, JSON)

@@ -36,8 +36,10 @@ from charpente.errors import (
     ValidationFailed,
 )
 from charpente.runtime.caller import ANONYMOUS, SYSTEM, Caller
+from charpente.runtime.deletion import Deletion
 from charpente.runtime.ids import new_id
 from charpente.runtime.mail import MailTemplates, Postman
+from charpente.runtime.mfa import Mfa
 from charpente.runtime.passwords import PasswordHasher, check_password
 from charpente.runtime.ports import AuthStore, Clock, Transaction
 from charpente.runtime.ratelimit import Limiter, MemoryLimiter
@@ -55,6 +57,7 @@ from charpente.runtime.tokens import (
     new_signing_key,
     token_hash,
 )
+from charpente.runtime.verification import Verification
 
 __all__ = ["Accounts", "OAuthGrantError", "TokenPair"]
 
@@ -77,11 +80,18 @@ class OAuthGrantError(ApiError):
 
     status, slug, title = 400, "invalid-grant", "The grant is not valid"
 
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        status: int = 400,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail=description)
         self.error = error
         self.description = description
         self.status_code = status
+        self.extra = dict(extra or {})  # more members of the answer (`mfa_token`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,9 @@ class Accounts:
         postman: Postman | None = None,
     ) -> None:
         self.design = design
+        self.verification = Verification(self)
+        self.mfa = Mfa(self)
+        self.deletion = Deletion(self)
         self.postman = postman or Postman(
             service,
             MailTemplates(),
@@ -141,6 +154,8 @@ class Accounts:
         # Accounts disabled or given another role here, and when: their older access
         # tokens are refused (other processes accept them until they expire).
         self._ended: dict[str, datetime.datetime] = {}
+        # Sign-ins ended one by one (DELETE /v1/auth/sessions/{id}), and when.
+        self._ended_families: dict[str, datetime.datetime] = {}
         service.on_update.append(self._account_updated)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -256,12 +271,17 @@ class Accounts:
         ended = self._ended.get(claims.subject)
         if ended is not None and claims.issued_at <= ended:
             raise _invalid_token("the access token is not valid (its session ended)")
-        return Caller(claims.subject, claims.role, session=claims.session)
+        if claims.session is not None and claims.session in self._ended_families:
+            raise _invalid_token("the access token is not valid (its session ended)")
+        return Caller(claims.subject, claims.role, session=claims.session, mfa="mfa" in claims.amr)
 
     # --- signup and sign-in --------------------------------------------------------------
 
-    async def signup(self, body: object, *, ip: str | None = None) -> Item:
-        """A new account from `{email, password, ...profile}` under the design's policy."""
+    async def signup(self, body: object, *, ip: str | None = None) -> Item | None:
+        """A new account from `{email, password, ...profile}` under the design's policy.
+
+        With email verification on, None — whether the account was made or its email had
+        one already (then its owner is told by email): the answer must not tell which."""
         policy = self.design.auth.signup
         if policy == "closed":
             raise Forbidden(detail="signup is closed: an admin creates accounts")
@@ -290,9 +310,19 @@ class Accounts:
                     raise _Retry(role)
             await self.store.set_password(str(record["id"]), hashed, self.clock.now(), tx)
 
-        created = await self._create_account(fields, email, finish)
+        verification = self.verification
+        try:
+            created = await self._create_account(fields, email, finish)
+        except Conflict as error:
+            if not verification.on or not any(e.field == "email" for e in error.errors):
+                raise
+            self.later(verification.tell_owner(email, ip), "signup-taken-mail")
+            return None
         assert created.item is not None
         account = str(created.item.record["id"])
+        if verification.on:  # the rest after the answer, as for a taken email
+            self.later(verification.after_signup(account, email, ip), "verification-mail")
+            return None
         await self.store.log("signup", account, ip, None, self.clock.now())
         role = created.item.record.get("role")
         return await self.service.get(ACCOUNTS, account, caller=Caller(account, str(role)))
@@ -318,11 +348,18 @@ class Accounts:
             if hashed is not None:
                 await self.store.set_password(str(record["id"]), hashed, self.clock.now(), tx)
 
-        created = await self.service.create(ACCOUNTS, fields, caller=SYSTEM, also=finish)
+        async def vouched(tx: Transaction, record: Record) -> None:
+            await finish(tx, record)
+            if self.verification.on:  # the operator vouches for the address
+                await _mark_verified(tx, str(record["id"]))
+
+        created = await self.service.create(ACCOUNTS, fields, caller=SYSTEM, also=vouched)
         assert created.item is not None
         await self.store.log(
             "account_created", str(created.item.record["id"]), None, role, self.clock.now()
         )
+        if self.verification.on:
+            return {**created.item.record, "email_verified": True}
         return created.item.record
 
     async def set_role(self, email: str, role: str) -> Record:
@@ -336,19 +373,23 @@ class Accounts:
         )
         return item.record
 
-    async def token(self, form: Mapping[str, str], *, ip: str | None = None) -> TokenPair:
+    async def token(
+        self, form: Mapping[str, str], *, ip: str | None = None, user_agent: str | None = None
+    ) -> TokenPair:
         """The token endpoint: grant_type password, refresh_token or authorization_code."""
         grant = form.get("grant_type")
         if grant == "password":
-            return await self._password_grant(form, ip)
+            return await self._password_grant(form, ip, user_agent)
         if grant == "refresh_token":
             return await self._refresh_grant(form, ip)
         if grant == "authorization_code":
-            return await self._code_grant(form, ip)
+            return await self._code_grant(form, ip, user_agent)
+        if grant == "mfa":
+            return await self.mfa.grant(form, ip, user_agent)
         if grant is None:
             raise OAuthGrantError("invalid_request", "grant_type is required")
         raise OAuthGrantError(
-            "unsupported_grant_type", "use password, refresh_token or authorization_code"
+            "unsupported_grant_type", "use password, refresh_token, authorization_code or mfa"
         )
 
     async def revoke(self, token: str | None, *, ip: str | None = None) -> None:
@@ -510,7 +551,9 @@ class Accounts:
 
     # --- grants --------------------------------------------------------------------------
 
-    async def _password_grant(self, form: Mapping[str, str], ip: str | None) -> TokenPair:
+    async def _password_grant(
+        self, form: Mapping[str, str], ip: str | None, user_agent: str | None = None
+    ) -> TokenPair:
         email = (form.get("username") or form.get("email") or "").strip().lower()
         password = form.get("password") or ""
         if not email or not password:
@@ -523,12 +566,24 @@ class Accounts:
         assert hashed is not None
         if not await self.hasher.verify(hashed, password) or account.get("disabled"):
             return await self._failed(str(account["id"]), email, ip)
+        if self.verification.required and not account.get("email_verified"):
+            await self.store.log("login_unverified", str(account["id"]), ip, None, self.clock.now())
+            raise OAuthGrantError(
+                "invalid_grant",
+                "the email address is not verified yet: open the link sent to it, or ask for "
+                "a new one (POST /v1/auth/email/verify/resend)",
+            )
         if self.hasher.needs_rehash(hashed):
             await self.store.set_password(
                 str(account["id"]), await self.hasher.hash(password), self.clock.now()
             )
+        if await self.mfa.required(account):
+            challenge = await self.mfa.challenge(account, "password", ip)
+            raise _mfa_required(challenge)
+        if self.mfa.needs_enrolment(account):
+            raise _enrolment_required(await self.mfa.challenge(account, "enroll:password", ip))
         await self.store.log("login", str(account["id"]), ip, "password", self.clock.now())
-        return await self._issue(account, new_id())
+        return await self._issue(account, new_id(), "password", ip, user_agent, ("pwd",))
 
     async def _failed(self, account: str | None, email: str, ip: str | None) -> TokenPair:
         await self.store.log("login_failed", account, ip, None, self.clock.now())
@@ -549,9 +604,15 @@ class Accounts:
         if account is None:
             await self.store.revoke_refresh(token_hash(fresh), now)
             raise OAuthGrantError("invalid_grant", "the refresh token is not valid")
-        return self._pair(account, fresh, outcome.family)
+        amr: tuple[str, ...] = ()
+        if outcome.family is not None:
+            await self.store.touch_session(outcome.family, now, ip)
+            amr = tuple((await self.store.session_amr(outcome.family) or "").split())
+        return self._pair(account, fresh, outcome.family, amr)
 
-    async def _code_grant(self, form: Mapping[str, str], ip: str | None) -> TokenPair:
+    async def _code_grant(
+        self, form: Mapping[str, str], ip: str | None, user_agent: str | None = None
+    ) -> TokenPair:
         code = form.get("code")
         if not code or len(code) > 200:
             raise OAuthGrantError("invalid_request", "code is required")
@@ -561,8 +622,27 @@ class Accounts:
             raise OAuthGrantError(
                 "invalid_grant", "the code is not valid (used, expired or unknown)"
             )
+        if await self.mfa.required(account):
+            raise _mfa_required(await self.mfa.challenge(account, "oauth", ip))
+        if self.mfa.needs_enrolment(account):
+            raise _enrolment_required(await self.mfa.challenge(account, "enroll:oauth", ip))
         await self.store.log("login", account_id, ip, "oauth", self.clock.now())
-        return await self._issue(account, new_id())
+        return await self._issue(account, new_id(), "oauth", ip, user_agent)
+
+    async def issue(
+        self,
+        account: Record,
+        method: str,
+        ip: str | None,
+        user_agent: str | None,
+        amr: tuple[str, ...],
+    ) -> TokenPair:
+        """Tokens for a new sign-in of `account` (after its second factor, say)."""
+        return await self._issue(account, new_id(), method, ip, user_agent, amr)
+
+    async def active_account(self, account: str) -> Record | None:
+        """The account, unless it is disabled or gone."""
+        return await self._active_account(account)
 
     async def _active_account(self, account: str) -> Record | None:
         try:
@@ -571,21 +651,39 @@ class Accounts:
             return None
         return None if item.record.get("disabled") else item.record
 
-    async def _issue(self, account: Record, family: str) -> TokenPair:
+    async def _issue(
+        self,
+        account: Record,
+        family: str,
+        method: str = "password",
+        ip: str | None = None,
+        user_agent: str | None = None,
+        amr: tuple[str, ...] = (),
+    ) -> TokenPair:
         refresh = new_opaque_token()
         now = self.clock.now()
         expires = now + datetime.timedelta(seconds=self.design.auth.refresh_token_ttl)
         await self.store.add_refresh(token_hash(refresh), family, str(account["id"]), now, expires)
-        return self._pair(account, refresh, family)
+        agent = None if user_agent is None else user_agent[:200]
+        methods = " ".join(amr) or None
+        await self.store.add_session(family, str(account["id"]), now, ip, agent, method, methods)
+        return self._pair(account, refresh, family, amr)
 
-    def _pair(self, account: Record, refresh: str, family: str | None) -> TokenPair:
-        access = self.access_token(account, family)
+    def _pair(
+        self, account: Record, refresh: str, family: str | None, amr: tuple[str, ...] = ()
+    ) -> TokenPair:
+        access = self.access_token(account, family, amr=amr)
         ttl = self.design.auth.access_token_ttl
         role = account.get("role")
         return TokenPair(access, ttl, refresh, None if role is None else str(role))
 
     def access_token(
-        self, account: Record, family: str | None, *, after: datetime.datetime | None = None
+        self,
+        account: Record,
+        family: str | None,
+        *,
+        after: datetime.datetime | None = None,
+        amr: tuple[str, ...] = (),
     ) -> str:
         """A new access token for `account`, in the sign-in `family` (its `sid`), issued
         after the account's sessions last ended (its `iat` is to the millisecond)."""
@@ -611,6 +709,7 @@ class Accounts:
             now=now,
             ttl=ttl,
             session=family,
+            amr=amr,
         )
 
     # --- helpers -------------------------------------------------------------------------
@@ -687,6 +786,16 @@ class Accounts:
             known = self._ended.get(account)
             if known is None or known < when:
                 self._end_access_tokens(account, when)
+        for family, when in await self.store.families_ended_since(now - ttl - LEEWAY):
+            self.end_family(family, when)
+
+    def end_family(self, family: str, now: datetime.datetime) -> None:
+        """Refuse the access tokens of one sign-in, in this process; entries go once every
+        token they refuse has expired anyway."""
+        ttl = datetime.timedelta(seconds=self.design.auth.access_token_ttl)
+        for stale in [f for f, when in self._ended_families.items() if when + ttl + LEEWAY < now]:
+            del self._ended_families[stale]
+        self._ended_families[family] = now
 
     def _algorithm(self) -> Any:
         return self.design.auth.algorithm
@@ -702,6 +811,26 @@ class _Retry(Exception):  # noqa: N818 (a control-flow signal, not an error)
 
 async def _mark_verified(tx: Transaction, account: str) -> None:
     await tx.update(Update(ACCOUNTS, account, {"email_verified": True}))
+
+
+def _mfa_required(challenge: Mapping[str, str]) -> OAuthGrantError:
+    return OAuthGrantError(
+        "mfa_required",
+        "this account signs in with a second factor: send the mfa grant with this mfa_token "
+        "and a code from the authenticator app (or a recovery code)",
+        status=403,
+        extra=challenge,
+    )
+
+
+def _enrolment_required(challenge: Mapping[str, str]) -> OAuthGrantError:
+    return OAuthGrantError(
+        "mfa_enrollment_required",
+        "this account's role signs in only with a second factor: enrol one with this "
+        "mfa_token (POST /v1/auth/mfa/totp, then /v1/auth/mfa/totp/confirm)",
+        status=403,
+        extra=challenge,
+    )
 
 
 def _invalid_token(description: str) -> Unauthorized:

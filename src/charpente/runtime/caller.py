@@ -24,6 +24,8 @@ class Caller:
     session: str | None = field(default=None, compare=False)
     flags: tuple[tuple[str, bool | str | None], ...] = ()  # each flag's value, per request
     client_id: str | None = None  # what an anonymous caller's flags are bucketed by
+    # Whether it signed in with a second factor (`amr` has `mfa`).
+    mfa: bool = field(default=False, compare=False)
 
     @property
     def signed_in(self) -> bool:
@@ -35,10 +37,10 @@ SYSTEM = Caller(system=True)
 
 
 def rule_auth(caller: Caller) -> dict[str, object] | None:
-    """The caller as access rules read it (`auth.id`, `auth.role`, each `flag(...)`);
-    None for the engine itself, to which no rule applies."""
+    """The caller as access rules read it (`auth.id`, `auth.role`, `auth.mfa`, each
+    `flag(...)`); None for the engine itself, to which no rule applies."""
     if caller.system:
         return None
-    auth: dict[str, object] = {"id": caller.id, "role": caller.role}
+    auth: dict[str, object] = {"id": caller.id, "role": caller.role, "mfa": caller.mfa}
     auth.update((flag_key(name), value) for name, value in caller.flags)
     return auth

@@ -7,7 +7,7 @@ wiring.py picks which. The runtime imports this module, never an adapter.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -222,6 +222,70 @@ class AuthStore(Protocol):
         tx: Transaction | None = None,
     ) -> None:
         """Link a provider's user to an account."""  # fmt: skip
+
+    async def add_session(
+        self,
+        family: str,
+        account: str,
+        now: datetime.datetime,
+        ip: str | None,
+        user_agent: str | None,
+        method: str,
+        amr: str | None = None,
+    ) -> None:
+        """Record a sign-in (its refresh-token family) for the sessions list."""
+
+    async def touch_session(self, family: str, now: datetime.datetime, ip: str | None) -> None:
+        """A sign-in's refresh token was used: when, and from where."""
+
+    async def sessions(self, account: str, now: datetime.datetime) -> list[Record]:
+        """The account's live sign-ins (a refresh token of the family still usable), newest
+        first: family, created_at, last_used_at, ip, user_agent, method."""
+
+    async def revoke_family(self, account: str, family: str, now: datetime.datetime) -> bool:
+        """End one sign-in of the account; False when it has no such live sign-in."""
+
+    async def families_ended_since(
+        self, since: datetime.datetime
+    ) -> list[tuple[str, datetime.datetime]]:
+        """(family, when) of the sign-ins ended one by one since then (`session_ended`)."""
+
+    async def session_amr(self, family: str) -> str | None:
+        """How a sign-in was made (RFC 8176 methods, space-separated), if recorded."""
+
+    async def mfa(self, account: str) -> Record | None:
+        """The account's TOTP row: secret, confirmed_at, last_step, failures, locked_until."""
+
+    async def save_mfa(self, account: str, secret: str, now: datetime.datetime) -> None:
+        """A new, unconfirmed TOTP secret for the account (replacing an unconfirmed one)."""
+
+    async def mfa_checked(
+        self,
+        account: str,
+        step: int | None,
+        now: datetime.datetime,
+        lock_after: int,
+        locked_until: datetime.datetime,
+    ) -> bool:
+        """Record a code check: `step` the time step a right code matched (None: wrong).
+        True when accepted: right, newer than the last accepted step, and not locked out.
+        A wrong code counts a failure; `lock_after` failures in a row lock the account's
+        codes until `locked_until`."""
+
+    async def confirm_mfa(self, account: str, codes: Sequence[str], now: datetime.datetime) -> None:
+        """Mark the TOTP secret confirmed and replace the recovery codes (their hashes)."""
+
+    async def use_recovery_code(self, account: str, hash: str, now: datetime.datetime) -> bool:
+        """Use one recovery code of the account; False if unknown or used."""
+
+    async def remove_mfa(self, account: str) -> None:
+        """Remove the account's TOTP secret and recovery codes."""
+
+    async def redact_history(
+        self, account: str, keep: Collection[str], now: datetime.datetime
+    ) -> int:
+        """Replace every value but `keep`'s in the history events of the account's own
+        record (its changes and the record it shows) by `[redacted]`; how many events."""
 
     async def add_email_token(
         self,

@@ -28,7 +28,7 @@ from charpente.runtime.tokens import new_opaque_token, token_hash
 if TYPE_CHECKING:
     from charpente.runtime.auth import Accounts
 
-__all__ = ["FORGOT_PER_EMAIL", "FORGOT_PER_IP", "RESET_TTL", "Recovery"]
+__all__ = ["FORGOT_PER_EMAIL", "FORGOT_PER_IP", "RESET_TTL", "Recovery", "charge", "email_of"]
 
 RESET_TTL = datetime.timedelta(minutes=30)
 FORGOT_PER_IP = LimitRule(count=10, period=3600, per="ip", burst=5)
@@ -53,9 +53,9 @@ class Recovery:
         accounts = self.accounts
         if not accounts.postman.links:
             raise NotFound(detail="password reset is off: the design names no auth.app_url")
-        email = _email(body)
-        await _charge(self.limiter, f"forgot:ip:{ip}", FORGOT_PER_IP)
-        await _charge(self.limiter, f"forgot:email:{email}", FORGOT_PER_EMAIL)
+        email = email_of(body)
+        await charge(self.limiter, f"forgot:ip:{ip}", FORGOT_PER_IP, "password reset")
+        await charge(self.limiter, f"forgot:email:{email}", FORGOT_PER_EMAIL, "password reset")
         found = await accounts.store.login(email)
         account = None if found is None else found[0]
         accounts.later(self._send_reset(account, email, ip), "password-reset-mail")
@@ -139,17 +139,18 @@ class Recovery:
         return {"access_token": access, "token_type": "Bearer", "expires_in": ttl}
 
 
-async def _charge(limiter: Limiter, key: str, rule: LimitRule) -> None:
+async def charge(limiter: Limiter, key: str, rule: LimitRule, what: str) -> None:
+    """Charge one request to `key`'s bucket; 429 with Retry-After when it is empty."""
     decision = await limiter.hit(key, rule)
     if not decision.allowed:
         wait = str(max(1, math.ceil(decision.retry_after)))
         raise TooManyRequests(
-            detail="too many password reset requests: try again later",
-            headers={"Retry-After": wait},
+            detail=f"too many {what} requests: try again later", headers={"Retry-After": wait}
         )
 
 
-def _email(body: object) -> str:
+def email_of(body: object) -> str:
+    """The `email` of a JSON body, lowercased; 422 unless it looks like an address."""
     email = body.get("email") if isinstance(body, dict) else None
     if not isinstance(email, str) or "@" not in email or len(email.strip()) > _MAX_EMAIL:
         error = FieldError("email", "invalid", "is required: an email address")

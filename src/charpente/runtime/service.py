@@ -456,7 +456,15 @@ class Service:
     def _filter(self, resource: Resource, action: str, caller: Caller) -> Filter:
         """The caller's row filter for `action` (see compile.policy.row_filter), remembered:
         binding a rule walks its tree, and a caller asks the same thing again and again."""
-        key = (resource.name, action, caller.id, caller.role, caller.system, caller.flags)
+        key = (
+            resource.name,
+            action,
+            caller.id,
+            caller.role,
+            caller.system,
+            caller.flags,
+            caller.mfa,
+        )
         if key in self._filters:
             return self._filters[key]
         if len(self._filters) >= _MAX_FILTERS:

@@ -135,6 +135,7 @@ class Claims:
     expires_at: datetime.datetime
     issued_at: datetime.datetime
     session: str | None = None  # `sid`: the sign-in (refresh-token family) it belongs to
+    amr: tuple[str, ...] = ()  # RFC 8176: how it signed in (`pwd`, `otp`, `mfa`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +277,7 @@ def issue_access_token(  # noqa: PLR0913 (keyword-only claims)
     now: datetime.datetime,
     ttl: int = 900,
     session: str | None = None,
+    amr: tuple[str, ...] = (),
 ) -> str:
     """A signed access token: iss, aud, sub, exp (now + ttl seconds), iat, jti and role,
     and `sid` (the sign-in it belongs to) when `session` is given."""
@@ -295,6 +297,8 @@ def issue_access_token(  # noqa: PLR0913 (keyword-only claims)
     }
     if session is not None:
         claims["sid"] = session
+    if amr:
+        claims["amr"] = list(amr)
     return ring.sign(claims, now=now)
 
 
@@ -391,7 +395,10 @@ def _check_claims(payload: bytes, *, issuer: str, audience: str, now: float, lee
     session = claims.get("sid")
     if session is not None and not isinstance(session, str):
         raise InvalidToken("malformed sid")
-    return Claims(subject, role, jti, _from_stamp(exp), _from_stamp(iat), session)
+    amr = claims.get("amr", [])
+    if not isinstance(amr, list) or not all(isinstance(m, str) for m in amr):
+        raise InvalidToken("malformed amr")
+    return Claims(subject, role, jti, _from_stamp(exp), _from_stamp(iat), session, tuple(amr))
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float:

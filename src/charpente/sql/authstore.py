@@ -8,7 +8,8 @@ token cannot both rotate it: the second sees it used and revokes the family.
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,17 +18,19 @@ import sqlalchemy as sa
 from charpente.compile.plan import Record
 from charpente.design.auth import ACCOUNTS
 from charpente.errors import Conflict
+from charpente.runtime.events import REDACTED
 from charpente.runtime.ids import new_id
 from charpente.runtime.ports import Refreshed, Transaction
 from charpente.sql.database import SqlDatabase, SqlTransaction
 from charpente.sql.executor import Executor
 from charpente.sql.integrity import INTEGRITY_ERRORS
+from charpente.sql.schema import EVENTS_TABLE
 
 __all__ = ["SESSION_ENDING", "SqlAuthStore"]
 
 SESSION_ENDING = (
     *("account_disabled", "role_changed", "password_changed", "account_reclaimed"),
-    "password_reset",
+    *("password_reset", "account_deleted"),
 )
 """Log events after which the account's earlier access tokens stop working."""
 
@@ -46,7 +49,13 @@ class SqlAuthStore:
         tokens, codes = t["charpente_refresh_tokens"], t["charpente_login_codes"]
         invites, identities = t["charpente_invites"], t["charpente_identities"]
         keys, log = t["charpente_signing_keys"], t["charpente_auth_log"]
-        links = t["charpente_email_tokens"]
+        links, sessions = t["charpente_email_tokens"], t["charpente_sessions"]
+        self._live = sa.exists().where(
+            tokens.c.family == sessions.c.family,
+            tokens.c.revoked_at.is_(None),
+            tokens.c.used_at.is_(None),
+            tokens.c.expires_at > _p("now"),
+        )
         link_row = sa.select(links).where(links.c.hash == _p("hash"))
         self._t = t
         lock = database.locks
@@ -84,6 +93,22 @@ class SqlAuthStore:
                 identities.c.provider == _p("provider"), identities.c.subject == _p("subject")
             ),
             "link": sa.insert(identities),
+            "session_add": sa.insert(sessions),
+            "session_touch": sa.update(sessions)
+            .where(sessions.c.family == _p("_family"))
+            .values(last_used_at=_p("_now"), ip=_p("_ip")),
+            "sessions": sa.select(sessions)
+            .where(sessions.c.account == _p("account"), self._live)
+            .order_by(sessions.c.created_at.desc(), sessions.c.family.desc())
+            .limit(100),
+            "session_live": sa.select(sessions.c.family).where(
+                sessions.c.account == _p("account"),
+                sessions.c.family == _p("family"),
+                self._live,
+            ),
+            "families_ended": sa.select(log.c.detail, log.c.at).where(
+                log.c.at >= _p("since"), log.c.event == "session_ended"
+            ),
             "link_add": sa.insert(links),
             "link_row": link_row.with_for_update() if lock else link_row,
             "link_used": sa.update(links)
@@ -257,6 +282,134 @@ class SqlAuthStore:
         async with self._writer(tx) as ex:
             await ex.run(self._s["password_del"], {"account": account})
 
+    async def add_session(
+        self,
+        family: str,
+        account: str,
+        now: datetime.datetime,
+        ip: str | None,
+        user_agent: str | None,
+        method: str,
+        amr: str | None = None,
+    ) -> None:
+        row = {"family": family, "account": account, "created_at": now, "last_used_at": now}
+        row |= {"ip": ip, "user_agent": user_agent, "method": method, "amr": amr}
+        async with self._writer(None) as ex:
+            await ex.run(self._s["session_add"], row)
+
+    async def touch_session(self, family: str, now: datetime.datetime, ip: str | None) -> None:
+        async with self._writer(None) as ex:
+            await ex.run(self._s["session_touch"], {"_family": family, "_now": now, "_ip": ip})
+
+    async def sessions(self, account: str, now: datetime.datetime) -> list[Record]:
+        async with self._db.reader() as ex:
+            return await ex.rows(self._s["sessions"], {"account": account, "now": now})
+
+    async def revoke_family(self, account: str, family: str, now: datetime.datetime) -> bool:
+        async with self._writer(None) as ex:
+            params = {"account": account, "family": family, "now": now}
+            if await ex.first(self._s["session_live"], params) is None:
+                return False
+            await ex.run(self._s["family_revoke"], {"_family": family, "_now": now})
+            return True
+
+    async def families_ended_since(
+        self, since: datetime.datetime
+    ) -> list[tuple[str, datetime.datetime]]:
+        async with self._db.reader() as ex:
+            rows = await ex.rows(self._s["families_ended"], {"since": since})
+        return [(str(row["detail"]), row["at"]) for row in rows]  # type: ignore[misc]
+
+    async def session_amr(self, family: str) -> str | None:
+        sessions = self._t["charpente_sessions"]
+        async with self._db.reader() as ex:
+            found = await ex.scalar(sa.select(sessions.c.amr).where(sessions.c.family == family))
+        return None if found is None else str(found)
+
+    async def mfa(self, account: str) -> Record | None:
+        mfa = self._t["charpente_mfa"]
+        async with self._db.reader() as ex:
+            return await ex.first(sa.select(mfa).where(mfa.c.account == account))
+
+    async def save_mfa(self, account: str, secret: str, now: datetime.datetime) -> None:
+        mfa = self._t["charpente_mfa"]
+        async with self._writer(None) as ex:
+            await ex.run(sa.delete(mfa).where(mfa.c.account == account))
+            row = {"account": account, "secret": secret, "created_at": now, "failures": 0}
+            await ex.run(sa.insert(mfa), row | {"confirmed_at": None, "last_step": None})
+
+    async def mfa_checked(
+        self,
+        account: str,
+        step: int | None,
+        now: datetime.datetime,
+        lock_after: int,
+        locked_until: datetime.datetime,
+    ) -> bool:
+        mfa = self._t["charpente_mfa"]
+        row_of = sa.select(mfa).where(mfa.c.account == account)
+        async with self._writer(None) as ex:
+            row = await ex.first(row_of.with_for_update() if self._db.locks else row_of)
+            if row is None:
+                return False
+            locked = row["locked_until"]
+            if isinstance(locked, datetime.datetime) and locked > now:
+                return False
+            last = row["last_step"]
+            same = sa.update(mfa).where(mfa.c.account == account)
+            if step is not None and (last is None or step > int(str(last))):
+                await ex.run(same.values(last_step=step, failures=0, locked_until=None))
+                return True
+            failures = int(str(row["failures"])) + 1
+            lock = locked_until if failures >= lock_after else None
+            await ex.run(same.values(failures=0 if lock else failures, locked_until=lock))
+            return False
+
+    async def confirm_mfa(self, account: str, codes: Sequence[str], now: datetime.datetime) -> None:
+        mfa, recovery = self._t["charpente_mfa"], self._t["charpente_recovery_codes"]
+        async with self._writer(None) as ex:
+            confirmed = sa.update(mfa).where(mfa.c.account == account).values(confirmed_at=now)
+            await ex.run(confirmed)
+            await ex.run(sa.delete(recovery).where(recovery.c.account == account))
+            for code in codes:
+                await ex.run(
+                    sa.insert(recovery), {"hash": code, "account": account, "used_at": None}
+                )
+
+    async def use_recovery_code(self, account: str, hash: str, now: datetime.datetime) -> bool:
+        recovery = self._t["charpente_recovery_codes"]
+        found = sa.select(recovery).where(recovery.c.hash == hash, recovery.c.account == account)
+        async with self._writer(None) as ex:
+            row = await ex.first(found.with_for_update() if self._db.locks else found)
+            if row is None or row["used_at"] is not None:
+                return False
+            used = sa.update(recovery).where(recovery.c.hash == hash).values(used_at=now)
+            await ex.run(used)
+            return True
+
+    async def remove_mfa(self, account: str) -> None:
+        mfa, recovery = self._t["charpente_mfa"], self._t["charpente_recovery_codes"]
+        async with self._writer(None) as ex:
+            await ex.run(sa.delete(recovery).where(recovery.c.account == account))
+            await ex.run(sa.delete(mfa).where(mfa.c.account == account))
+
+    async def redact_history(
+        self, account: str, keep: Collection[str], now: datetime.datetime
+    ) -> int:
+        events = self._t[EVENTS_TABLE]
+        mine = (events.c.resource == ACCOUNTS) & (events.c.record_id == account)
+        async with self._writer(None) as ex:
+            rows = await ex.rows(
+                sa.select(events.c.id, events.c.changes, events.c.record).where(mine)
+            )
+            for row in rows:
+                values = {
+                    "changes": _redacted(row["changes"], keep),
+                    "record": None if row["record"] is None else _redacted(row["record"], keep),
+                }
+                await ex.run(sa.update(events).where(events.c.id == row["id"]).values(**values))
+            return len(rows)
+
     async def add_email_token(
         self,
         hash: str,
@@ -348,3 +501,14 @@ def _token(
         "used_at": None,
         "revoked_at": None,
     }
+
+
+def _redacted(text: object, keep: Collection[str]) -> str:
+    """A history event's JSON object with every value but `keep`'s replaced by `[redacted]`."""
+    try:
+        found = json.loads(str(text))
+    except ValueError:
+        return json.dumps({})
+    if not isinstance(found, dict):
+        return json.dumps({})
+    return json.dumps({k: v if k in keep else REDACTED for k, v in found.items()})

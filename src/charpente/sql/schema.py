@@ -236,6 +236,37 @@ def auth_tables(metadata: sa.MetaData) -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
     )
     sa.Table(
+        "charpente_sessions",  # one per sign-in: its refresh-token family, for people to see
+        metadata,
+        sa.Column("family", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("last_used_at", UtcDateTime(), nullable=False),
+        sa.Column("ip", sa.Text(), nullable=True),
+        sa.Column("user_agent", sa.Text(), nullable=True),
+        sa.Column("method", sa.Text(), nullable=False),  # password | oauth
+        sa.Column("amr", sa.Text(), nullable=True),  # RFC 8176 methods, space-separated
+    )
+    sa.Table(
+        "charpente_mfa",  # an account's TOTP secret (sealed when keys are configured)
+        metadata,
+        sa.Column("account", account, sa.ForeignKey(f"{ACCOUNTS}.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("confirmed_at", UtcDateTime(), nullable=True),
+        sa.Column("last_step", sa.BigInteger(), nullable=True),  # a code is used once
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("locked_until", UtcDateTime(), nullable=True),
+    )  # fmt: skip
+    sa.Table(
+        "charpente_recovery_codes",
+        metadata,
+        sa.Column("hash", sa.Text(), primary_key=True),
+        owner(),
+        sa.Column("used_at", UtcDateTime(), nullable=True),
+    )
+    sa.Table(
         "charpente_email_tokens",  # one-time links sent by email: verify, reset, change
         metadata,
         sa.Column("hash", sa.Text(), primary_key=True),
