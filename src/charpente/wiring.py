@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from charpente.bus import bus_from_url
 from charpente.design.flags import hook_flag_problems, hook_flags_read, rules_reading
 from charpente.design.model import Design
-from charpente.errors import ConfigError, DesignError, MigrationError
+from charpente.errors import ConfigError, DesignError, MigrationError, Problem
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.oauth import oauth_routes
@@ -498,6 +498,20 @@ def check_hook_flags(design: Design, spec: str, base: Path) -> None:
     problems = hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
     if problems:
         raise DesignError(problems)
+
+
+def hooks_flag_problems(settings: Settings, design: Design) -> list[Problem]:
+    """The undeclared flags the design's hooks module reads (its source, read, not run)."""
+    if design.hooks is None:
+        return []
+    base = (settings.design_path or Path(design.source)).parent
+    try:
+        path = _hooks_source(design.hooks, base)
+    except (ImportError, ValueError):
+        return []  # `serve` says why the module cannot be loaded
+    if path is None:
+        return []
+    return hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
 
 
 def flags_in_use(settings: Settings, design: Design) -> set[str]:
