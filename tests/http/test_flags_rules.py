@@ -130,3 +130,21 @@ def test_a_hook_reading_an_undeclared_flag_is_an_error_at_load(tmp_path: Path):
 def test_a_hook_reading_declared_flags_loads(tmp_path: Path):
     (tmp_path / "hooks.py").write_text("def f(ctx):\n    return ctx.flag('beta')\n")
     check_hook_flags(_design(), "hooks.py", tmp_path)
+
+
+async def test_a_field_write_rule_follows_the_flag(make_api):
+    guarded = (
+        'fields: {body: {read: flag("beta") or shared == false}, rank: {write: flag("reposts")}}'
+    )
+    api = await make_api(
+        DESIGN.replace('fields: {body: {read: flag("beta") or shared == false}}', guarded)
+    )
+    outside = await api.client.post(
+        "/v1/posts", json={"body": "b", "rank": 3}, headers={"X-Client-ID": OUTSIDE}
+    )
+    assert outside.status_code == 422
+    assert outside.json()["errors"][0]["field"] == "rank"
+    inside = await api.client.post(
+        "/v1/posts", json={"body": "b", "rank": 3}, headers={"X-Client-ID": INSIDE}
+    )
+    assert inside.status_code == 201, inside.text
