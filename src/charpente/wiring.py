@@ -174,16 +174,23 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
 
 
 def build_flags(
-    design: Design, service: Service, database: SqlDatabase, bus: Bus, feed: ChangeFeed
+    design: Design,
+    service: Service,
+    database: SqlDatabase,
+    bus: Bus,
+    feed: ChangeFeed | None = None,
 ) -> tuple[FlagControl | None, FlagSync | _NoSync]:
-    """The flag admin over the database, following the bus (nothing without flags)."""
+    """The flag admin over the database, following the bus, re-evaluating `feed`'s live
+    streams on a change (nothing without flags)."""
     if not design.flags:
         return None, _NoSync()
     control = FlagControl(design, service.flags, SqlFlagStore(database), bus=bus)
     reading = rules_reading(design)
 
     async def rebind_streams(names: Sequence[str]) -> None:
-        feed.rebind([r for r, read in reading.items() if read & set(names)], service.flags)
+        if feed is not None:
+            changed = [r for r, read in reading.items() if read & set(names)]
+            feed.rebind(changed, service.flags)
 
     control.listeners.append(rebind_streams)
     return control, FlagSync(control)
@@ -274,10 +281,13 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         service = Service(design, database, hooks=hooks, cipher=field_cipher(settings, design))
         background = build_background(settings, design, service, database)
         await background.start()
+        _, flag_sync = build_flags(design, service, database, background.bus)
+        await flag_sync.start()  # jobs' writes see the flags as admins set them
         logger.info("worker: relaying to the bus %s", background.bus.name)
         try:
             await stop.wait()
         finally:
+            await flag_sync.stop()
             await background.stop()
     finally:
         await database.close()
