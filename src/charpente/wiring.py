@@ -30,7 +30,7 @@ from charpente import __version__
 from charpente.bus import bus_from_url
 from charpente.design.flags import hook_flag_problems, hook_flags_read, rules_reading
 from charpente.design.model import Design
-from charpente.errors import ConfigError, DesignError, MigrationError
+from charpente.errors import ConfigError, DesignError, MigrationError, Problem
 from charpente.http.app import build_app
 from charpente.http.clientip import parse_trusted_proxies
 from charpente.http.drain import ClosingMiddleware
@@ -321,16 +321,23 @@ def build_application(settings: Settings, design: Design | None = None) -> Starl
 
 
 def build_flags(
-    design: Design, service: Service, database: SqlDatabase, bus: Bus, feed: ChangeFeed
+    design: Design,
+    service: Service,
+    database: SqlDatabase,
+    bus: Bus,
+    feed: ChangeFeed | None = None,
 ) -> tuple[FlagControl | None, FlagSync | _NoSync]:
-    """The flag admin over the database, following the bus (nothing without flags)."""
+    """The flag admin over the database, following the bus, re-evaluating `feed`'s live
+    streams on a change (nothing without flags)."""
     if not design.flags:
         return None, _NoSync()
     control = FlagControl(design, service.flags, SqlFlagStore(database), bus=bus)
     reading = rules_reading(design)
 
     async def rebind_streams(names: Sequence[str]) -> None:
-        feed.rebind([r for r, read in reading.items() if read & set(names)], service.flags)
+        if feed is not None:
+            changed = [r for r, read in reading.items() if read & set(names)]
+            feed.rebind(changed, service.flags)
 
     control.listeners.append(rebind_streams)
     return control, FlagSync(control)
@@ -446,11 +453,14 @@ async def run_worker(settings: Settings, design: Design, stop: asyncio.Event) ->
         metrics.set_build_info(__version__, design.name)
         background = build_background(settings, design, service, database)
         await background.start()
+        _, flag_sync = build_flags(design, service, database, background.bus)
+        await flag_sync.start()  # jobs' writes see the flags as admins set them
         logger.info("worker: relaying to the bus %s", background.bus.name)
         activity = ActivityLog(background.activity)
         try:
             await activity.run(stop)
         finally:
+            await flag_sync.stop()
             await background.stop()
             activity.stopped(await _waiting(background))
             await close_cache()
@@ -776,6 +786,20 @@ def check_hook_flags(design: Design, spec: str, base: Path) -> None:
     problems = hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
     if problems:
         raise DesignError(problems)
+
+
+def hooks_flag_problems(settings: Settings, design: Design) -> list[Problem]:
+    """The undeclared flags the design's hooks module reads (its source, read, not run)."""
+    if design.hooks is None:
+        return []
+    base = (settings.design_path or Path(design.source)).parent
+    try:
+        path = _hooks_source(design.hooks, base)
+    except (ImportError, ValueError):
+        return []  # `serve` says why the module cannot be loaded
+    if path is None:
+        return []
+    return hook_flag_problems(path.read_text(encoding="utf-8"), str(path), design.flags)
 
 
 def flags_in_use(settings: Settings, design: Design) -> set[str]:

@@ -110,3 +110,10 @@ async def _age(path: Path, name: str, at: datetime.datetime) -> None:
         table = sa.table("charpente_flags", sa.column("name"), sa.column("changed_at"))
         await conn.execute(sa.update(table).where(table.c.name == name).values(changed_at=at))
     await engine.dispose()
+
+
+def test_check_reports_a_hook_reading_an_undeclared_flag(workdir):
+    (workdir / "hooks.py").write_text(HOOKS + "\nasync def f(ctx):\n    ctx.flag('repost')\n")
+    result = CliRunner().invoke(app, ["check"])
+    assert result.exit_code == 1
+    assert "hooks.py:6:5: error: unknown flag 'repost' in a hook" in result.output

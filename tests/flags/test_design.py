@@ -113,3 +113,8 @@ def test_field_rules_read_flags_too():
     access = '    access:\n      fields: {body: {read: flag("reposts")}}\n'
     found = design("  reposts: {}\n", access).resources["posts"].access.fields_read["body"]
     assert bind_caller(found.expr, {flag_key("reposts"): False}).value is False
+
+
+def test_a_write_that_a_flag_opens_to_anonymous_callers_is_warned_about():
+    found = design("  open_posting: {}\n", '    access:\n      create: flag("open_posting")\n')
+    assert any("anonymous callers may create `posts`" in w for w in found.warnings)

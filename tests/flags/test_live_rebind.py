@@ -15,9 +15,11 @@ from charpente.runtime.changes import ChangeFeed, StreamEnded
 from charpente.runtime.events import Event, to_cloudevent
 from charpente.runtime.flags import FlagBoard, FlagSetting
 from charpente.runtime.ids import new_id
+from charpente.runtime.service import Service
 from charpente.sql.database import SqlDatabase
 from charpente.sql.engine import create_engine
 from charpente.sql.schema import build_metadata
+from charpente.wiring import build_flags
 
 pytestmark = pytest.mark.anyio
 
@@ -87,3 +89,31 @@ async def test_a_stream_its_caller_may_no_longer_read_ends(tmp_path):
     finally:
         await feed.stop()
         await engine.dispose()
+
+
+class RecordingFeed:
+    def __init__(self) -> None:
+        self.rebound: list[list[str]] = []
+
+    def rebind(self, resources, flags) -> None:
+        self.rebound.append(sorted(resources))
+
+
+async def test_the_served_app_rebinds_the_streams_of_resources_whose_rules_read_the_flag(
+    tmp_path,
+):
+    text = DESIGN.replace("{read}", 'flag("reposts")').replace(
+        "  reposts: {rollout: 0%}\n", "  reposts: {rollout: 0%}\n  other: {}\n"
+    )
+    text += '  notes:\n    fields: {body: string}\n    access: {read: flag("other")}\n'
+    design = load_design_text(text)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
+    database = SqlDatabase(engine, design)
+    feed = RecordingFeed()
+    control, _ = build_flags(design, Service(design, database), database, MemoryBus(), feed)
+    assert control is not None
+    (listener,) = control.listeners
+    await listener(["reposts"])
+    await listener(["other", "reposts"])
+    assert feed.rebound == [["posts"], ["notes", "posts"]]
+    await engine.dispose()

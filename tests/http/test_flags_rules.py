@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from charpente.compile.policy import row_filter
+from charpente.design.expr import Compare, Literal, Name
 from charpente.design.model import Design
 from charpente.errors import DesignError
 from charpente.loader import load_design_text
+from charpente.runtime.caller import ANONYMOUS, rule_auth
 from charpente.runtime.flags import in_rollout
 from charpente.runtime.hooks import Hooks
 from charpente.wiring import check_hook_flags
@@ -75,16 +78,19 @@ async def test_a_field_rule_hides_a_field_while_its_flag_is_off(make_api):
 
 async def test_the_flag_reaches_sql_as_a_constant_never_hashed_per_row(make_api):
     api = await _feed(make_api)
-    if api.dialect != "sqlite":
-        pytest.skip("statements are recorded through SQLAlchemy's execution (SQLite's)")
-    api.statements.clear()
-    await _bodies(api, **{"X-Client-ID": OUTSIDE})
-    await _bodies(api, **{"X-Client-ID": INSIDE})
-    selects = [s.lower() for s in api.statements if "from posts" in s.lower()]
-    assert selects, api.statements
-    assert not any("hash" in s or "murmur" in s or "flag" in s for s in selects)
-    assert "where posts.shared = " in selects[0]  # outside: the rule's other half
-    assert "where" not in selects[-1]  # inside: every row
+    posts, board = api.design.resources["posts"], api.service.flags
+    outside = row_filter(posts, "list", rule_auth(board.with_flags(ANONYMOUS, OUTSIDE)))
+    inside = row_filter(posts, "list", rule_auth(board.with_flags(ANONYMOUS, INSIDE)))
+    assert outside == Compare("==", Name(("shared",)), Literal(False))  # the rule's other half
+    assert inside is None  # every row
+    if api.dialect == "sqlite":  # statements are recorded through SQLAlchemy's execution
+        api.statements.clear()
+        await _bodies(api, **{"X-Client-ID": OUTSIDE})
+        await _bodies(api, **{"X-Client-ID": INSIDE})
+        selects = [s.lower() for s in api.statements if "from posts" in s.lower()]
+        assert not any("hash" in s or "murmur" in s or "flag" in s for s in selects)
+        assert "where posts.shared = " in selects[0]
+        assert "where" not in selects[-1]
 
 
 async def test_hooks_read_the_callers_flags(make_api):
@@ -124,3 +130,21 @@ def test_a_hook_reading_an_undeclared_flag_is_an_error_at_load(tmp_path: Path):
 def test_a_hook_reading_declared_flags_loads(tmp_path: Path):
     (tmp_path / "hooks.py").write_text("def f(ctx):\n    return ctx.flag('beta')\n")
     check_hook_flags(_design(), "hooks.py", tmp_path)
+
+
+async def test_a_field_write_rule_follows_the_flag(make_api):
+    guarded = (
+        'fields: {body: {read: flag("beta") or shared == false}, rank: {write: flag("reposts")}}'
+    )
+    api = await make_api(
+        DESIGN.replace('fields: {body: {read: flag("beta") or shared == false}}', guarded)
+    )
+    outside = await api.client.post(
+        "/v1/posts", json={"body": "b", "rank": 3}, headers={"X-Client-ID": OUTSIDE}
+    )
+    assert outside.status_code == 422
+    assert outside.json()["errors"][0]["field"] == "rank"
+    inside = await api.client.post(
+        "/v1/posts", json={"body": "b", "rank": 3}, headers={"X-Client-ID": INSIDE}
+    )
+    assert inside.status_code == 201, inside.text

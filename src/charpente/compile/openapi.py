@@ -10,6 +10,7 @@ import decimal
 from collections.abc import Iterable
 
 from charpente.compile.openapi_auth import SECURITY, auth_paths, security_schemes
+from charpente.compile.openapi_flags import flag_paths, flag_schemas, flag_tags
 from charpente.compile.openapi_webhooks import WEBHOOKS_TAG, webhook_paths, webhook_schemas
 from charpente.design.auth import ACCOUNTS
 from charpente.design.model import Design, Field, Kind, Resource
@@ -97,6 +98,8 @@ def openapi_document(design: Design) -> dict[str, object]:
         paths.update(auth_paths(design, names[ACCOUNTS]))
     paths.update(webhook_paths(design))
     schemas.update(webhook_schemas(design))
+    paths.update(flag_paths(design))
+    schemas.update(flag_schemas(design))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -105,7 +108,7 @@ def openapi_document(design: Design) -> dict[str, object]:
             "description": f"The REST API of the `{design.name}` design, served by charpente.",
         },
         "servers": [{"url": "/"}],
-        "tags": [*_tags(design), dict(WEBHOOKS_TAG)],
+        "tags": [*_tags(design), dict(WEBHOOKS_TAG), *flag_tags(design)],
         "paths": paths,
         "security": SECURITY,
         "components": {

@@ -12,7 +12,17 @@ from collections.abc import Callable, Mapping
 
 from charpente.design.auth import ACCOUNTS
 from charpente.design.bind import FALSE, TRUE, bind_caller, can_hold
-from charpente.design.model import ACTIONS, ADMIN_ROLE, Access, Design, Kind, Resource, Rule
+from charpente.design.flags import flag_key
+from charpente.design.model import (
+    ACTIONS,
+    ADMIN_ROLE,
+    Access,
+    Design,
+    Flag,
+    Kind,
+    Resource,
+    Rule,
+)
 from charpente.design.parse import parse_expr
 from charpente.design.resolve import resolve_expr
 from charpente.design.source import Node, Reader, offset_position
@@ -57,7 +67,7 @@ def read_access(design: Design, resource: Resource, node: Node | None, reader: R
             if rule is not None and not (key == "read" and action in options):
                 rules[action] = rule
     access = Access(rules, fields_read, fields_write)
-    _warn_anonymous_writes(resource, access, node, reader)
+    _warn_anonymous_writes(resource, access, node, reader, design.flags)
     return access
 
 
@@ -114,10 +124,13 @@ def _field_rules(
             reader.error(options["read"], "a counter is as visible as its record")
 
 
-def _warn_anonymous_writes(resource: Resource, access: Access, node: Node, reader: Reader) -> None:
-    """Warn about each write that callers without an account may make."""
+def _warn_anonymous_writes(
+    resource: Resource, access: Access, node: Node, reader: Reader, flags: Mapping[str, Flag]
+) -> None:
+    """Warn about each write that callers without an account may make (with flags on)."""
+    flags_on = {flag_key(name): True for name, flag in flags.items() if not flag.variants}
     for action in ("create", "update", "delete"):
-        if can_hold(bind_caller(access.rules[action].expr, {})):
+        if can_hold(bind_caller(access.rules[action].expr, flags_on)):
             reader.warn(node, f"anonymous callers may {action} `{resource.name}` records")
 
 

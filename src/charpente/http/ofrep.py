@@ -104,7 +104,7 @@ def _tags(header: str | None) -> set[str]:
 
 
 def _error(key: str, code: str, details: str, status: int) -> Response:
-    return _json({"key": key, "errorCode": code, "errorDetails": details}, status)
+    return _json({"key": key[:100], "errorCode": code, "errorDetails": details}, status)
 
 
 def _json(payload: object, status: int) -> Response:

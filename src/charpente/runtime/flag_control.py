@@ -26,7 +26,7 @@ from charpente.runtime.clock import SystemClock
 from charpente.runtime.events import Message, event_source
 from charpente.runtime.flags import FlagBoard, FlagSetting, changed_setting
 from charpente.runtime.ids import new_id
-from charpente.runtime.ports import Bus, Clock
+from charpente.runtime.ports import Bus, Clock, Subscription
 
 __all__ = [
     "FLAG_CHANGED",
@@ -245,7 +245,13 @@ class FlagSync:
             await self.control.reload()
         self._tasks = [asyncio.create_task(self._periodic(), name="charpente-flags-reload")]
         if self.control.bus is not None:
-            self._tasks.append(asyncio.create_task(self._follow(), name="charpente-flags-bus"))
+            first = None
+            try:  # subscribed before start returns: no change made from now on is missed
+                first = await self.control.bus.subscribe()
+            except Exception as exc:  # a broker's own errors too: _follow keeps trying
+                logger.info("flags: cannot follow the bus yet (%s)", exc)
+            follow = self._follow(first)
+            self._tasks.append(asyncio.create_task(follow, name="charpente-flags-bus"))
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -260,18 +266,21 @@ class FlagSync:
             await asyncio.sleep(self.every)
             await self._reload()
 
-    async def _follow(self) -> None:
+    async def _follow(self, subscription: Subscription | None) -> None:
         bus = self.control.bus
         assert bus is not None
         while True:
             try:
-                subscription = await bus.subscribe()
+                if subscription is None:
+                    subscription = await bus.subscribe()
+                    await self._reload()  # what changed while we were not subscribed
                 try:
                     async for message in subscription:
                         if message.key == FLAG_CHANGED:
                             await self._reload()
                 finally:
                     await subscription.close()
+                    subscription = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the bus went away: follow it again in a moment

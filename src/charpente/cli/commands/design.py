@@ -14,7 +14,7 @@ from charpente.compile.openapi import openapi_document
 from charpente.errors import DesignError
 from charpente.settings import DEFAULT_DESIGN_FILE
 from charpente.templates import template_names, template_summary, template_text
-from charpente.wiring import load_configured_design
+from charpente.wiring import hooks_flag_problems, load_configured_design
 
 __all__ = ["DesignArgument", "DesignOption", "check", "chosen_design", "init", "openapi"]
 
@@ -86,6 +86,10 @@ def check(design: DesignArgument = None, design_option: DesignOption = None) -> 
         raise typer.Exit(1 if errors else 0) from None
     for warning in loaded.warnings:
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
+    hook_problems = hooks_flag_problems(settings, loaded)
+    if hook_problems:
+        print_problems(hook_problems)
+        raise typer.Exit(1)
     count = len(loaded.resources)
     say(f"{settings.design_label}: ok ({count} resource{'s' if count != 1 else ''})")
 
