@@ -59,7 +59,7 @@ __all__ = [
 HISTORY_TABLE = "charpente_migrations"
 _ENGINE_PREFIX = "charpente_"
 _IGNORED_TABLES = frozenset({"alembic_version"})
-_LOCK_KEY = 0x63686172_70656E74  # "charpent": the advisory lock every migration takes
+_LOCK_CLASS = 0x63686172  # "char": with the schema's hash, one lock per schema (PostgreSQL)
 
 
 async def plan_migration(engine: AsyncEngine, design: Design) -> MigrationPlan:
@@ -121,19 +121,25 @@ def _apply(
     return plan
 
 
+def _lock_key() -> tuple[Any, Any]:
+    """Migrations of one schema take turns; those of other schemas (other apps, tests running
+    in parallel on one database) do not wait for them."""
+    return sa.literal(_LOCK_CLASS, sa.Integer()), sa.func.hashtext(sa.func.current_schema())
+
+
 @contextmanager
 def _session_lock(conn: sa.Connection) -> Iterator[None]:
     """On PostgreSQL, hold the migration lock past the commit, while deferred steps run."""
     if conn.dialect.name != "postgresql":
         yield
         return
-    conn.execute(sa.select(sa.func.pg_advisory_lock(_LOCK_KEY)))
+    conn.execute(sa.select(sa.func.pg_advisory_lock(*_lock_key())))
     conn.commit()
     try:
         yield
     finally:
         conn.rollback()
-        conn.execute(sa.select(sa.func.pg_advisory_unlock(_LOCK_KEY)))
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(*_lock_key())))
         conn.commit()
 
 
@@ -261,7 +267,7 @@ def _begin_sqlite_transaction(conn: sa.Connection) -> None:
 def _lock_migrations(conn: sa.Connection) -> None:
     """On PostgreSQL, one migration at a time: processes starting together wait their turn."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*_lock_key())))
 
 
 def _check_foreign_keys(conn: sa.Connection) -> None:
