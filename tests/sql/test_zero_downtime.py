@@ -267,6 +267,8 @@ async def test_a_start_killed_halfway_resumes_to_the_same_end_state(engine, pg_t
 
     halfway = await scalar(engine, "SELECT count(*) FROM posts WHERE title IS NOT NULL")
     assert 0 < halfway < 12_000
+    assert await database_is_current(engine, old)  # old processes keep serving (and restart)
+    assert not await database_is_current(engine, new)  # new ones wait for the backfill
     seen: list[tuple[str, int, int]] = []
 
     resumed = await start_migration(engine, new, lambda *p: seen.append(p))

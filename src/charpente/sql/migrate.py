@@ -43,7 +43,7 @@ from charpente.sql.migration_steps import (
     with_breaking,
 )
 from charpente.sql.rename_steps import with_renames
-from charpente.sql.rollout import UNDER_WAY, active_expansion
+from charpente.sql.rollout import active_expansion, serves_side_by_side
 from charpente.sql.schema import NAMING, UtcDateTime, build_metadata
 
 __all__ = [
@@ -308,11 +308,9 @@ def refuse_during_expansion(conn: sa.Connection, design: Design) -> None:
 
 def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
     under_way = active_expansion(conn)
-    if under_way is not None and under_way.state in UNDER_WAY[:2]:
-        snapshot = design_to_json(design)
-        if snapshot in (under_way.old_design, under_way.new_design):
-            # Both designs run side by side until `migrate complete`: nothing to do for either.
-            return MigrationPlan((), snapshot, is_recorded=True)
+    if under_way is not None and serves_side_by_side(under_way, design_to_json(design)):
+        # Both designs run side by side until `migrate complete`: nothing to do for either.
+        return MigrationPlan((), design_to_json(design), is_recorded=True)
     previous, recorded = _latest_snapshot(conn)
     metadata = build_metadata(design)
     _history_table(metadata)

@@ -22,6 +22,7 @@ __all__ = [
     "active_expansion",
     "expansions_table",
     "save_expansion",
+    "serves_side_by_side",
 ]
 
 EXPANSIONS_TABLE = "charpente_expansions"
@@ -78,6 +79,14 @@ def active_expansion(conn: sa.Connection) -> Expansion | None:
         json.loads(row.renames),
         json.loads(row.progress),
     )
+
+
+def serves_side_by_side(expansion: Expansion, snapshot: str) -> bool:
+    """Whether a process of this design may serve now: the old design until the contract
+    begins, the new one once its columns are filled."""
+    if snapshot == expansion.old_design:
+        return expansion.state in (STARTED, BACKFILLED)
+    return snapshot == expansion.new_design and expansion.state == BACKFILLED
 
 
 def save_expansion(conn: sa.Connection, expansion: Expansion) -> None:
