@@ -43,7 +43,7 @@ from charpente.sql.migration_steps import (
     with_breaking,
 )
 from charpente.sql.rename_steps import with_renames
-from charpente.sql.rollout import active_expansion, serves_side_by_side
+from charpente.sql.rollout import active_expansion, may_apply, serves_side_by_side
 from charpente.sql.schema import NAMING, UtcDateTime, build_metadata
 
 __all__ = [
@@ -299,7 +299,7 @@ def refuse_during_expansion(conn: sa.Connection, design: Design) -> None:
     """While `migrate start` … `complete` is under way, only its own designs are applied."""
     under_way = active_expansion(conn)
     snapshot = design_to_json(design)
-    if under_way is not None and snapshot not in (under_way.new_design, under_way.expanded_design):
+    if under_way is not None and not may_apply(under_way, snapshot):
         raise MigrationError(
             "a zero-downtime migration is under way (`charpente migrate start`): finish it with "
             "`charpente migrate complete` and its design before applying another one"

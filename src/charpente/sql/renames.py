@@ -110,6 +110,8 @@ def _start(conn: sa.Connection, design: Design, progress: Progress | None) -> St
     with migrate._session_lock(conn):
         expansion, resumed = _expansion_for(conn, design)
         renames = tuple(Rename(**r) for r in expansion.renames)
+        if expansion.state == BACKFILLED:
+            return Started(renames, resumed)  # done already: both designs may run
         expanded = design_from_json(expansion.expanded_design)
         migrate._apply(conn, expanded, False, False)  # the new columns (indexes CONCURRENTLY)
         for rename in renames:
