@@ -57,10 +57,8 @@ def test_plan_notes_an_index_built_concurrently_on_a_table_with_rows(
 
     assert planned.exit_code == 0, planned.output
     assert "on tables with rows (PostgreSQL):" in planned.stdout
-    assert (
-        "  1. CREATE INDEX would block writes to posts while it reads every row; built CONCURRENTLY after the commit"
-        in planned.stdout
-    )
+    note = "1. CREATE INDEX would block writes to posts while it reads every row; built "
+    assert f"  {note}CONCURRENTLY after the commit" in planned.stdout
 
 
 def test_start_and_complete_say_they_need_postgresql_on_sqlite(
