@@ -566,3 +566,13 @@ async def test_renamed_from_is_one_rename_that_keeps_the_values_on_both_dialects
     await apply_migration(engine, d2, only_safe=True)
     assert [r["text"] for r in await select_all(engine, d2, "posts")] == ["kept"]
     assert (await plan_migration(engine, d2)).is_empty
+
+
+async def test_a_resource_renamed_from_another_is_refused_rather_than_dropped(engine):
+    await apply_migration(engine, design(posts()))
+    articles = Resource("articles", (TITLE, VISIBILITY), renamed_from="posts")
+
+    with pytest.raises(MigrationError, match="renaming a table is not supported yet"):
+        await apply_migration(engine, design(articles), allow_destructive=True)
+
+    assert "posts" in await tables(engine)

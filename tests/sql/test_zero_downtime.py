@@ -139,6 +139,9 @@ async def test_a_rename_runs_old_and_new_processes_side_by_side_then_completes(e
     )
     assert await database_is_current(engine, old)  # both designs may serve
     assert await database_is_current(engine, new)
+    assert (await apply_migration(engine, old, only_safe=True)).is_empty  # serve --migrate
+    assert (await apply_migration(engine, new, only_safe=True)).is_empty
+    assert (await start_migration(engine, new)).resumed  # a second start has nothing to do
 
     old_engine = create_engine(
         engine.url.render_as_string(hide_password=False),
@@ -191,6 +194,21 @@ async def test_a_rename_runs_old_and_new_processes_side_by_side_then_completes(e
     assert not await database_is_current(engine, old)
     with pytest.raises(MigrationError, match="nothing to complete"):
         await complete_migration(engine, new)
+
+
+async def test_a_process_that_stops_beating_is_forgotten_after_the_stale_delay(engine):
+    old, new = load_design_text(OLD), load_design_text(NEW)
+    await apply_migration(engine, old)
+    await start_migration(engine, new)
+    crashed = Presence(engine, old, every_s=60)
+    await crashed.start()
+    assert crashed._task is not None
+    crashed._task.cancel()  # killed: no heartbeat, no goodbye
+
+    with pytest.raises(MigrationError, match="still running"):
+        await complete_migration(engine, new)
+    await asyncio.sleep(0.6)
+    await complete_migration(engine, new, stale_after_s=0.5)
 
 
 async def test_start_refuses_on_a_design_with_no_rename_and_complete_before_start(engine):
@@ -267,6 +285,10 @@ async def test_a_start_killed_halfway_resumes_to_the_same_end_state(engine, pg_t
 
     halfway = await scalar(engine, "SELECT count(*) FROM posts WHERE title IS NOT NULL")
     assert 0 < halfway < 12_000
+    assert await database_is_current(engine, old)  # old processes keep serving (and restart)
+    assert not await database_is_current(engine, new)  # new ones wait for the backfill
+    with pytest.raises(MigrationError, match="a zero-downtime migration is under way"):
+        await apply_migration(engine, new, allow_destructive=True)  # only complete drops
     seen: list[tuple[str, int, int]] = []
 
     resumed = await start_migration(engine, new, lambda *p: seen.append(p))

@@ -44,7 +44,7 @@ from charpente.sql.migration_steps import (
     with_breaking,
 )
 from charpente.sql.rename_steps import with_renames
-from charpente.sql.rollout import UNDER_WAY, active_expansion
+from charpente.sql.rollout import active_expansion, may_apply, serves_side_by_side
 from charpente.sql.schema import NAMING, UtcDateTime, build_metadata
 
 __all__ = [
@@ -60,7 +60,7 @@ __all__ = [
 HISTORY_TABLE = "charpente_migrations"
 _ENGINE_PREFIX = "charpente_"
 _IGNORED_TABLES = frozenset({"alembic_version"})
-_LOCK_KEY = 0x63686172_70656E74  # "charpent": the advisory lock every migration takes
+_LOCK_CLASS = 0x63686172  # "char": with the schema's hash, one lock per schema (PostgreSQL)
 _LOCK_POLL_SECONDS = 0.2  # how often a migration waiting for another one tries again
 
 
@@ -123,6 +123,12 @@ def _apply(
     return plan
 
 
+def _lock_key() -> tuple[Any, Any]:
+    """Migrations of one schema take turns; those of other schemas (other apps, tests running
+    in parallel on one database) do not wait for them."""
+    return sa.literal(_LOCK_CLASS, sa.Integer()), sa.func.hashtext(sa.func.current_schema())
+
+
 @contextmanager
 def _session_lock(conn: sa.Connection) -> Iterator[None]:
     """On PostgreSQL, hold the migration lock past the commit, while deferred steps run.
@@ -134,7 +140,7 @@ def _session_lock(conn: sa.Connection) -> Iterator[None]:
     if conn.dialect.name != "postgresql":
         yield
         return
-    while not conn.execute(sa.select(sa.func.pg_try_advisory_lock(_LOCK_KEY))).scalar_one():
+    while not conn.execute(sa.select(sa.func.pg_try_advisory_lock(*_lock_key()))).scalar_one():
         conn.commit()
         time.sleep(_LOCK_POLL_SECONDS)
     conn.commit()
@@ -142,7 +148,7 @@ def _session_lock(conn: sa.Connection) -> Iterator[None]:
         yield
     finally:
         conn.rollback()
-        conn.execute(sa.select(sa.func.pg_advisory_unlock(_LOCK_KEY)))
+        conn.execute(sa.select(sa.func.pg_advisory_unlock(*_lock_key())))
         conn.commit()
 
 
@@ -270,7 +276,7 @@ def _begin_sqlite_transaction(conn: sa.Connection) -> None:
 def _lock_migrations(conn: sa.Connection) -> None:
     """On PostgreSQL, one migration at a time: processes starting together wait their turn."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_KEY)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(*_lock_key())))
 
 
 def _check_foreign_keys(conn: sa.Connection) -> None:
@@ -302,7 +308,7 @@ def refuse_during_expansion(conn: sa.Connection, design: Design) -> None:
     """While `migrate start` … `complete` is under way, only its own designs are applied."""
     under_way = active_expansion(conn)
     snapshot = design_to_json(design)
-    if under_way is not None and snapshot not in (under_way.new_design, under_way.expanded_design):
+    if under_way is not None and not may_apply(under_way, snapshot):
         raise MigrationError(
             "a zero-downtime migration is under way (`charpente migrate start`): finish it with "
             "`charpente migrate complete` and its design before applying another one"
@@ -311,11 +317,9 @@ def refuse_during_expansion(conn: sa.Connection, design: Design) -> None:
 
 def _plan(conn: sa.Connection, design: Design) -> MigrationPlan:
     under_way = active_expansion(conn)
-    if under_way is not None and under_way.state in UNDER_WAY[:2]:
-        snapshot = design_to_json(design)
-        if snapshot in (under_way.old_design, under_way.new_design):
-            # Both designs run side by side until `migrate complete`: nothing to do for either.
-            return MigrationPlan((), snapshot, is_recorded=True)
+    if under_way is not None and serves_side_by_side(under_way, design_to_json(design)):
+        # Both designs run side by side until `migrate complete`: nothing to do for either.
+        return MigrationPlan((), design_to_json(design), is_recorded=True)
     previous, recorded = _latest_snapshot(conn)
     metadata = build_metadata(design)
     _history_table(metadata)

@@ -73,14 +73,15 @@ def ensure_processes_table(conn: sa.Connection) -> None:
 
 
 def live_processes(
-    conn: sa.Connection, version: str, *, stale_after_s: float = STALE_AFTER_S
+    conn: sa.Connection, *, other_than: str, stale_after_s: float = STALE_AFTER_S
 ) -> int:
-    """How many processes of the design `version` were seen recently."""
+    """How many processes of another design than `other_than` were seen recently (a design
+    that differs from the old one in its rules only is still not the new one)."""
     if not sa.inspect(conn).has_table(PROCESSES_TABLE):
         return 0
     t = processes_table(sa.MetaData())
     since = _now() - datetime.timedelta(seconds=stale_after_s)
-    query = sa.select(sa.func.count()).where(t.c.design == version, t.c.seen_at >= since)
+    query = sa.select(sa.func.count()).where(t.c.design != other_than, t.c.seen_at >= since)
     return int(conn.execute(query).scalar_one())
 
 

@@ -7,6 +7,7 @@ and `complete` take the expand/contract path instead (sql/renames.py).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ def with_renames(
     for resource in facts.design.resources.values():
         before = previous.resources.get(resource.name)
         if before is None:
+            result = _table_renamed(result, resource.renamed_from, resource.name)
             continue
         for field in resource.fields:
             old = field.renamed_from
@@ -76,6 +78,20 @@ def _renamed(
             continue
         out.append(rename if step is added else step)
     return out
+
+
+def _table_renamed(steps: list[MigrationStep], old: str | None, new: str) -> list[MigrationStep]:
+    """A renamed resource is not dropped: renaming tables is not supported yet."""
+    blocker = (
+        f"`{new}` says it is renamed from `{old}`, and renaming a table is not supported yet: "
+        f"remove `renamed_from` to drop `{old}` and create `{new}`, or keep the name `{old}`"
+    )
+    return [
+        dataclasses.replace(step, blocker=blocker)
+        if isinstance(step.operation, ops.DropTableOp) and step.operation.table_name == old
+        else step
+        for step in steps
+    ]
 
 
 def _adds(step: MigrationStep, table: str, column: str) -> bool:

@@ -110,6 +110,8 @@ def _start(conn: sa.Connection, design: Design, progress: Progress | None) -> St
     with migrate._session_lock(conn):
         expansion, resumed = _expansion_for(conn, design)
         renames = tuple(Rename(**r) for r in expansion.renames)
+        if expansion.state == BACKFILLED:
+            return Started(renames, resumed)  # done already: both designs may run
         expanded = design_from_json(expansion.expanded_design)
         migrate._apply(conn, expanded, False, False)  # the new columns (indexes CONCURRENTLY)
         for rename in renames:
@@ -379,7 +381,8 @@ def _complete(conn: sa.Connection, design: Design, stale_after_s: float) -> tupl
                 "the backfill has not finished: run `charpente migrate start` again (it goes on "
                 "where it stopped), then `charpente migrate complete`"
             )
-        alive = count_live(conn, design_version(under_way.old_design), stale_after_s=stale_after_s)
+        new_version = design_version(under_way.new_design)
+        alive = count_live(conn, other_than=new_version, stale_after_s=stale_after_s)
         conn.commit()
         if alive:
             raise MigrationError(
@@ -423,14 +426,24 @@ def _refuse_other_losses(conn: sa.Connection, design: Design, renames: tuple[Ren
         )
 
 
+def old_column_exists(conn: sa.Connection, rename: Rename) -> bool:
+    columns = sa.inspect(conn).get_columns(rename.table)
+    return any(c["name"] == rename.old for c in columns)
+
+
 def _drop_trigger(conn: sa.Connection, rename: Rename) -> None:
     q = conn.dialect.identifier_preparer.quote
     fn = q(rename.function)
 
+    table, old = q(rename.table), q(rename.old)
+
     def drop() -> None:
         with conn.begin():
             bound_lock_waits(conn)
-            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {fn} ON {q(rename.table)}")
+            # Until the old column is dropped, new-design writes leave it empty: let them.
+            if old_column_exists(conn, rename):
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {old} DROP NOT NULL")
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {fn} ON {table}")
             conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {fn}()")
 
     retrying_lock_waits(conn, drop)

@@ -21,7 +21,9 @@ __all__ = [
     "Expansion",
     "active_expansion",
     "expansions_table",
+    "may_apply",
     "save_expansion",
+    "serves_side_by_side",
 ]
 
 EXPANSIONS_TABLE = "charpente_expansions"
@@ -78,6 +80,24 @@ def active_expansion(conn: sa.Connection) -> Expansion | None:
         json.loads(row.renames),
         json.loads(row.progress),
     )
+
+
+def serves_side_by_side(expansion: Expansion, snapshot: str) -> bool:
+    """Whether a process of this design may serve now: the old design until the contract
+    begins, the new one once its columns are filled."""
+    if snapshot == expansion.old_design:
+        return expansion.state in (STARTED, BACKFILLED)
+    return snapshot == expansion.new_design and expansion.state == BACKFILLED
+
+
+def may_apply(expansion: Expansion, snapshot: str) -> bool:
+    """Whether a migration of this design may run now: a no-op for a design being served
+    side by side, `start`'s expanded design, `complete`'s new one; nothing else."""
+    if serves_side_by_side(expansion, snapshot):
+        return True
+    if snapshot == expansion.expanded_design:
+        return expansion.state == STARTED
+    return snapshot == expansion.new_design and expansion.state == COMPLETING
 
 
 def save_expansion(conn: sa.Connection, expansion: Expansion) -> None:
