@@ -113,6 +113,7 @@ def test_the_board_gives_a_caller_every_flag_and_rules_read_them():
     assert rule_auth(caller) == {
         "id": MEMBER_IN,
         "role": "member",
+        "mfa": False,
         "flag:dark": True,
         "flag:reposts": True,
     }
