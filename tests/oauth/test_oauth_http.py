@@ -725,12 +725,11 @@ async def test_an_oauth_login_of_an_account_with_mfa_asks_for_the_code(
 ) -> None:
     import pyotp
 
-    from charpente.runtime.caller import Caller
-
     app = await make_app()
     providers.oidc.set_next_user("42", "ada@example.com")
     account = await app.sign_in("google")
-    ada = Caller(account["id"], account["role"])
+    ada = app.accounts.authenticate(f"Bearer {app.issued[-2]}")  # signed in just now
+    assert ada.id == account["id"]
     secret = (await app.accounts.mfa.enroll(ada))["secret"]
     totp = pyotp.TOTP(secret)
     await app.accounts.mfa.confirm(ada, {"code": totp.at(app.clock.now(), counter_offset=-1)})
