@@ -235,3 +235,35 @@ def test_require_mfa_names_roles_of_the_design() -> None:
     bad = DESIGN.replace("  app_name: Notes\n", "  app_name: Notes\n  require_mfa: [root]\n")
     with pytest.raises(DesignError, match="`root` is not a role"):
         load_design_text(bad)
+
+
+async def test_enrolling_needs_the_password_unless_one_signed_in_just_now(
+    backend: Backend,
+) -> None:
+    import sqlalchemy as sa
+
+    from charpente.sql.engine import create_engine
+
+    email = unique("ada")
+    await backend.signup(email)
+    access = (await backend.pair(email))["access_token"]
+    engine = create_engine(backend.settings.database_url, schema=backend.settings.database_schema)
+    try:
+        async with engine.begin() as conn:
+            sessions = backend.accounts.service.database.metadata_tables["charpente_sessions"]  # type: ignore[attr-defined]
+            long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+            await conn.execute(sa.update(sessions).values(created_at=long_ago))
+    finally:
+        await engine.dispose()
+
+    refused = await backend.client.post("/v1/auth/mfa/totp", headers=bearer(access))
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "password"
+    wrong = await backend.client.post(
+        "/v1/auth/mfa/totp", json={"password": "not it at all"}, headers=bearer(access)
+    )
+    assert wrong.status_code == 422
+    done = await backend.client.post(
+        "/v1/auth/mfa/totp", json={"password": PASSWORD}, headers=bearer(access)
+    )
+    assert done.status_code == 201

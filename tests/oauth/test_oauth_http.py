@@ -718,3 +718,28 @@ async def test_a_disabled_account_gets_no_tokens(app: App, providers: Any) -> No
     back = back_at_app(await app.login("google"))
 
     assert back == {"error": "access_denied", "error_description": "this account is disabled"}
+
+
+async def test_an_oauth_login_of_an_account_with_mfa_asks_for_the_code(
+    make_app: MakeApp, providers: Any
+) -> None:
+    import pyotp
+
+    app = await make_app()
+    providers.oidc.set_next_user("42", "ada@example.com")
+    account = await app.sign_in("google")
+    ada = app.accounts.authenticate(f"Bearer {app.issued[-2]}")  # signed in just now
+    assert ada.id == account["id"]
+    secret = (await app.accounts.mfa.enroll(ada))["secret"]
+    totp = pyotp.TOTP(secret)
+    await app.accounts.mfa.confirm(ada, {"code": totp.at(app.clock.now(), counter_offset=-1)})
+
+    providers.oidc.set_next_user("42", "ada@example.com")
+    refused = await app.exchange(await app.code("google"))
+    assert refused.status_code == 403
+    assert refused.json()["error"] == "mfa_required"
+    form = {"grant_type": "mfa", "mfa_token": refused.json()["mfa_token"], "code": totp.now()}
+    signed = await app.browser.post(f"{APP}/v1/auth/token", data=form)
+    assert signed.status_code == 200, signed.text
+    app.issued += [signed.json()["access_token"], signed.json()["refresh_token"]]
+    assert ("login", account["id"], "oauth+otp") in await app.events()

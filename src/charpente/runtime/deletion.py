@@ -16,6 +16,7 @@ its entries (ids, addresses, times: no email, no profile).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from charpente.design.auth import ACCOUNTS
@@ -47,6 +48,15 @@ class Deletion:
         if caller.id is None:
             raise Unauthorized(detail="sign in first", headers={"WWW-Authenticate": _BEARER})
         record = (await accounts.service.get(ACCOUNTS, caller.id, caller=SYSTEM)).record
+        await self.reauthenticate(caller, record, body, "deleting an account")
+        await self._delete(caller.id, "by its owner", ip)
+
+    async def reauthenticate(
+        self, caller: Caller, record: Mapping[str, object], body: object, what: str
+    ) -> None:
+        """The caller proves again it is the account's owner: `{"password": ...}`, or a
+        sign-in of the last ten minutes. 422 on `password` otherwise."""
+        accounts = self.accounts
         password = body.get("password") if isinstance(body, dict) else None
         if password is not None:
             found = await accounts.store.login(str(record["email"]))
@@ -61,11 +71,9 @@ class Deletion:
         elif not await self._recent(caller):
             error = FieldError("password", "required", "is required (or sign in again first)")
             raise ValidationFailed(
-                detail="deleting an account needs its password or a sign-in of the last "
-                "ten minutes",
+                detail=f"{what} needs the account's password or a sign-in of the last ten minutes",
                 errors=[error],
             )
-        await self._delete(caller.id, "by its owner", ip)
 
     async def delete_by_admin(self, caller: Caller, account: str, *, ip: str | None = None) -> None:
         if caller.id is None:

@@ -57,6 +57,10 @@ class Mfa:
         stands for the sign-in; the answer carries a new one for the confirmation."""
         enrolling = await self._enrolling(body, keep=True)
         account = enrolling[0] if enrolling else await self._account(caller)
+        if not enrolling:  # changing how one signs in: prove it is the owner again
+            await self.accounts.deletion.reauthenticate(
+                caller, account, body, "enrolling a second factor"
+            )
         current = await self.accounts.store.mfa(str(account["id"]))
         if current is not None and current["confirmed_at"] is not None:
             raise Conflict(detail="multi-factor sign-in is on already: disable it first")

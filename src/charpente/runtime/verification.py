@@ -128,14 +128,7 @@ class Verification:
         if new == old:
             error = FieldError("email", "unchanged", "is the account's address already")
             raise ValidationFailed(detail="nothing to change", errors=[error])
-        found = await accounts.store.login(old)
-        hashed = None if found is None else found[1]
-        password = fields.get("password")
-        if hashed is not None and (
-            not isinstance(password, str) or not await accounts.hasher.verify(hashed, password)
-        ):
-            error = FieldError("password", "invalid", "is not the account's password")
-            raise ValidationFailed(detail="the password is wrong", errors=[error])
+        await accounts.deletion.reauthenticate(caller, account, fields, "changing the email")
         now, token = accounts.clock.now(), new_opaque_token()
         postman = accounts.postman
         values = {"link": postman.link("confirm-email", token), "expires": "24 hours"}
