@@ -118,11 +118,13 @@ def _start(conn: sa.Connection, design: Design, progress: Progress | None) -> St
         migrate._apply(conn, expanded, False, False)  # the new columns (indexes CONCURRENTLY)
         for rename in renames:
             _install_trigger(conn, rename)
-        for rename in renames:
-            _backfill(conn, expansion, rename, progress)
-        expansion.state = BACKFILLED
-        save_expansion(conn, expansion)
-        conn.commit()
+    # The backfill runs without the migration lock: a `serve --migrate` of the old design
+    # starting meanwhile need not wait for it (copying twice gives the same values).
+    for rename in renames:
+        _backfill(conn, expansion, rename, progress)
+    expansion.state = BACKFILLED
+    save_expansion(conn, expansion)
+    conn.commit()
     return Started(renames, resumed)
 
 
