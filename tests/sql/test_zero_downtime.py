@@ -286,6 +286,7 @@ async def test_a_start_killed_halfway_resumes_to_the_same_end_state(engine, pg_t
     halfway = await scalar(engine, "SELECT count(*) FROM posts WHERE title IS NOT NULL")
     assert 0 < halfway < 12_000
     assert await database_is_current(engine, old)  # old processes keep serving (and restart)
+    assert (await apply_migration(engine, old, only_safe=True)).is_empty  # serve --migrate
     assert not await database_is_current(engine, new)  # new ones wait for the backfill
     with pytest.raises(MigrationError, match="a zero-downtime migration is under way"):
         await apply_migration(engine, new, allow_destructive=True)  # only complete drops

@@ -43,6 +43,7 @@ __all__ = [
     "retrying_lock_waits",
     "run_deferred",
     "run_statements",
+    "sleep",
 ]
 
 LOCK_TIMEOUT_MS = 500  # the longest a statement of ours may make writers wait on a lock
@@ -232,8 +233,13 @@ def _altered_column(step: MigrationStep, op: ops.AlterColumnOp, q: Any) -> Migra
             "`charpente migrate start`, then `charpente migrate complete`"
         )
         return dataclasses.replace(step, lock=lock)
-    if op.modify_nullable is not False:
-        return step
+    others = (op.modify_server_default, op.modify_comment)
+    if (
+        op.modify_nullable is not False
+        or op.modify_name is not None
+        or any(o is not False for o in others)
+    ):
+        return step  # another change in the same statement: kept as it is, in the transaction
     check = not_null_check_name(table, column)
     t = q(table)
     lock = (
@@ -388,8 +394,12 @@ def retrying_lock_waits(conn: sa.Connection, transaction: Callable[[], T]) -> T:
 
 
 def pause(conn: sa.Connection, attempt: int) -> None:
+    """The pause before a retry (longer each time)."""
+    sleep(conn, _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
+
+
+def sleep(conn: sa.Connection, seconds: float) -> None:
     """Wait in the server: this code runs on the event loop (through run_sync), never block it."""
-    seconds = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
     conn.execute(sa.select(sa.func.pg_sleep(seconds)))
     conn.commit()
 

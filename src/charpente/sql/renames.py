@@ -17,6 +17,7 @@ import datetime
 import functools
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from charpente.design.diff import design_from_json, design_to_json
 from charpente.design.model import Design, Resource
 from charpente.errors import MigrationError
 from charpente.sql import migrate
-from charpente.sql.expansion import bound_lock_waits, retrying_lock_waits
+from charpente.sql.expansion import bound_lock_waits, retrying_lock_waits, sleep
 from charpente.sql.migration_steps import Safety
 from charpente.sql.presence import (
     STALE_AFTER_S,
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 BATCH_ROWS = 1000
+PACE_S = 0.25  # the longest rest between two batches
 
 Progress = Callable[[str, int, int], None]  # (table.column, rows done, rows in all)
 
@@ -116,11 +118,13 @@ def _start(conn: sa.Connection, design: Design, progress: Progress | None) -> St
         migrate._apply(conn, expanded, False, False)  # the new columns (indexes CONCURRENTLY)
         for rename in renames:
             _install_trigger(conn, rename)
-        for rename in renames:
-            _backfill(conn, expansion, rename, progress)
-        expansion.state = BACKFILLED
-        save_expansion(conn, expansion)
-        conn.commit()
+    # The backfill runs without the migration lock: a `serve --migrate` of the old design
+    # starting meanwhile need not wait for it (copying twice gives the same values).
+    for rename in renames:
+        _backfill(conn, expansion, rename, progress)
+    expansion.state = BACKFILLED
+    save_expansion(conn, expansion)
+    conn.commit()
     return Started(renames, resumed)
 
 
@@ -320,11 +324,14 @@ def _backfill(
     if progress is not None:
         progress(rename.key, done, total)
     while True:
+        began = time.monotonic()
         high, count = retrying_lock_waits(
             conn, functools.partial(_copy_batch, conn, table, rename, expansion, last)
         )
         if high is None:
             return
+        # As long a rest as the batch took (at most PACE_S): the writers get half the time.
+        sleep(conn, min(time.monotonic() - began, PACE_S))
         last, done = high, done + count
         if progress is not None:
             progress(rename.key, min(done, total), max(total, done))
