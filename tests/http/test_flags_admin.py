@@ -163,7 +163,8 @@ async def test_an_unknown_flag_is_404_and_a_body_must_be_json(feed):
 
 
 async def test_another_process_follows_a_change_within_a_second(feed):
-    other = Node(feed, feed.bus, SqlDatabase(feed.engine, feed.design))
+    database = SqlDatabase(feed.engine, feed.design)
+    other = Node(feed, feed.bus, database)
     await other.sync.start()
     try:
         assert other.service.flags.settings["reposts"].rollout == 0
@@ -177,6 +178,7 @@ async def test_another_process_follows_a_change_within_a_second(feed):
     finally:
         await other.sync.stop()
         await other.client.aclose()
+        await database.close()  # its connections, before the schema is dropped
 
 
 async def test_a_change_publishes_a_flag_changed_event(feed):
