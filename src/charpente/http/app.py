@@ -144,6 +144,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *(flag_routes(flags, prefix) if flags is not None else ()),
         *(ofrep_routes(service.flags) if service.flags.flags else ()),
         *rest.routes(),
+        *_graphql_routes(design, service),
         *hook_routes(service.hooks, service),
         *extra_routes,
         *index_routes(design),  # after the custom routes: a hooks module may own `/`
@@ -267,3 +268,14 @@ def _lifespan(
                 await callback()
 
     return lifespan
+
+
+def _graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
+    """/v1/graphql and /graphql when graphql-core is installed (the `graphql` extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("graphql") is None:
+        return []
+    from charpente.http.graphql import graphql_routes
+
+    return graphql_routes(design, service)

@@ -1,0 +1,202 @@
+"""The GraphQL schema of a design, as SDL text and as a map the executor walks.
+
+Pure. One object type per resource (its readable fields), a ref field as the object it
+points at, every resource that points here as a connection (`account.posts`), connections
+with the REST keyset cursors, and one create/update/delete mutation per resource.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from charpente.design.model import Design, Field, Kind, Resource
+
+__all__ = [
+    "GraphField",
+    "GraphSchema",
+    "GraphType",
+    "graph_schema",
+]
+
+_SCALARS = {
+    Kind.STRING: "String",
+    Kind.TEXT: "String",
+    Kind.EMAIL: "String",
+    Kind.URL: "String",
+    Kind.ENUM: "String",
+    Kind.DECIMAL: "String",
+    Kind.INT: "Int",
+    Kind.COUNT: "Int",
+    Kind.FLOAT: "Float",
+    Kind.BOOL: "Boolean",
+    Kind.DATE: "Date",
+    Kind.DATETIME: "DateTime",
+    Kind.JSON: "JSON",
+    Kind.UUID: "ID",
+    Kind.REF: "ID",
+}
+_CONNECTION_ARGS = "first: Int, after: String, where: String, orderBy: String"
+RESERVED_TYPE_NAMES = frozenset(
+    {"Query", "Mutation", "Subscription", "PageInfo", "Date", "DateTime", "JSON"}
+    | {"String", "Int", "Float", "Boolean", "ID"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphField:
+    """One field of an object type: a stored field (`column`), a ref (`ref` → its
+    resource), or a connection of the records of `many` whose ref field `via` points here."""
+
+    name: str
+    column: str | None = None
+    ref: str | None = None
+    many: str | None = None
+    via: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GraphType:
+    """The object type of one resource and its fields by GraphQL name."""
+
+    resource: str
+    name: str
+    fields: dict[str, GraphField] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSchema:
+    """The SDL, each resource's type, and the root fields: list, one, and mutations."""
+
+    sdl: str
+    types: dict[str, GraphType]  # by resource name
+    by_type: dict[str, GraphType]  # by GraphQL type name
+    lists: dict[str, str]  # Query field → resource (a connection)
+    ones: dict[str, str]  # Query field → resource (one record by id)
+    creates: dict[str, str]  # Mutation field → resource
+    updates: dict[str, str]
+    deletes: dict[str, str]
+
+
+def graph_schema(design: Design) -> GraphSchema:
+    """The schema of `design` (see the module's docstring and docs/graphql.md)."""
+    resources = list(design.resources.values())
+    names = {r.name: type_name(r.name) for r in resources}
+    types = {r.name: _graph_type(r, names[r.name], resources) for r in resources}
+    lists = {r.name: r.name for r in resources}
+    ones = {_camel(_singular(r.name)): r.name for r in resources}
+    ones = {k if k not in lists else f"{k}ById": v for k, v in ones.items()}
+    creates = {f"create{names[r.name]}": r.name for r in resources}
+    updates = {f"update{names[r.name]}": r.name for r in resources}
+    deletes = {f"delete{names[r.name]}": r.name for r in resources}
+    parts = [_PREAMBLE]
+    query = [f"  {name}({_CONNECTION_ARGS}): {names[r]}Connection" for name, r in lists.items()]
+    query += [f"  {name}(id: ID!, asOf: DateTime): {names[r]}" for name, r in ones.items()]
+    parts.append("type Query {\n" + "\n".join(query) + "\n}\n")
+    mutation = []
+    for r in resources:
+        t = names[r.name]
+        mutation.append(f"  create{t}(input: {t}Input!, idempotencyKey: String): {t}")
+        mutation.append(f"  update{t}(id: ID!, patch: {t}Input!, expectedVersion: Int): {t}")
+        mutation.append(f"  delete{t}(id: ID!, expectedVersion: Int): Boolean")
+    parts.append("type Mutation {\n" + "\n".join(mutation) + "\n}\n")
+    for r in resources:
+        parts.append(_type_sdl(r, types[r.name], names))
+    return GraphSchema(
+        sdl="\n".join(parts),
+        types=types,
+        by_type={t.name: t for t in types.values()},
+        lists=lists,
+        ones=ones,
+        creates=creates,
+        updates=updates,
+        deletes=deletes,
+    )
+
+
+def type_name(resource: str) -> str:
+    """`posts` → `Post`, `blog_entries` → `BlogEntry`; a reserved name gets `Record` after it."""
+    name = "".join(part[:1].upper() + part[1:] for part in _singular(resource).split("_"))
+    return f"{name}Record" if name in RESERVED_TYPE_NAMES else name
+
+
+def _singular(name: str) -> str:
+    if name.endswith("ies") and len(name) > 3:
+        return name[:-3] + "y"
+    if name.endswith("s") and not name.endswith("ss") and len(name) > 1:
+        return name[:-1]
+    return name
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _graph_type(resource: Resource, name: str, resources: list[Resource]) -> GraphType:
+    fields: dict[str, GraphField] = {}
+    for f in resource.all_fields:
+        if f.writeonly:
+            continue
+        if f.kind is Kind.REF and f.ref:
+            fields[f.name] = GraphField(f.name, column=f.name, ref=f.ref)
+        else:
+            fields[f.name] = GraphField(f.name, column=f.name)
+    for other in resources:
+        pointing = [f for f in other.fields if f.kind is Kind.REF and f.ref == resource.name]
+        for f in pointing:
+            base = other.name if len(pointing) == 1 else f"{other.name}_by_{f.name}"
+            key = base if base not in fields else f"{base}_{f.name}"
+            fields[key] = GraphField(key, many=other.name, via=f.name)
+    return GraphType(resource.name, name, fields)
+
+
+def _type_sdl(resource: Resource, graph: GraphType, names: dict[str, str]) -> str:
+    t = graph.name
+    lines = []
+    for g in graph.fields.values():
+        if g.many is not None:
+            lines.append(f"  {g.name}({_CONNECTION_ARGS}): {names[g.many]}Connection")
+        elif g.ref is not None:
+            lines.append(f"  {g.name}: {names[g.ref]}")
+        else:
+            found = resource.field(g.name)
+            assert found is not None
+            lines.append(f"  {g.name}: {_scalar(found)}{'!' if g.name in _ALWAYS else ''}")
+    inputs = [
+        f"  {f.name}: {_input_scalar(f)}" for f in resource.fields if f.kind is not Kind.COUNT
+    ]
+    text = f"type {t} {{\n" + "\n".join(lines) + "\n}\n\n"
+    text += f"type {t}Connection {{\n  nodes: [{t}!]!\n  edges: [{t}Edge!]!\n"
+    text += "  pageInfo: PageInfo!\n  totalCount: Int!\n}\n\n"
+    text += f"type {t}Edge {{\n  node: {t}!\n}}\n\n"
+    if not inputs:
+        inputs = ["  _: Boolean"]
+    text += f"input {t}Input {{\n" + "\n".join(inputs) + "\n}\n"
+    return text
+
+
+_ALWAYS = frozenset({"id", "version"})
+
+
+def _scalar(f: Field) -> str:
+    return _SCALARS.get(f.kind, "String")
+
+
+def _input_scalar(f: Field) -> str:
+    return "ID" if f.kind is Kind.REF else _scalar(f)
+
+
+_PREAMBLE = '''"""An RFC 3339 date, as in REST: 2026-01-31."""
+scalar Date
+
+"""An RFC 3339 time with its offset, as in REST: 2026-01-31T12:00:00Z."""
+scalar DateTime
+
+"""Any JSON value."""
+scalar JSON
+
+type PageInfo {
+  hasNextPage: Boolean!
+  endCursor: String
+}
+'''

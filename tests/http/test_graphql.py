@@ -1,0 +1,209 @@
+"""POST/GET /v1/graphql on the blog design: the same reads, rules and writes as REST."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from charpente.http.graphql import Limits
+
+pytestmark = pytest.mark.anyio
+
+
+async def _gql(api: Any, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> Any:
+    response = await api.client.post(
+        "/v1/graphql", json={"query": query, "variables": variables or {}}, **kw
+    )
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    return response.status_code, response.json()
+
+
+async def _seed(api: Any) -> dict[str, Any]:
+    ada = await api.create("users", {"handle": "ada", "secret": "s"})
+    bob = await api.create("users", {"handle": "bob"})
+    posts = [
+        await api.create("posts", {"author": ada["id"], "title": f"p{i}", "score": i})
+        for i in range(3)
+    ]
+    await api.create("likes", {"post": posts[0]["id"], "user": bob["id"]})
+    await api.create("likes", {"post": posts[0]["id"], "user": ada["id"]})
+    return {"ada": ada, "bob": bob, "posts": posts}
+
+
+async def test_a_connection_reads_what_rest_reads(api: Any) -> None:
+    await _seed(api)
+    status, body = await _gql(
+        api,
+        """{ posts(first: 2, orderBy: "-score", where: "score >= 0") {
+               totalCount pageInfo { hasNextPage endCursor }
+               nodes { title score version author { handle } } } }""",
+    )
+    assert status == 200, body
+    connection = body["data"]["posts"]
+    rest = (await api.client.get("/v1/posts?limit=2&sort=-score&filter=score>=0")).json()
+    assert [n["title"] for n in connection["nodes"]] == [r["title"] for r in rest["data"]]
+    assert connection["nodes"][0] == {
+        "title": "p2",
+        "score": 2,
+        "version": 1,
+        "author": {"handle": "ada"},
+    }
+    assert connection["totalCount"] == 3
+    assert connection["pageInfo"]["hasNextPage"] is True
+    after = connection["pageInfo"]["endCursor"]
+    status, body = await _gql(
+        api,
+        """query($after: String) {
+             posts(first: 2, orderBy: "-score", after: $after) {
+               nodes { title } pageInfo { hasNextPage } } }""",
+        {"after": after},
+    )
+    assert body["data"]["posts"] == {"nodes": [{"title": "p0"}], "pageInfo": {"hasNextPage": False}}
+
+
+async def test_relations_both_ways_are_read_one_query_per_ref_level(api: Any) -> None:
+    seeded = await _seed(api)
+    api.statements.clear()
+    status, body = await _gql(
+        api,
+        """{ users(orderBy: "handle") { nodes { handle
+               posts_by_author(orderBy: "score", first: 1) { nodes { title
+                 likes(orderBy: "created_at") { nodes { user { handle } } } } } } } }""",
+    )
+    assert status == 200, body
+    users = body["data"]["users"]["nodes"]
+    assert users[0]["handle"] == "ada"
+    first = users[0]["posts_by_author"]["nodes"][0]
+    assert first["title"] == "p0"
+    assert [n["user"]["handle"] for n in first["likes"]["nodes"]] == ["bob", "ada"]
+    assert users[1] == {"handle": "bob", "posts_by_author": {"nodes": []}}
+    assert seeded["ada"]["handle"] == "ada"
+
+
+async def test_one_record_by_id_and_a_missing_one(api: Any) -> None:
+    seeded = await _seed(api)
+    post = seeded["posts"][1]
+    status, body = await _gql(
+        api,
+        """query($id: ID!) { post(id: $id) { id title __typename }
+             none: post(id: "00000000-0000-0000-0000-000000000000") { id } }""",
+        {"id": post["id"]},
+    )
+    assert status == 200, body
+    assert body["data"] == {
+        "post": {"id": post["id"], "title": "p1", "__typename": "Post"},
+        "none": None,
+    }
+
+
+async def test_a_bad_filter_is_the_rest_problem_with_path_and_location(api: Any) -> None:
+    status, body = await _gql(api, '{\n  posts(where: "nope == 1") { nodes { id } } }')
+    assert status == 200
+    assert body["data"] == {"posts": None}
+    (error,) = body["errors"]
+    assert error["path"] == ["posts"]
+    assert error["locations"] == [{"line": 2, "column": 3}]
+    assert error["extensions"]["type"] == "/problems/bad-request"
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+
+
+async def test_an_invalid_document_is_refused_with_its_location(api: Any) -> None:
+    status, body = await _gql(api, "{ posts { nodes { nope } } }")
+    assert status == 400
+    assert "nope" in body["errors"][0]["message"]
+    assert body["errors"][0]["locations"]
+    status, body = await _gql(api, "{ posts { ")
+    assert status == 400
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+
+
+async def test_a_fragment_cycle_and_a_depth_bomb_are_refused_before_any_sql(api: Any) -> None:
+    api.statements.clear()
+    cycle = "{ users { nodes { ...A } } } fragment A on User { ...B } fragment B on User { ...A }"
+    status, body = await _gql(api, cycle)
+    assert status == 400
+    assert "A" in body["errors"][0]["message"]
+    bomb = (
+        "{ posts { nodes { "
+        + "author { posts_by_author { nodes { " * 5
+        + "id"
+        + " } } }" * 5
+        + " } } }"
+    )
+    status, body = await _gql(api, bomb)
+    assert status == 400
+    assert "deeper" in body["errors"][0]["message"]
+    many = "{ " + " ".join(f"a{i}: posts {{ totalCount }}" for i in range(40)) + " }"
+    status, body = await _gql(api, many)
+    assert status == 400
+    assert "aliases" in body["errors"][0]["message"]
+    wide = """{ users(first: 100) { nodes { posts_by_author(first: 100) { nodes {
+                likes(first: 100) { nodes { id } } } } } } }"""
+    status, body = await _gql(api, wide)
+    assert status == 400
+    assert "reads" in body["errors"][0]["message"]
+    assert not [s for s in api.statements if "users" in s or "posts" in s]
+
+
+async def test_mutations_go_through_the_rest_pipeline(api: Any) -> None:
+    seeded = await _seed(api)
+    ada = seeded["ada"]["id"]
+    create = """mutation($input: PostInput!, $key: String) {
+        createPost(input: $input, idempotencyKey: $key) { id title version author { handle } } }"""
+    variables = {"input": {"author": ada, "title": "new", "score": 1}, "key": "k-1"}
+    status, body = await _gql(api, create, variables)
+    assert status == 200, body
+    made = body["data"]["createPost"]
+    assert made["author"] == {"handle": "ada"}
+    again = await _gql(api, create, variables)
+    assert again[1]["data"]["createPost"]["id"] == made["id"]
+    assert await api.count_rows("posts") == 4
+    # a declared check, as REST answers it
+    status, body = await _gql(api, create, {"input": {"author": ada, "title": "x", "score": -1}})
+    assert body["data"] == {"createPost": None}
+    assert body["errors"][0]["extensions"]["type"] == "/problems/validation"
+    assert body["errors"][0]["extensions"]["status"] == 422
+    update = """mutation($id: ID!, $v: Int) {
+        updatePost(id: $id, patch: {title: "renamed"}, expectedVersion: $v) { title version } }"""
+    status, body = await _gql(api, update, {"id": made["id"], "v": 7})
+    assert body["errors"][0]["extensions"]["type"] == "/problems/precondition-failed"
+    status, body = await _gql(api, update, {"id": made["id"], "v": 1})
+    assert body["data"]["updatePost"] == {"title": "renamed", "version": 2}
+    history = (await api.client.get(f"/v1/posts/{made['id']}/history")).json()
+    assert len(history["data"]) == 2
+    status, body = await _gql(
+        api, "mutation($id: ID!) { deletePost(id: $id, expectedVersion: 2) }", {"id": made["id"]}
+    )
+    assert body == {"data": {"deletePost": True}}
+    assert (await api.client.get(f"/v1/posts/{made['id']}")).status_code == 404
+
+
+async def test_get_runs_queries_only(api: Any) -> None:
+    ok = await api.client.get("/v1/graphql", params={"query": "{ __typename }"})
+    assert ok.json() == {"data": {"__typename": "Query"}}
+    refused = await api.client.get(
+        "/v1/graphql", params={"query": 'mutation { deleteNote(id: "x") }'}
+    )
+    assert refused.status_code == 400
+
+
+async def test_the_schema_and_the_explorer_are_served(api: Any) -> None:
+    sdl = await api.client.get("/v1/graphql/schema.graphql")
+    assert "type Post {" in sdl.text
+    assert "secret" not in sdl.text.split("input UserInput")[0]  # writeonly: never read
+    page = await api.client.get("/graphql")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert 'data-endpoint="/v1/graphql"' in page.text
+    assert (await api.client.get("/docs/static/graphql.js")).status_code == 200
+
+
+async def test_introspection_is_answered(api: Any) -> None:
+    status, body = await _gql(api, '{ __type(name: "Post") { fields { name } } }')
+    assert status == 200, body
+    names = {f["name"] for f in body["data"]["__type"]["fields"]}
+    assert {"id", "title", "author", "likes"} <= names
+
+
+def test_limits_have_defaults() -> None:
+    assert Limits().max_depth == 8
