@@ -81,6 +81,54 @@ async def test_relations_both_ways_are_read_one_query_per_ref_level(api: Any) ->
     assert seeded["ada"]["handle"] == "ada"
 
 
+async def test_three_levels_cost_one_statement_per_level(api: Any) -> None:
+    seeded = await _seed(api)
+    api.statements.clear()
+    status, body = await _gql(
+        api,
+        """{ posts(first: 20, orderBy: "score") { nodes { title author { handle }
+               likes(first: 20, orderBy: "created_at") { totalCount nodes { user { handle } } }
+               } } }""",
+    )
+    assert status == 200, body
+    reads = [s for s in api.statements if s.lstrip().upper().startswith("SELECT")]
+    # posts; their authors; the likes of every post (rows, then counts); the likes' users
+    assert len(reads) <= 5, reads
+    nodes = body["data"]["posts"]["nodes"]
+    assert [n["title"] for n in nodes] == ["p0", "p1", "p2"]
+    assert nodes[0]["likes"]["totalCount"] == 2
+    assert [n["user"]["handle"] for n in nodes[0]["likes"]["nodes"]] == ["bob", "ada"]
+    assert nodes[1]["likes"] == {"totalCount": 0, "nodes": []}
+    assert seeded["posts"][0]["title"] == "p0"
+    # the same page as REST gives for one post
+    rest = await api.client.get(
+        "/v1/likes", params={"filter": f'post == "{seeded["posts"][0]["id"]}"', "count": "exact"}
+    )
+    assert rest.json()["page"]["total"] == 2
+
+
+async def test_a_nested_page_keeps_its_cursor(api: Any) -> None:
+    await _seed(api)
+    status, body = await _gql(
+        api,
+        """{ posts(first: 1, orderBy: "score") { nodes {
+               likes(first: 1, orderBy: "created_at") {
+                 nodes { user { handle } } pageInfo { hasNextPage endCursor } } } } }""",
+    )
+    likes = body["data"]["posts"]["nodes"][0]["likes"]
+    assert likes["nodes"] == [{"user": {"handle": "bob"}}]
+    assert likes["pageInfo"]["hasNextPage"] is True
+    _, body = await _gql(
+        api,
+        """query($after: String) { posts(first: 1, orderBy: "score") { nodes {
+               likes(first: 1, orderBy: "created_at", after: $after) {
+                 nodes { user { handle } } pageInfo { hasNextPage } } } } }""",
+        {"after": likes["pageInfo"]["endCursor"]},
+    )
+    again = body["data"]["posts"]["nodes"][0]["likes"]
+    assert again == {"nodes": [{"user": {"handle": "ada"}}], "pageInfo": {"hasNextPage": False}}
+
+
 async def test_one_record_by_id_and_a_missing_one(api: Any) -> None:
     seeded = await _seed(api)
     post = seeded["posts"][1]
@@ -142,7 +190,7 @@ async def test_a_fragment_cycle_and_a_depth_bomb_are_refused_before_any_sql(api:
                 likes(first: 100) { nodes { id } } } } } } }"""
     status, body = await _gql(api, wide)
     assert status == 400
-    assert "reads" in body["errors"][0]["message"]
+    assert "records" in body["errors"][0]["message"]
     assert not [s for s in api.statements if "users" in s or "posts" in s]
 
 

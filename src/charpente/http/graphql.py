@@ -51,7 +51,7 @@ from charpente.http.docs import DOCS_CSP, STATIC_DIR
 from charpente.http.problems import request_id_of
 from charpente.http.rest import JSON, caller_of, decode_json_body, encode_json
 from charpente.runtime.caller import Caller
-from charpente.runtime.service import IdempotencyKey, Precondition, Service
+from charpente.runtime.service import IdempotencyKey, ListResult, Precondition, Service
 
 __all__ = ["GraphqlEndpoint", "Limits", "graphql_routes"]
 
@@ -67,7 +67,7 @@ class Limits:
     max_depth: int = 8  # nested selections, fragments expanded
     max_aliases: int = 30
     max_nodes: int = 50_000  # the sum over paths of the product of page sizes (GitHub's rule)
-    max_reads: int = 250  # reads a document may cost: a nested connection is one per parent
+    max_reads: int = 50  # connections in a document: each is one read for its whole level
 
 
 @dataclass(slots=True)
@@ -205,7 +205,7 @@ class GraphqlEndpoint:
                 if _is_connection(node, self.schema, self.graph):
                     inner = size * _page_size(node, run.variables)
                     nodes += inner
-                    reads += size
+                    reads += 1
                 if node.selection_set is not None:
                     walk(node.selection_set, depth + 1, inner, seen)
 
@@ -239,7 +239,7 @@ class GraphqlEndpoint:
                 elif name in self.graph.lists:
                     args = self._args(root, node, run)
                     data[key] = await self._connection(
-                        self.graph.lists[name], args, nodes, None, run, [key]
+                        self.graph.lists[name], args, nodes, run, [key]
                     )
                 else:
                     args = self._args(root, node, run)
@@ -342,10 +342,23 @@ class GraphqlEndpoint:
         resource: str,
         args: Mapping[str, Any],
         nodes: list[FieldNode],
-        parent: tuple[str, str] | None,
         run: _Run,
         path: list[str | int],
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        pages = await self._connections(resource, args, nodes, None, run, path)
+        return pages.get("")
+
+    async def _connections(
+        self,
+        resource: str,
+        args: Mapping[str, Any],
+        nodes: list[FieldNode],
+        under: tuple[str, list[str]] | None,
+        run: _Run,
+        path: list[str | int],
+    ) -> dict[str, dict[str, Any]]:
+        """A connection's answer: at the root (under "" ), or for each parent id of a level
+        (`under`: the ref field and the parents), one read and one walk for them all."""
         graph = self.graph.types[resource]
         connection = self.schema.get_type(f"{graph.name}Connection")
         edge = self.schema.get_type(f"{graph.name}Edge")
@@ -358,23 +371,43 @@ class GraphqlEndpoint:
         for key_nodes in edge_parts.values():
             record_nodes += [n for n in key_nodes if n.name.value == "node"]
         columns = self._columns(graph, record_nodes, run)
-        params = _list_params(columns, args, parent, counted=bool(parts.get_nodes("totalCount")))
-        page = await self.service.list(resource, params, caller=run.caller)
-        objects = await self._objects(graph, page.data, record_nodes, run, [*path, "nodes"])
+        params = _list_params(columns, args, counted=bool(parts.get_nodes("totalCount")))
+        if under is None:
+            pages = {"": await self.service.list(resource, params, caller=run.caller)}
+        else:
+            via, parents = under
+            pages = await self.service.list_under(resource, params, via, parents, caller=run.caller)
+        rows = [row for page in pages.values() for row in page.data]
+        objects = iter(await self._objects(graph, rows, record_nodes, run, [*path, "nodes"]))
+        answers: dict[str, dict[str, Any]] = {}
+        for id, page in pages.items():
+            mine = [next(objects) for _ in page.data]
+            answers[id] = self._page(parts, edge_parts, connection.name, page, mine, run)
+        return answers
+
+    def _page(
+        self,
+        parts: _Collected,
+        edge_parts: Mapping[str, list[FieldNode]],
+        name: str,
+        page: ListResult,
+        objects: list[dict[str, Any]],
+        run: _Run,
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, key_nodes in parts.items():
-            name = key_nodes[0].name.value
-            if name == "nodes":
+            field = key_nodes[0].name.value
+            if field == "nodes":
                 out[key] = objects
-            elif name == "edges":
+            elif field == "edges":
                 out[key] = [_edge(edge_parts, obj) for obj in objects]
-            elif name == "pageInfo":
+            elif field == "pageInfo":
                 info = {"hasNextPage": page.next_cursor is not None, "endCursor": page.next_cursor}
                 out[key] = _pick(info, key_nodes, "PageInfo", self, run)
-            elif name == "totalCount":
+            elif field == "totalCount":
                 out[key] = page.total
-            elif name == "__typename":
-                out[key] = connection.name
+            elif field == "__typename":
+                out[key] = name
         return out
 
     async def _objects(
@@ -398,15 +431,16 @@ class GraphqlEndpoint:
             spec = graph.fields[name]
             if spec.many is not None:
                 args = self._args(object_type, key_nodes[0], run)
+                parents = [str(row["id"]) for row in rows]
+                try:
+                    pages = await self._connections(
+                        spec.many, args, key_nodes, (spec.via or "", parents), run, [*path, key]
+                    )
+                except ApiError as exc:
+                    pages = {}
+                    run.errors.append(_api_error(exc, key_nodes[0], [*path, key]))
                 for i, row in enumerate(rows):
-                    where = (spec.via or "", str(row["id"]))
-                    try:
-                        out[i][key] = await self._connection(
-                            spec.many, args, key_nodes, where, run, [*path, i, key]
-                        )
-                    except ApiError as exc:
-                        out[i][key] = None
-                        run.errors.append(_api_error(exc, key_nodes[0], [*path, i, key]))
+                    out[i][key] = pages.get(str(row["id"]))
             elif spec.ref is not None:
                 ids = [str(row[name]) for row in rows if row.get(name) is not None]
                 found = await self.service.read_many(spec.ref, ids, caller=run.caller)
@@ -530,21 +564,18 @@ def _page_size(node: FieldNode, variables: Mapping[str, Any]) -> int:
 
 
 def _list_params(
-    columns: list[str], args: Mapping[str, Any], parent: tuple[str, str] | None, *, counted: bool
+    columns: list[str], args: Mapping[str, Any], *, counted: bool
 ) -> list[tuple[str, str]]:
-    """A connection's arguments as REST's query parameters (`first` is `limit`, ...); under a
-    parent record, its filter also keeps the records whose ref field points at the parent."""
+    """A connection's arguments as REST's query parameters (`first` is `limit`, ...)."""
     params = [("fields", ",".join(columns))]
-    for name, param in (("first", "limit"), ("after", "cursor"), ("orderBy", "sort")):
+    for name, param in (
+        ("first", "limit"),
+        ("after", "cursor"),
+        ("orderBy", "sort"),
+        ("where", "filter"),
+    ):
         if args.get(name) is not None:
             params.append((param, str(args[name])))
-    where = args.get("where")
-    if parent is not None:
-        via, id = parent
-        own = f'{via} == "{id}"'
-        where = own if where is None else f"({where}) and {own}"
-    if where is not None:
-        params.append(("filter", str(where)))
     if counted:
         params.append(("count", "exact"))
     return params
