@@ -109,7 +109,7 @@ async def test_three_levels_cost_one_statement_per_level(api: Any) -> None:
 
 async def test_a_nested_page_keeps_its_cursor(api: Any) -> None:
     await _seed(api)
-    status, body = await _gql(
+    _, body = await _gql(
         api,
         """{ posts(first: 1, orderBy: "score") { nodes {
                likes(first: 1, orderBy: "created_at") {
