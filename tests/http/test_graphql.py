@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from charpente.http.graphql import Limits
+from charpente.templates import template_text
 
 pytestmark = pytest.mark.anyio
 
@@ -255,3 +256,43 @@ async def test_introspection_is_answered(api: Any) -> None:
 
 def test_limits_have_defaults() -> None:
     assert Limits().max_depth == 8
+
+
+SOCIAL_NESTED = """query($where: String) { accounts(orderBy: "handle", where: $where) {
+    nodes { handle email posts(orderBy: "created_at") { totalCount nodes { body } } } } }"""
+
+
+async def test_nested_reads_keep_each_resources_rules(make_api: Any) -> None:
+    api = await make_api(template_text("social"))
+    ada = await api.sign_in("ada@example.com", handle="ada")
+    bob = await api.sign_in("bob@example.com", handle="bob")
+    for body, visibility in (("open", "public"), ("mine", "private")):
+        made = await api.client.post(
+            "/v1/posts", json={"body": body, "visibility": visibility}, headers=ada
+        )
+        assert made.status_code == 201, made.text
+    where = {"where": 'handle in ["ada", "bob"]'}
+    _, as_bob = await _gql(api, SOCIAL_NESTED, where, headers=bob)
+    _, as_ada = await _gql(api, SOCIAL_NESTED, where, headers=ada)
+    seen_by_bob = as_bob["data"]["accounts"]["nodes"]
+    seen_by_ada = as_ada["data"]["accounts"]["nodes"]
+    # bob sees ada's public post only, counted after the read rule; not her email
+    assert seen_by_bob[0] == {
+        "handle": "ada",
+        "email": None,
+        "posts": {"totalCount": 1, "nodes": [{"body": "open"}]},
+    }
+    assert seen_by_bob[1]["email"] == "bob@example.com"
+    assert seen_by_ada[0]["posts"]["totalCount"] == 2
+    assert seen_by_ada[0]["email"] == "ada@example.com"
+    # the same as REST answers bob
+    rest = await api.client.get(
+        "/v1/posts", params={"filter": f'author == "{api.ids["ada@example.com"]}"'}, headers=bob
+    )
+    assert [p["body"] for p in rest.json()["data"]] == ["open"]
+    # filtering on a field bob may not see is refused, as in REST
+    _, refused = await _gql(
+        api, SOCIAL_NESTED, {"where": 'email == "ada@example.com"'}, headers=bob
+    )
+    assert refused["data"] == {"accounts": None}
+    assert refused["errors"][0]["extensions"]["status"] == 400
