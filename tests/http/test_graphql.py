@@ -296,3 +296,24 @@ async def test_nested_reads_keep_each_resources_rules(make_api: Any) -> None:
     )
     assert refused["data"] == {"accounts": None}
     assert refused["errors"][0]["extensions"]["status"] == 400
+
+
+async def test_a_design_whose_names_clash_in_graphql_still_serves_rest(make_api: Any) -> None:
+    clash = """
+charpente: 1
+name: clash
+api_version: 1
+resources:
+  posts:
+    access: {read: true}
+    fields: {title: string}
+  post_connections:
+    access: {read: true}
+    fields: {note: string}
+"""
+    api = await make_api(clash)
+    assert (await api.client.get("/v1/posts")).status_code == 200
+    assert (await api.client.post("/v1/graphql", json={"query": "{ __typename }"})).status_code in (
+        404,
+        405,
+    )

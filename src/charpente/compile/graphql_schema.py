@@ -10,12 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from charpente.design.model import Design, Field, Kind, Resource
+from charpente.errors import Problem
 
 __all__ = [
     "GraphField",
     "GraphSchema",
     "GraphType",
+    "graph_problems",
     "graph_schema",
+    "type_name",
 ]
 
 _SCALARS = {
@@ -111,6 +114,33 @@ def graph_schema(design: Design) -> GraphSchema:
         updates=updates,
         deletes=deletes,
     )
+
+
+def graph_problems(design: Design) -> list[Problem]:
+    """Names the GraphQL schema cannot hold (warnings: REST is served, GraphQL is not):
+    two resources with one type name, or with a name another type is derived to."""
+    problems: list[Problem] = []
+    taken: dict[str, str] = {}
+    for resource in design.resources.values():
+        base = type_name(resource.name)
+        for name in (base, f"{base}Connection", f"{base}Edge", f"{base}Input"):
+            other = taken.get(name)
+            if other is not None:
+                problems.append(
+                    _clash(resource, f"{other!r} and {resource.name!r} both make {name}")
+                )
+            taken.setdefault(name, resource.name)
+        for f in resource.fields:
+            if f.name.startswith("__"):
+                message = f"field {f.name!r}: names starting with __ are reserved in GraphQL"
+                problems.append(_clash(resource, message, f))
+    return problems
+
+
+def _clash(resource: Resource, message: str, at: Field | None = None) -> Problem:
+    pos = at.pos if at is not None else resource.pos
+    text = f"GraphQL: {message}; rename one (GraphQL is not served while this stands)"
+    return Problem(text, pos.file, pos.line, pos.column, "warning")
 
 
 def type_name(resource: str) -> str:

@@ -274,8 +274,10 @@ def _graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
     """/v1/graphql and /graphql when graphql-core is installed (the `graphql` extra)."""
     import importlib.util
 
-    if importlib.util.find_spec("graphql") is None:
-        return []
+    from charpente.compile.graphql_schema import graph_problems
+
+    if importlib.util.find_spec("graphql") is None or graph_problems(design):
+        return []  # `charpente check` reports the names GraphQL cannot hold
     from charpente.http.graphql import graphql_routes
 
     return graphql_routes(design, service)
