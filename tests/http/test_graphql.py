@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from charpente.http.graphql import Limits
 from charpente.templates import template_text
@@ -317,3 +319,50 @@ resources:
         404,
         405,
     )
+
+
+async def _trail(api: Any, record_id: str) -> tuple[list[Any], list[Any]]:
+    """A record's history rows (less ids and times) and its outbox keys."""
+    async with api.engine.connect() as conn:
+        events = await conn.execute(
+            sa.text(
+                "SELECT action, version, actor, changes FROM charpente_events"
+                " WHERE record_id = :id ORDER BY id"
+            ).bindparams(sa.bindparam("id", type_=sa.Uuid(as_uuid=False))),
+            {"id": record_id},
+        )
+        history = [
+            (row.action, row.version, row.actor, sorted(json.loads(row.changes))) for row in events
+        ]
+        outbox = await conn.execute(
+            sa.text("SELECT key FROM charpente_outbox WHERE subject = :id ORDER BY seq"),
+            {"id": record_id},
+        )
+        return history, [row.key for row in outbox]
+
+
+async def test_a_mutation_leaves_the_same_history_and_outbox_as_rest(make_api: Any) -> None:
+    api = await make_api(template_text("social"))
+    ada = await api.sign_in("ada@example.com", handle="ada")
+    rest = await api.client.post("/v1/posts", json={"body": "hi"}, headers=ada)
+    rest_id = rest.json()["id"]
+    patched = await api.client.patch(
+        f"/v1/posts/{rest_id}",
+        json={"body": "hello"},
+        headers={**ada, "If-Match": '"1"', "Content-Type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    _, made = await _gql(api, 'mutation { createPost(input: {body: "hi"}) { id } }', headers=ada)
+    gql_id = made["data"]["createPost"]["id"]
+    _, updated = await _gql(
+        api,
+        'mutation($id: ID!) { updatePost(id: $id, patch: {body: "hello"}, expectedVersion: 1)'
+        " { version } }",
+        {"id": gql_id},
+        headers=ada,
+    )
+    assert updated == {"data": {"updatePost": {"version": 2}}}
+    assert await _trail(api, gql_id) == await _trail(api, rest_id)
+    history, outbox = await _trail(api, gql_id)
+    assert [h[0] for h in history] == ["created", "updated"]
+    assert outbox == ["posts.created", "posts.updated"]
