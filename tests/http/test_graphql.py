@@ -366,3 +366,41 @@ async def test_a_mutation_leaves_the_same_history_and_outbox_as_rest(make_api: A
     history, outbox = await _trail(api, gql_id)
     assert [h[0] for h in history] == ["created", "updated"]
     assert outbox == ["posts.created", "posts.updated"]
+
+
+STAFF = """
+charpente: 1
+name: staff
+auth: {signup: open, roles: [member, admin]}
+resources:
+  notes:
+    fields:
+      title: string
+      salary: int
+    access:
+      read: true
+      create: auth.role == "admin"
+      fields:
+        salary: {read: auth.role == "admin"}
+"""
+
+
+async def test_introspection_shows_each_caller_only_what_it_may_ever_read(make_api: Any) -> None:
+    api = await make_api(STAFF)
+    admin = await api.sign_in("root@example.com", "admin")
+    member = await api.sign_in("ann@example.com", "member")
+    made = await api.client.post("/v1/notes", json={"title": "t", "salary": 5}, headers=admin)
+    assert made.status_code == 201, made.text
+    fields = '{ __type(name: "Note") { fields { name } } }'
+    _, as_member = await _gql(api, fields, headers=member)
+    _, as_admin = await _gql(api, fields, headers=admin)
+    assert "salary" not in {f["name"] for f in as_member["data"]["__type"]["fields"]}
+    assert "salary" in {f["name"] for f in as_admin["data"]["__type"]["fields"]}
+    # selecting it is then a validation error, before any SQL
+    status, refused = await _gql(api, "{ notes { nodes { salary } } }", headers=member)
+    assert status == 400
+    assert "salary" in refused["errors"][0]["message"]
+    _, read = await _gql(api, "{ notes { nodes { title salary } } }", headers=admin)
+    assert read["data"]["notes"]["nodes"] == [{"title": "t", "salary": 5}]
+    sdl = await api.client.get("/v1/graphql/schema.graphql", headers=member)
+    assert "salary: Int" not in sdl.text.split("input NoteInput")[0]

@@ -7,6 +7,7 @@ with the REST keyset cursors, and one create/update/delete mutation per resource
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from charpente.design.model import Design, Field, Kind, Resource
@@ -80,11 +81,13 @@ class GraphSchema:
     deletes: dict[str, str]
 
 
-def graph_schema(design: Design) -> GraphSchema:
-    """The schema of `design` (see the module's docstring and docs/graphql.md)."""
+def graph_schema(design: Design, hidden: Mapping[str, frozenset[str]] | None = None) -> GraphSchema:
+    """The schema of `design` (see the module's docstring and docs/graphql.md); without
+    the fields in `hidden` (by resource: those a caller may never read)."""
     resources = list(design.resources.values())
     names = {r.name: type_name(r.name) for r in resources}
-    types = {r.name: _graph_type(r, names[r.name], resources) for r in resources}
+    hide = hidden or {}
+    types = {r.name: _graph_type(r, names[r.name], resources, hide) for r in resources}
     lists = {r.name: r.name for r in resources}
     ones = {_camel(_singular(r.name)): r.name for r in resources}
     ones = {k if k not in lists else f"{k}ById": v for k, v in ones.items()}
@@ -162,17 +165,25 @@ def _camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-def _graph_type(resource: Resource, name: str, resources: list[Resource]) -> GraphType:
+def _graph_type(
+    resource: Resource, name: str, resources: list[Resource], hide: Mapping[str, frozenset[str]]
+) -> GraphType:
     fields: dict[str, GraphField] = {}
+    never = hide.get(resource.name, frozenset())
     for f in resource.all_fields:
-        if f.writeonly:
+        if f.writeonly or f.name in never:
             continue
         if f.kind is Kind.REF and f.ref:
             fields[f.name] = GraphField(f.name, column=f.name, ref=f.ref)
         else:
             fields[f.name] = GraphField(f.name, column=f.name)
     for other in resources:
-        pointing = [f for f in other.fields if f.kind is Kind.REF and f.ref == resource.name]
+        hidden_there = hide.get(other.name, frozenset())
+        pointing = [
+            f
+            for f in other.fields
+            if f.kind is Kind.REF and f.ref == resource.name and f.name not in hidden_there
+        ]
         for f in pointing:
             base = other.name if len(pointing) == 1 else f"{other.name}_by_{f.name}"
             key = base if base not in fields else f"{base}_{f.name}"

@@ -44,18 +44,21 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from charpente.compile.graphql_schema import GraphSchema, GraphType, graph_schema
+from charpente.compile.policy import field_view
 from charpente.compile.request import MAX_LIMIT
 from charpente.design.model import Design
 from charpente.errors import ApiError, BadRequest
 from charpente.http.docs import DOCS_CSP, STATIC_DIR
 from charpente.http.problems import request_id_of
 from charpente.http.rest import JSON, caller_of, decode_json_body, encode_json
-from charpente.runtime.caller import Caller
+from charpente.runtime.caller import Caller, rule_auth
 from charpente.runtime.service import IdempotencyKey, ListResult, Precondition, Service
 
 __all__ = ["GraphqlEndpoint", "Limits", "graphql_routes"]
 
-_MAX_DOCUMENTS = 500  # parsed and validated documents kept
+_MAX_DOCUMENTS = 500  # parsed and validated documents kept (per schema)
+_MAX_VIEWS = 32  # schemas kept, one per set of fields some callers may never read
+_MAX_CALLERS = 10_000  # callers whose set is remembered; beyond that it starts over
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +74,24 @@ class Limits:
 
 
 @dataclass(slots=True)
+class _View:
+    """One caller's schema: the field map, graphql-core's schema, its validated documents."""
+
+    graph: GraphSchema
+    schema: GraphQLSchema = field(init=False)
+    documents: OrderedDict[str, DocumentNode | list[dict[str, Any]]] = field(
+        default_factory=OrderedDict
+    )
+
+    def __post_init__(self) -> None:
+        self.schema = build_schema(self.graph.sdl)
+
+
+@dataclass(slots=True)
 class _Run:
     """One operation being answered."""
 
+    view: _View
     caller: Caller
     request_id: str | None
     fragments: dict[str, FragmentDefinitionNode]
@@ -96,40 +114,65 @@ class GraphqlEndpoint:
         self.design = design
         self.service = service
         self.limits = limits or Limits()
-        self.graph: GraphSchema = graph_schema(design)
-        self.schema: GraphQLSchema = build_schema(self.graph.sdl)
-        self._documents: OrderedDict[str, DocumentNode | list[dict[str, Any]]] = OrderedDict()
+        self.full = _View(graph_schema(design))
+        self._views: OrderedDict[frozenset[tuple[str, str]], _View] = OrderedDict()
+        self._callers: dict[tuple[object, ...], frozenset[tuple[str, str]]] = {}
 
-    @property
-    def sdl(self) -> str:
-        return self.graph.sdl
+    def view(self, caller: Caller) -> _View:
+        """The schema this caller sees: without the fields it may never read."""
+        key = (caller.id, caller.role, caller.system, caller.flags, caller.mfa)
+        hidden = self._callers.get(key)
+        if hidden is None:
+            if len(self._callers) >= _MAX_CALLERS:
+                self._callers.clear()
+            auth = rule_auth(caller)
+            hidden = self._callers[key] = frozenset(
+                (r.name, name)
+                for r in self.design.resources.values()
+                for name in field_view(r, auth).hidden
+            )
+        if not hidden:
+            return self.full
+        found = self._views.get(hidden)
+        if found is None:
+            by_resource: dict[str, frozenset[str]] = {}
+            for resource, name in hidden:
+                by_resource[resource] = by_resource.get(resource, frozenset()) | {name}
+            found = self._views[hidden] = _View(graph_schema(self.design, by_resource))
+            if len(self._views) > _MAX_VIEWS:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(hidden)
+        return found
 
     # --- documents ---------------------------------------------------------------------
 
-    def document(self, text: str) -> DocumentNode:
-        """`text` parsed and validated (remembered by its hash); _RefusedError otherwise."""
+    def document(self, text: str, view: _View) -> DocumentNode:
+        """`text` parsed and validated against `view` (remembered by its hash);
+        _RefusedError otherwise."""
         if len(text) > self.limits.max_length:
             raise _RefusedError(
                 [_error(f"the document is over {self.limits.max_length} characters")]
             )
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        found = self._documents.get(key)
+        documents = view.documents
+        found = documents.get(key)
         if found is None:
-            found = self._documents[key] = self._checked(text)
-            if len(self._documents) > _MAX_DOCUMENTS:
-                self._documents.popitem(last=False)
+            found = documents[key] = self._checked(text, view.schema)
+            if len(documents) > _MAX_DOCUMENTS:
+                documents.popitem(last=False)
         else:
-            self._documents.move_to_end(key)
+            documents.move_to_end(key)
         if isinstance(found, list):
             raise _RefusedError(found)
         return found
 
-    def _checked(self, text: str) -> DocumentNode | list[dict[str, Any]]:
+    def _checked(self, text: str, schema: GraphQLSchema) -> DocumentNode | list[dict[str, Any]]:
         try:
             document = parse(text, max_tokens=self.limits.max_tokens)
         except GraphQLError as exc:
             return [_located(exc)]
-        problems = validate(self.schema, document, specified_rules)
+        problems = validate(schema, document, specified_rules)
         return [_located(e) for e in problems] if problems else document
 
     # --- execution ---------------------------------------------------------------------
@@ -146,7 +189,8 @@ class GraphqlEndpoint:
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, the GraphQL response) for one request."""
         try:
-            document = self.document(text)
+            view = self.view(caller)
+            document = self.document(text, view)
             operation = get_operation_ast(document, operation_name)
             if operation is None:
                 raise _RefusedError([_error("name the operation to run (operationName)")])
@@ -155,7 +199,7 @@ class GraphqlEndpoint:
             if queries_only and operation.operation is not OperationType.QUERY:
                 raise _RefusedError([_error("GET runs queries only: send mutations with POST")])
             coerced = get_variable_values(
-                self.schema, operation.variable_definitions or (), dict(variables or {})
+                view.schema, operation.variable_definitions or (), dict(variables or {})
             )
             if isinstance(coerced, list):
                 raise _RefusedError([_located(e) for e in coerced])
@@ -164,7 +208,7 @@ class GraphqlEndpoint:
                 for d in document.definitions
                 if isinstance(d, FragmentDefinitionNode)
             }
-            run = _Run(caller, request_id, fragments, coerced)
+            run = _Run(view, caller, request_id, fragments, coerced)
             self._check_limits(operation, run)
         except _RefusedError as refused:
             return 400, {"errors": refused.errors}
@@ -202,7 +246,7 @@ class GraphqlEndpoint:
                 if node.alias is not None:
                     aliases += 1
                 inner = size
-                if _is_connection(node, self.schema, self.graph):
+                if _is_connection(node, run.view.schema, run.view.graph):
                     inner = size * _page_size(node, run.variables)
                     nodes += inner
                     reads += 1
@@ -225,7 +269,7 @@ class GraphqlEndpoint:
             raise _RefusedError([_error(message + " allowed: ask for smaller pages")])
 
     async def _query(self, operation: OperationDefinitionNode, run: _Run) -> dict[str, Any]:
-        root = self.schema.query_type
+        root = run.view.schema.query_type
         assert root is not None
         data: dict[str, Any] = {}
         for key, nodes in self._collect(root, [operation.selection_set], run).items():
@@ -236,21 +280,21 @@ class GraphqlEndpoint:
                     data[key] = "Query"
                 elif name in ("__schema", "__type"):
                     data[key] = self._introspect(operation, key, run)
-                elif name in self.graph.lists:
+                elif name in run.view.graph.lists:
                     args = self._args(root, node, run)
                     data[key] = await self._connection(
-                        self.graph.lists[name], args, nodes, run, [key]
+                        run.view.graph.lists[name], args, nodes, run, [key]
                     )
                 else:
                     args = self._args(root, node, run)
-                    data[key] = await self._one(self.graph.ones[name], args, nodes, run, [key])
+                    data[key] = await self._one(run.view.graph.ones[name], args, nodes, run, [key])
             except ApiError as exc:
                 data[key] = None
                 run.errors.append(_api_error(exc, node, [key]))
         return data
 
     async def _mutation(self, operation: OperationDefinitionNode, run: _Run) -> dict[str, Any]:
-        root = self.schema.mutation_type
+        root = run.view.schema.mutation_type
         assert root is not None
         data: dict[str, Any] = {}
         service = self.service
@@ -262,8 +306,8 @@ class GraphqlEndpoint:
                     data[key] = "Mutation"
                     continue
                 args = self._args(root, node, run)
-                if name in self.graph.deletes:
-                    resource = self.graph.deletes[name]
+                if name in run.view.graph.deletes:
+                    resource = run.view.graph.deletes[name]
                     await service.delete(
                         resource,
                         str(args["id"]),
@@ -273,11 +317,11 @@ class GraphqlEndpoint:
                     )
                     data[key] = True
                     continue
-                if name in self.graph.creates:
-                    resource = self.graph.creates[name]
+                if name in run.view.graph.creates:
+                    resource = run.view.graph.creates[name]
                     record = await self._create(resource, args, run)
                 else:
-                    resource = self.graph.updates[name]
+                    resource = run.view.graph.updates[name]
                     item = await service.update(
                         resource,
                         str(args["id"]),
@@ -288,7 +332,7 @@ class GraphqlEndpoint:
                     )
                     record = item.record
                 objects = await self._objects(
-                    self.graph.types[resource], [record], nodes, run, [key]
+                    run.view.graph.types[resource], [record], nodes, run, [key]
                 )
                 data[key] = objects[0]
             except ApiError as exc:
@@ -325,7 +369,7 @@ class GraphqlEndpoint:
         run: _Run,
         path: list[str | int],
     ) -> dict[str, Any] | None:
-        graph = self.graph.types[resource]
+        graph = run.view.graph.types[resource]
         params = [("fields", ",".join(self._columns(graph, nodes, run)))]
         if args.get("asOf") is not None:
             params.append(("as_of", str(args["asOf"])))
@@ -359,9 +403,9 @@ class GraphqlEndpoint:
     ) -> dict[str, dict[str, Any]]:
         """A connection's answer: at the root (under "" ), or for each parent id of a level
         (`under`: the ref field and the parents), one read and one walk for them all."""
-        graph = self.graph.types[resource]
-        connection = self.schema.get_type(f"{graph.name}Connection")
-        edge = self.schema.get_type(f"{graph.name}Edge")
+        graph = run.view.graph.types[resource]
+        connection = run.view.schema.get_type(f"{graph.name}Connection")
+        edge = run.view.schema.get_type(f"{graph.name}Edge")
         assert isinstance(connection, GraphQLObjectType)
         assert isinstance(edge, GraphQLObjectType)
         parts = self._collect(connection, _selections(nodes), run)
@@ -419,7 +463,7 @@ class GraphqlEndpoint:
         path: list[str | int],
     ) -> list[dict[str, Any]]:
         """The selection of `nodes` on each of `rows`, one read per ref field for them all."""
-        object_type = self.schema.get_type(graph.name)
+        object_type = run.view.schema.get_type(graph.name)
         assert isinstance(object_type, GraphQLObjectType)
         out: list[dict[str, Any]] = [{} for _ in rows]
         for key, key_nodes in self._collect(object_type, _selections(nodes), run).items():
@@ -446,7 +490,7 @@ class GraphqlEndpoint:
                 found = await self.service.read_many(spec.ref, ids, caller=run.caller)
                 targets = list(found.values())
                 inner = await self._objects(
-                    self.graph.types[spec.ref], targets, key_nodes, run, [*path, key]
+                    run.view.graph.types[spec.ref], targets, key_nodes, run, [*path, key]
                 )
                 by_id = {str(t["id"]): obj for t, obj in zip(targets, inner, strict=True)}
                 for i, row in enumerate(rows):
@@ -459,7 +503,7 @@ class GraphqlEndpoint:
 
     def _columns(self, graph: GraphType, nodes: list[FieldNode], run: _Run) -> list[str]:
         """The stored fields a selection reads: id and version always."""
-        object_type = self.schema.get_type(graph.name)
+        object_type = run.view.schema.get_type(graph.name)
         assert isinstance(object_type, GraphQLObjectType)
         wanted = {"id": None, "version": None}
         for key_nodes in self._collect(object_type, _selections(nodes), run).values():
@@ -474,7 +518,7 @@ class GraphqlEndpoint:
         merged = _Collected()
         for selection in selections:
             fields = collect_fields(
-                self.schema, run.fragments, run.variables, object_type, selection
+                run.view.schema, run.fragments, run.variables, object_type, selection
             )
             for key, nodes in fields.items():
                 merged.setdefault(key, []).extend(nodes)
@@ -503,7 +547,7 @@ class GraphqlEndpoint:
             variable_definitions=operation.variable_definitions,
         )
         document = DocumentNode(definitions=(single, *run.fragments.values()))
-        result = execute_sync(self.schema, document, variable_values=run.variables)
+        result = execute_sync(run.view.schema, document, variable_values=run.variables)
         if result.errors:
             run.errors.extend(_located(e) for e in result.errors)
         return None if result.data is None else result.data.get(key)
@@ -529,7 +573,7 @@ def _edge(parts: Mapping[str, list[FieldNode]], obj: dict[str, Any]) -> dict[str
 def _pick(
     values: Mapping[str, Any], nodes: list[FieldNode], type_name: str, endpoint: Any, run: _Run
 ) -> dict[str, Any]:
-    object_type = endpoint.schema.get_type(type_name)
+    object_type = run.view.schema.get_type(type_name)
     out: dict[str, Any] = {}
     for key, key_nodes in endpoint._collect(object_type, _selections(nodes), run).items():
         name = key_nodes[0].name.value
@@ -655,10 +699,9 @@ def graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
         )
         return Response(encode_json(result), status, media_type=JSON)
 
-    sdl = endpoint.sdl.encode()
-
     async def schema(request: Request) -> Response:
-        return Response(sdl, media_type="text/plain; charset=utf-8")
+        sdl = endpoint.view(caller_of(request)).graph.sdl
+        return Response(sdl.encode(), media_type="text/plain; charset=utf-8")
 
     page = (STATIC_DIR / "graphql.html").read_bytes().replace(b"/v1/graphql", prefix.encode())
 
