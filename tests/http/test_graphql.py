@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from charpente.errors import DesignError
 from charpente.http.graphql import Limits
+from charpente.loader import load_design_text
 from charpente.templates import template_text
 
 pytestmark = pytest.mark.anyio
@@ -404,3 +406,29 @@ async def test_introspection_shows_each_caller_only_what_it_may_ever_read(make_a
     assert read["data"]["notes"]["nodes"] == [{"title": "t", "salary": 5}]
     sdl = await api.client.get("/v1/graphql/schema.graphql", headers=member)
     assert "salary: Int" not in sdl.text.split("input NoteInput")[0]
+
+
+async def test_introspection_can_be_switched_off_in_the_design(make_api: Any) -> None:
+    quiet = """
+charpente: 1
+name: quiet
+graphql: {introspection: false}
+resources:
+  notes:
+    fields: {body: text}
+    access: {read: true}
+"""
+    api = await make_api(quiet)
+    status, body = await _gql(api, "{ __schema { types { name } } }")
+    assert status == 400
+    assert "introspection" in body["errors"][0]["message"].lower()
+    assert (await _gql(api, "{ __typename }"))[1] == {"data": {"__typename": "Query"}}
+
+
+def test_a_graphql_section_accepts_only_introspection() -> None:
+    bad = (
+        "charpente: 1\nname: x\ngraphql: {introspection: maybe}\n"
+        "resources: {a: {fields: {b: text}}}\n"
+    )
+    with pytest.raises(DesignError, match="introspection"):
+        load_design_text(bad)

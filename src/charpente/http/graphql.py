@@ -39,6 +39,7 @@ from graphql import (
 )
 from graphql.execution.collect_fields import collect_fields
 from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -172,7 +173,10 @@ class GraphqlEndpoint:
             document = parse(text, max_tokens=self.limits.max_tokens)
         except GraphQLError as exc:
             return [_located(exc)]
-        problems = validate(schema, document, specified_rules)
+        rules = list(specified_rules)
+        if not self.design.graphql_introspection:
+            rules.append(NoSchemaIntrospectionCustomRule)
+        problems = validate(schema, document, rules)
         return [_located(e) for e in problems] if problems else document
 
     # --- execution ---------------------------------------------------------------------
