@@ -432,3 +432,19 @@ def test_a_graphql_section_accepts_only_introspection() -> None:
     )
     with pytest.raises(DesignError, match="introspection"):
         load_design_text(bad)
+
+
+async def test_variables_are_coerced_as_the_spec_says(api: Any) -> None:
+    await _seed(api)
+    query = 'query($n: Int!) { posts(first: $n, orderBy: "score") { nodes { score } } }'
+    status, body = await _gql(api, query, {"n": "two"})
+    assert status == 400
+    assert "$n" in body["errors"][0]["message"]
+    status, body = await _gql(api, query, {})
+    assert status == 400
+    status, body = await _gql(api, query, {"n": 1})
+    assert body == {"data": {"posts": {"nodes": [{"score": 0}]}}}
+    # a bad page size is REST's 422, on the field
+    _, body = await _gql(api, query, {"n": 0})
+    assert body["data"] == {"posts": None}
+    assert body["errors"][0]["extensions"]["status"] == 422
