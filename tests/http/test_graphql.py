@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from charpente.errors import DesignError
 from charpente.http.graphql import Limits
 from charpente.loader import load_design_text
+from charpente.runtime.ratelimit import MemoryLimiter
 from charpente.templates import template_text
 
 pytestmark = pytest.mark.anyio
@@ -448,3 +449,23 @@ async def test_variables_are_coerced_as_the_spec_says(api: Any) -> None:
     _, body = await _gql(api, query, {"n": 0})
     assert body["data"] == {"posts": None}
     assert body["errors"][0]["extensions"]["status"] == 422
+
+
+async def test_each_root_field_is_charged_to_its_rest_routes_limits(make_api: Any) -> None:
+    limited = """
+charpente: 1
+name: limited
+resources:
+  notes:
+    fields: {body: text}
+    access: {read: true, create: true}
+    limits: {list: 2/minute per route}
+"""
+    api = await make_api(limited, limiter=MemoryLimiter())
+    assert (await api.client.get("/v1/notes")).status_code == 200  # REST's bucket, shared
+    _, body = await _gql(api, "{ a: notes { totalCount } b: notes { totalCount } }")
+    assert body["data"] == {"a": {"totalCount": 0}, "b": None}
+    assert body["errors"][0]["path"] == ["b"]
+    assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert body["errors"][0]["extensions"]["status"] == 429
+    assert (await api.client.get("/v1/notes")).status_code == 429

@@ -144,7 +144,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *(flag_routes(flags, prefix) if flags is not None else ()),
         *(ofrep_routes(service.flags) if service.flags.flags else ()),
         *rest.routes(),
-        *_graphql_routes(design, service),
+        *_graphql_routes(design, service, limiter, trusted_proxies),
         *hook_routes(service.hooks, service),
         *extra_routes,
         *index_routes(design),  # after the custom routes: a hooks module may own `/`
@@ -270,7 +270,12 @@ def _lifespan(
     return lifespan
 
 
-def _graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
+def _graphql_routes(
+    design: Design,
+    service: Service,
+    limiter: Limiter | None = None,
+    trusted_proxies: tuple[IPNetwork, ...] = (),
+) -> list[BaseRoute]:
     """/v1/graphql and /graphql when graphql-core is installed (the `graphql` extra)."""
     import importlib.util
 
@@ -280,4 +285,4 @@ def _graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
         return []  # `charpente check` reports the names GraphQL cannot hold
     from charpente.http.graphql import graphql_routes
 
-    return graphql_routes(design, service)
+    return graphql_routes(design, service, limiter, trusted_proxies)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +45,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from charpente.compile.graphql_schema import GraphSchema, GraphType, graph_schema
+from charpente.compile.limits import route_limits
 from charpente.compile.policy import field_view
 from charpente.compile.request import MAX_LIMIT
 from charpente.design.model import Design
-from charpente.errors import ApiError, BadRequest
+from charpente.errors import ApiError, BadRequest, TooManyRequests
+from charpente.http.clientip import IPNetwork, client_ip
 from charpente.http.docs import DOCS_CSP, STATIC_DIR
 from charpente.http.problems import request_id_of
+from charpente.http.ratelimit import Policies, rate_key_ip
 from charpente.http.rest import JSON, caller_of, decode_json_body, encode_json
 from charpente.runtime.caller import Caller, rule_auth
+from charpente.runtime.ratelimit import Limiter, limit_headers
 from charpente.runtime.service import IdempotencyKey, ListResult, Precondition, Service
 
 __all__ = ["GraphqlEndpoint", "Limits", "graphql_routes"]
@@ -98,6 +102,12 @@ class _Run:
     fragments: dict[str, FragmentDefinitionNode]
     variables: dict[str, Any]
     errors: list[dict[str, Any]] = field(default_factory=list)
+    charge: Charge | None = None  # the design's rate limits, per root field
+
+
+Charge = Callable[[str, str], Awaitable[None]]
+"""Charges one operation, as REST's `(method, path)`, to the design's rate limits; raises
+TooManyRequests when one refuses."""
 
 
 class _RefusedError(Exception):
@@ -190,6 +200,7 @@ class GraphqlEndpoint:
         *,
         request_id: str | None = None,
         queries_only: bool = False,
+        charge: Charge | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, the GraphQL response) for one request."""
         try:
@@ -212,7 +223,7 @@ class GraphqlEndpoint:
                 for d in document.definitions
                 if isinstance(d, FragmentDefinitionNode)
             }
-            run = _Run(view, caller, request_id, fragments, coerced)
+            run = _Run(view, caller, request_id, fragments, coerced, charge=charge)
             self._check_limits(operation, run)
         except _RefusedError as refused:
             return 400, {"errors": refused.errors}
@@ -286,11 +297,13 @@ class GraphqlEndpoint:
                     data[key] = self._introspect(operation, key, run)
                 elif name in run.view.graph.lists:
                     args = self._args(root, node, run)
+                    await self._charge(run, "GET", run.view.graph.lists[name])
                     data[key] = await self._connection(
                         run.view.graph.lists[name], args, nodes, run, [key]
                     )
                 else:
                     args = self._args(root, node, run)
+                    await self._charge(run, "GET", run.view.graph.ones[name], "id")
                     data[key] = await self._one(run.view.graph.ones[name], args, nodes, run, [key])
             except ApiError as exc:
                 data[key] = None
@@ -310,6 +323,7 @@ class GraphqlEndpoint:
                     data[key] = "Mutation"
                     continue
                 args = self._args(root, node, run)
+                await self._charge_write(run, name)
                 if name in run.view.graph.deletes:
                     resource = run.view.graph.deletes[name]
                     await service.delete(
@@ -343,6 +357,22 @@ class GraphqlEndpoint:
                 data[key] = None
                 run.errors.append(_api_error(exc, node, [key]))
         return data
+
+    async def _charge(self, run: _Run, method: str, resource: str, item: str = "") -> None:
+        """Charge one root field to the limits REST's route for it has (not `all`: the
+        request itself was charged to it); the same buckets as REST."""
+        if run.charge is not None:
+            path = f"/v{self.design.api_version}/{resource}" + (f"/{item}" if item else "")
+            await run.charge(method, path)
+
+    async def _charge_write(self, run: _Run, name: str) -> None:
+        graph = run.view.graph
+        if name in graph.creates:
+            await self._charge(run, "POST", graph.creates[name])
+        elif name in graph.updates:
+            await self._charge(run, "PATCH", graph.updates[name], "id")
+        elif name in graph.deletes:
+            await self._charge(run, "DELETE", graph.deletes[name], "id")
 
     async def _create(self, resource: str, args: Mapping[str, Any], run: _Run) -> dict[str, Any]:
         key = args.get("idempotencyKey")
@@ -611,6 +641,31 @@ def _page_size(node: FieldNode, variables: Mapping[str, Any]) -> int:
     return MAX_LIMIT  # a missing `first` counts as the largest page
 
 
+def _charger(
+    request: Request, limiter: Limiter, policies: Policies, trusted: tuple[IPNetwork, ...]
+) -> Charge:
+    """What charges this request's root fields, keyed as RateLimitMiddleware keys them."""
+    caller = caller_of(request)
+
+    async def charge(method: str, path: str) -> None:
+        for name, rule in policies(method, path):
+            if name == "all":
+                continue
+            if rule.per == "route":
+                value = ""
+            elif rule.per == "account" and caller.id is not None:
+                value = caller.id
+            else:
+                value = rate_key_ip(client_ip(request.scope, trusted))
+            decision = await limiter.hit(f"{name}:{value}", rule)
+            if not decision.allowed:
+                headers = dict(limit_headers(name, rule, decision))
+                detail = f"The rate limit {name!r} ({rule}) is reached"
+                raise TooManyRequests(detail=f"{detail}; retry after {headers['Retry-After']} s.")
+
+    return charge
+
+
 def _list_params(
     columns: list[str], args: Mapping[str, Any], *, counted: bool
 ) -> list[tuple[str, str]]:
@@ -666,10 +721,17 @@ def _api_error(exc: ApiError, node: FieldNode, path: list[str | int]) -> dict[st
 # --- HTTP ----------------------------------------------------------------------------------
 
 
-def graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
-    """`/v{n}/graphql` (POST and GET), its SDL, and the explorer page at `/graphql`."""
+def graphql_routes(
+    design: Design,
+    service: Service,
+    limiter: Limiter | None = None,
+    trusted_proxies: tuple[IPNetwork, ...] = (),
+) -> list[BaseRoute]:
+    """`/v{n}/graphql` (POST and GET), its SDL, and the explorer page at `/graphql`.
+    With `limiter`, each root field is charged to the limits of its REST route."""
     endpoint = GraphqlEndpoint(design, service)
     prefix = f"/v{design.api_version}/graphql"
+    policies = route_limits(design)
 
     async def answer(request: Request) -> Response:
         get = request.method == "GET"
@@ -693,6 +755,9 @@ def graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
             raise BadRequest(detail="`variables` is a JSON object")
         if operation is not None and not isinstance(operation, str):
             raise BadRequest(detail="`operationName` is a string")
+        charge = None
+        if limiter is not None:
+            charge = _charger(request, limiter, policies, trusted_proxies)
         status, result = await endpoint.execute(
             query,
             variables,
@@ -700,6 +765,7 @@ def graphql_routes(design: Design, service: Service) -> list[BaseRoute]:
             caller_of(request),
             request_id=request_id_of(request.scope),
             queries_only=get,
+            charge=charge,
         )
         return Response(encode_json(result), status, media_type=JSON)
 
