@@ -469,3 +469,33 @@ resources:
     assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
     assert body["errors"][0]["extensions"]["status"] == 429
     assert (await api.client.get("/v1/notes")).status_code == 429
+
+
+async def test_connections_page_as_rest_does_for_every_filter_sort_and_size(api: Any) -> None:
+    seeded = await _seed(api)
+    author = seeded["ada"]["id"]
+    filters = [None, "score >= 1", f'author == "{author}"', 'title in ["p0", "p2"]']
+    sorts = [None, "-score", "title,-created_at"]
+    query = """query($w: String, $o: String, $n: Int, $a: String) {
+        posts(where: $w, orderBy: $o, first: $n, after: $a) {
+          totalCount nodes { id title } pageInfo { hasNextPage endCursor } } }"""
+    for where in filters:
+        for sort in sorts:
+            for size in (1, 2, 5):
+                params = {"limit": str(size), "count": "exact"}
+                variables: dict[str, Any] = {"n": size, "w": where, "o": sort}
+                if where is not None:
+                    params["filter"] = where
+                if sort is not None:
+                    params["sort"] = sort
+                while True:
+                    rest = (await api.client.get("/v1/posts", params=params)).json()
+                    _, body = await _gql(api, query, variables)
+                    page = body["data"]["posts"]
+                    assert [n["id"] for n in page["nodes"]] == [r["id"] for r in rest["data"]]
+                    assert page["totalCount"] == rest["page"]["total"]
+                    cursor = rest["page"]["next_cursor"]
+                    assert page["pageInfo"]["endCursor"] == cursor
+                    if cursor is None:
+                        break
+                    params["cursor"] = variables["a"] = cursor
