@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from charpente.errors import DesignError
 from charpente.http.graphql import Limits
 from charpente.loader import load_design_text
+from charpente.runtime.caller import ANONYMOUS
 from charpente.runtime.ratelimit import MemoryLimiter
 from charpente.templates import template_text
 
@@ -263,6 +264,16 @@ def test_limits_have_defaults() -> None:
     assert Limits().max_depth == 8
 
 
+async def test_the_document_cache_is_bounded(api: Any) -> None:
+    from charpente.http import graphql as module
+
+    endpoint = module.GraphqlEndpoint(api.design, api.service)
+    view = endpoint.view(ANONYMOUS)
+    for i in range(module._MAX_DOCUMENTS + 20):
+        endpoint.document(f"{{ a{i}: __typename }}", view)
+    assert len(endpoint._documents) == module._MAX_DOCUMENTS
+
+
 SOCIAL_NESTED = """query($where: String) { accounts(orderBy: "handle", where: $where) {
     nodes { handle email posts(orderBy: "created_at") { totalCount nodes { body } } } } }"""
 
@@ -405,6 +416,9 @@ async def test_introspection_shows_each_caller_only_what_it_may_ever_read(make_a
     assert "salary" in refused["errors"][0]["message"]
     _, read = await _gql(api, "{ notes { nodes { title salary } } }", headers=admin)
     assert read["data"]["notes"]["nodes"] == [{"title": "t", "salary": 5}]
+    # the document the admin's schema validated is not valid for the member's
+    status, _ = await _gql(api, "{ notes { nodes { title salary } } }", headers=member)
+    assert status == 400
     sdl = await api.client.get("/v1/graphql/schema.graphql", headers=member)
     assert "salary: Int" not in sdl.text.split("input NoteInput")[0]
 

@@ -61,7 +61,7 @@ from charpente.runtime.service import IdempotencyKey, ListResult, Precondition, 
 
 __all__ = ["GraphqlEndpoint", "Limits", "graphql_routes"]
 
-_MAX_DOCUMENTS = 500  # parsed and validated documents kept (per schema)
+_MAX_DOCUMENTS = 500  # parsed and validated documents kept, all schemas together
 _MAX_VIEWS = 32  # schemas kept, one per set of fields some callers may never read
 _MAX_CALLERS = 10_000  # callers whose set is remembered; beyond that it starts over
 
@@ -80,16 +80,15 @@ class Limits:
 
 @dataclass(slots=True)
 class _View:
-    """One caller's schema: the field map, graphql-core's schema, its validated documents."""
+    """One caller's schema: the field map and graphql-core's schema."""
 
     graph: GraphSchema
     schema: GraphQLSchema = field(init=False)
-    documents: OrderedDict[str, DocumentNode | list[dict[str, Any]]] = field(
-        default_factory=OrderedDict
-    )
+    key: str = field(init=False)  # the SDL's hash: what a cached document was validated on
 
     def __post_init__(self) -> None:
         self.schema = build_schema(self.graph.sdl)
+        self.key = hashlib.sha256(self.graph.sdl.encode()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -128,6 +127,7 @@ class GraphqlEndpoint:
         self.full = _View(graph_schema(design))
         self._views: OrderedDict[frozenset[tuple[str, str]], _View] = OrderedDict()
         self._callers: dict[tuple[object, ...], frozenset[tuple[str, str]]] = {}
+        self._documents: OrderedDict[str, DocumentNode | list[dict[str, Any]]] = OrderedDict()
 
     def view(self, caller: Caller) -> _View:
         """The schema this caller sees: without the fields it may never read."""
@@ -166,7 +166,8 @@ class GraphqlEndpoint:
                 [_error(f"the document is over {self.limits.max_length} characters")]
             )
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        documents = view.documents
+        key = f"{view.key}:{key}"  # a document is valid against one schema
+        documents = self._documents
         found = documents.get(key)
         if found is None:
             found = documents[key] = self._checked(text, view.schema)
