@@ -35,6 +35,7 @@ PAGES = {
     "access.md": DOCS / "access.md",
     "rate-limits.md": DOCS / "rate-limits.md",
     "events.md": DOCS / "events.md",
+    "graphql.md": DOCS / "graphql.md",
 }
 
 

@@ -16,6 +16,7 @@ from charpente.cli.commands.accounts import accounts_app, auth_app
 from charpente.cli.commands.advise import advise_command
 from charpente.cli.commands.design import check, init, openapi
 from charpente.cli.commands.flags import flags_app
+from charpente.cli.commands.graphql import graphql_app
 from charpente.cli.commands.history import history_app
 from charpente.cli.commands.jobs import jobs_app
 from charpente.cli.commands.keys import keys_app
@@ -49,6 +50,7 @@ app.add_typer(webhooks_app)
 app.add_typer(flags_app)
 app.command()(shapes)
 app.command("advise")(advise_command)
+app.add_typer(graphql_app)
 
 
 def package_version() -> str:

@@ -57,6 +57,7 @@ _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOP_KEYS = (
     *("charpente", "name", "api_version", "hooks", "auth", "cors", "limits", "resources"),
     *("webhooks", "outbound", "flags", "cache"),
+    "graphql",
 )
 _RESOURCE_KEYS = (
     *("fields", "unique", "indexes", "checks", "require_if_match", "description"),
@@ -148,7 +149,17 @@ def _read_design(reader: Reader, root: Node, file: str) -> Design | None:
         webhooks=webhooks,
         outbound_allow=read_outbound(reader, top.get("outbound")),
         flags=read_flags(reader, top.get("flags"), auth.roles),
+        graphql_introspection=_graphql_introspection(reader, top.get("graphql")),
     )
+
+
+def _graphql_introspection(reader: Reader, node: Node | None) -> bool:
+    """`graphql: {introspection: false}` switches GraphQL introspection off (on by default)."""
+    if node is None:
+        return True
+    values = reader.mapping(node, ("introspection",), "`graphql`")
+    found = reader.flag(values, "introspection") if values is not None else None
+    return True if found is None else found
 
 
 DESIGN_LIMIT_KEYS = ("all", "auth")

@@ -337,6 +337,7 @@ class Design:
     webhooks: tuple[Webhook, ...] = ()
     outbound_allow: tuple[str, ...] = ()  # private networks webhooks may reach (CIDR)
     flags: Mapping[str, Flag] = dc_field(default_factory=dict)  # the `flags` section
+    graphql_introspection: bool = True  # `graphql: {introspection: false}` switches it off
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)

@@ -144,6 +144,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *(flag_routes(flags, prefix) if flags is not None else ()),
         *(ofrep_routes(service.flags) if service.flags.flags else ()),
         *rest.routes(),
+        *_graphql_routes(design, service, limiter, trusted_proxies),
         *hook_routes(service.hooks, service),
         *extra_routes,
         *index_routes(design),  # after the custom routes: a hooks module may own `/`
@@ -267,3 +268,21 @@ def _lifespan(
                 await callback()
 
     return lifespan
+
+
+def _graphql_routes(
+    design: Design,
+    service: Service,
+    limiter: Limiter | None = None,
+    trusted_proxies: tuple[IPNetwork, ...] = (),
+) -> list[BaseRoute]:
+    """/v1/graphql and /graphql when graphql-core is installed (the `graphql` extra)."""
+    import importlib.util
+
+    from charpente.compile.graphql_schema import graph_problems
+
+    if importlib.util.find_spec("graphql") is None or graph_problems(design):
+        return []  # `charpente check` reports the names GraphQL cannot hold
+    from charpente.http.graphql import graphql_routes
+
+    return graphql_routes(design, service, limiter, trusted_proxies)

@@ -116,6 +116,12 @@ class Database(Protocol):
     ) -> list[Record]:
         """Records with these ids that satisfy `where`, in any order, in one query."""
 
+    async def select_pages(
+        self, query: ListQuery, via: str, parents: Sequence[str]
+    ) -> dict[str, Page]:
+        """`query`'s page for each of `parents` among the rows whose ref field `via` holds
+        it, in one statement (a nested GraphQL connection): by parent id, each one present."""
+
     async def history(
         self, resource: str, record_id: str, before: str | None, limit: int
     ) -> list[Event]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Record, Update
+from charpente.compile.plan import Delete, GetQuery, Insert, ListQuery, Page, Record, Update
 from charpente.compile.policy import (
     DENIED,
     FieldView,
@@ -196,24 +196,57 @@ class Service:
         """A page of `resource` from query parameters (filter, sort, limit, cursor, fields,
         expand, count) among the rows the caller may read; BadRequest or ValidationFailed
         when they are not valid, Unauthorized/Forbidden when the caller may read none."""
+        spec, view, query, fetch = self._list_plan(resource, params, caller)
+        page = await self.database.select_page(fetch)
+        return await self._list_result(spec, view, query, page, caller)
+
+    async def list_under(
+        self,
+        resource: str,
+        params: Sequence[tuple[str, str]],
+        via: str,
+        parents: Sequence[str],
+        *,
+        caller: Caller = ANONYMOUS,
+    ) -> dict[str, ListResult]:
+        """`list` for each parent id, among the records whose ref field `via` holds it (a
+        nested GraphQL connection): the same rules, one read for every parent."""
+        spec, view, query, fetch = self._list_plan(resource, params, caller)
+        if view.restricts and not view.visible(via):
+            raise BadRequest(detail=f"you may not filter or sort on: {via}")
+        if fetch.fields is not None and via not in fetch.fields:
+            fetch = dataclasses.replace(fetch, fields=(*fetch.fields, via))
+        pages = await self.database.select_pages(fetch, via, parents)
+        return {
+            id: await self._list_result(spec, view, query, page, caller)
+            for id, page in pages.items()
+        }
+
+    def _list_plan(
+        self, resource: str, params: Sequence[tuple[str, str]], caller: Caller
+    ) -> tuple[_Spec, FieldView, ListQuery, ListQuery]:
+        """A list's checks, and (the query asked, the query to run under the read rule)."""
         spec = self._spec(resource)
-        auth = _auth(caller)
         rule = self._filter(spec.resource, "list", caller)
         if rule is DENIED:
             raise _refused(caller, resource, hide=False)
-        view = field_view(spec.resource, auth)
+        view = field_view(spec.resource, _auth(caller))
         query = parse_list_params(spec.resource, self.design, params)
         if view.restricts:
             _refuse_hidden_names(view, query)
         fetch = _fetching(query, query.fields, query.expand, view)
-        page = await self.database.select_page(
-            dataclasses.replace(fetch, where=with_filter(query.where, rule))
-        )
+        return spec, view, query, dataclasses.replace(fetch, where=with_filter(query.where, rule))
+
+    async def _list_result(
+        self, spec: _Spec, view: FieldView, query: ListQuery, page: Page, caller: Caller
+    ) -> ListResult:
+        """A page as the caller sees it: its cursor, field rules applied, refs expanded."""
+        auth = _auth(caller)
         cursor = None
         if page.has_more and page.rows:
             cursor = encode_cursor(query, page.rows[-1], spec.resource)
         shown = _shown(spec, query.fields, query.expand)
-        opened = self._sealed.open_rows(resource, page.rows)
+        opened = self._sealed.open_rows(spec.resource.name, page.rows)
         rows = [_visible(view, row, shown, auth) for row in opened]
         await self._expand(spec, rows, query.expand, caller)
         return ListResult(rows, query.limit, cursor, page.total)
@@ -598,6 +631,22 @@ class Service:
             for row in rows:
                 value = row.get(name)
                 row[name] = None if value is None else by_id.get(str(value))
+
+    async def read_many(
+        self, resource: str, ids: Sequence[str], *, caller: Caller = ANONYMOUS
+    ) -> dict[str, Record]:
+        """The records among `ids` the caller may read, by id, as `expand` inlines them
+        (the get rule, field rules, encrypted fields opened): one query for them all."""
+        target = self._spec(resource)
+        auth = _auth(caller)
+        rule = self._filter(target.resource, "get", caller)
+        wanted = list(dict.fromkeys(i for i in ids if _UUID.fullmatch(i)))
+        if rule is DENIED or not wanted:
+            return {}
+        view = field_view(target.resource, auth)
+        found = await self.database.select_by_ids(resource, wanted, target.readable, rule)
+        opened = self._sealed.open_rows(resource, found)
+        return {str(r["id"]): _visible(view, r, target.readable, auth) for r in opened}
 
     def _after_context(self, resource: str, request_id: str | None, caller: Caller) -> HookContext:
         flags = self._flags_of(caller)

@@ -255,6 +255,15 @@ class MeasuredDatabase:
         self.log.add(ids_shape(resource, where), len(found), perf_counter_ns() - start)
         return found
 
+    async def select_pages(
+        self, query: ListQuery, via: str, parents: Sequence[str]
+    ) -> dict[str, Page]:
+        start = perf_counter_ns()
+        pages = await self.inner.select_pages(query, via, parents)
+        rows = sum(len(page.rows) for page in pages.values())
+        self.log.add(list_shape(query), rows, perf_counter_ns() - start)
+        return pages
+
     async def history(
         self, resource: str, record_id: str, before: str | None, limit: int
     ) -> list[Event]:

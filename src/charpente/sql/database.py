@@ -53,6 +53,7 @@ from charpente.sql.engine import (
     writer_lock,
 )
 from charpente.sql.executor import Executor, SaExecutor
+from charpente.sql.groups import grouped_pages
 from charpente.sql.history import EventStatements
 from charpente.sql.integrity import INTEGRITY_ERRORS, IntegrityMap
 from charpente.sql.pages import PageStatements, RuleStatements, where_parameters
@@ -220,6 +221,36 @@ class SqlDatabase:
         elif fields is not None:
             stmt = sa.select(*_columns(st.table, _wanted(fields, ()))).where(_ids_in(st.table))
         return await self._read(lambda ex: ex.rows(stmt, params))
+
+    async def select_pages(
+        self, query: ListQuery, via: str, parents: Sequence[str]
+    ) -> dict[str, Page]:
+        """`query`'s page for each parent id, among the rows whose `via` field holds it:
+        one statement for them all (and one grouped count when `query.count`)."""
+        wanted = sorted({c for c in map(canonical_id, parents) if c is not None})
+        if not wanted:
+            return {}
+        table = self._tables[query.resource]
+        built = grouped_pages(self._tables, query, via, wanted, _page_columns(table, query))
+
+        async def read(ex: Executor) -> tuple[list[Record], list[Record]]:
+            rows = await ex.rows(built.rows, built.params)
+            counts = await ex.rows(built.count, built.params) if query.count else []
+            return rows, counts
+
+        rows, counts = await self._read(read, snapshot=query.count)
+        totals = {str(r[via]): int(str(r["_n"])) for r in counts}
+        grouped: dict[str, list[Record]] = {id: [] for id in wanted}
+        for row in rows:
+            grouped.setdefault(str(row[via]), []).append(row)
+        return {
+            id: Page(
+                found[: query.limit],
+                len(found) > query.limit,
+                totals.get(id, 0) if query.count else None,
+            )
+            for id, found in grouped.items()
+        }
 
     def transaction(self) -> AbstractAsyncContextManager[SqlTransaction]:
         return self._transaction()

@@ -10,6 +10,7 @@ import typer
 
 from charpente.cli.commands.config import design_and_settings, settings_for
 from charpente.cli.commands.output import fail, print_problems, reports_errors, say
+from charpente.compile.graphql_schema import graph_problems
 from charpente.compile.openapi import openapi_document
 from charpente.errors import DesignError
 from charpente.settings import DEFAULT_DESIGN_FILE
@@ -90,6 +91,9 @@ def check(design: DesignArgument = None, design_option: DesignOption = None) -> 
     if hook_problems:
         print_problems(hook_problems)
         raise typer.Exit(1)
+    graphql_problems = graph_problems(loaded)
+    if graphql_problems:
+        print_problems(graphql_problems)
     count = len(loaded.resources)
     say(f"{settings.design_label}: ok ({count} resource{'s' if count != 1 else ''})")
 
