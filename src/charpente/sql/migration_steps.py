@@ -164,7 +164,7 @@ def _add_column(facts: Facts, op: Any) -> MigrationStep:
     table, column = op.table_name, op.column
     f = facts.field(table, column.name)
     default = None if column.nullable else _literal_default(f, column, facts.conn.dialect)
-    step = _new_columnclassify_operation(facts, table, column, f, default)
+    step = _new_column_step(facts, table, column, f, default)
     if default is None and column.server_default is not None:
         default = column.server_default.arg
     # Only the column: its unique and foreign key constraints come as steps of their own.
@@ -172,7 +172,7 @@ def _add_column(facts: Facts, op: Any) -> MigrationStep:
     return dataclasses.replace(step, operation=ops.AddColumnOp(table, bare))
 
 
-def _new_columnclassify_operation(
+def _new_column_step(
     facts: Facts,
     table: str,
     column: sa.Column[Any],
