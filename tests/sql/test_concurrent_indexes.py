@@ -3,6 +3,7 @@ transaction; a failed build leaves no INVALID index behind, and a later run buil
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -107,3 +108,19 @@ async def test_a_failed_build_leaves_no_invalid_index_and_can_be_run_again(
     await apply_migration(engine, load_design_text(UNIQUE))
     assert await _indexes(engine) == {"ix_posts_title": True}
     assert await database_is_current(engine, load_design_text(UNIQUE))
+
+
+async def test_two_migrations_starting_together_take_turns(
+    engine: AsyncEngine, pg_target: Any
+) -> None:
+    # The second waits for the first's lock while the first builds CONCURRENTLY, which waits
+    # for every older snapshot: waiting in a blocked statement would be a deadlock.
+    await _seed(engine, ["a", "b"])
+    other = create_engine(pg_target.url, schema=pg_target.schema)
+    try:
+        design = load_design_text(AFTER)
+        await asyncio.gather(apply_migration(engine, design), apply_migration(other, design))
+    finally:
+        await other.dispose()
+    assert await _indexes(engine) == {"ix_posts_title_created_at_desc": True}
+    assert await database_is_current(engine, load_design_text(AFTER))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
@@ -134,15 +133,17 @@ def _session_lock(conn: sa.Connection) -> Iterator[None]:
     """On PostgreSQL, hold the migration lock past the commit, while deferred steps run.
 
     A process waiting its turn polls with short statements instead of blocking in one: a
-    CREATE INDEX CONCURRENTLY of the process holding the lock waits for every open
-    snapshot, and a blocked pg_advisory_lock would hold one (a deadlock).
+    CREATE INDEX CONCURRENTLY of the process holding the lock waits for every snapshot
+    older than its own, and a blocked pg_advisory_lock would hold one (a deadlock). The
+    pause between tries is taken in the server (pg_sleep), never on the event loop.
     """
     if conn.dialect.name != "postgresql":
         yield
         return
     while not conn.execute(sa.select(sa.func.pg_try_advisory_lock(*_lock_key()))).scalar_one():
         conn.commit()
-        time.sleep(_LOCK_POLL_SECONDS)
+        conn.execute(sa.select(sa.func.pg_sleep(_LOCK_POLL_SECONDS)))  # not on the event loop
+        conn.commit()
     conn.commit()
     try:
         yield
