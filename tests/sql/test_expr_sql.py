@@ -395,3 +395,58 @@ def test_edge_cases_answer_the_same_on_every_dialect(
     [(true_ids, _)] = runner.run(_answers(engine, rows, [tree]))
     assert true_ids == {_row_id(i) for i in expected}
     assert true_ids == {row["id"] for row in rows if evaluate(tree, row) is True}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("meta.length == 2", {1}),
+        ("meta.length >= 0", {0, 1, 2}),
+        ("meta.length < 1", {0}),
+        ("not (meta.length > 1)", {0, 2}),
+        ("meta.length == null", {3, 4, 5}),
+    ],
+)
+def test_json_array_length_answers_the_same_on_every_dialect(
+    toy_table: tuple[asyncio.Runner, AsyncEngine], text: str, expected: set[int]
+) -> None:
+    runner, engine = toy_table
+    values: list[Any] = [[], ["a", "b"], [1], {"a": 1}, "ab", None]
+
+    async def answers(tree: Expr) -> set[str]:
+        async with engine.begin() as conn:
+            await conn.execute(TABLE.delete())
+            rows = [
+                {
+                    **dict.fromkeys(ROW_VALUES),
+                    "id": _row_id(i),
+                    "meta": sa.null() if v is None else v,
+                    "created_at": MOMENTS[0],
+                    "updated_at": MOMENTS[0],
+                    "version": 1,
+                }
+                for i, v in enumerate(values)
+            ]
+            await conn.execute(TABLE.insert(), rows)
+            found = await conn.execute(sa.select(TABLE.c.id).where(expr_to_sql(tree, TABLE)))
+            return {str(r[0]) for r in found}
+
+    tree = resolve_expr(parse_expr(text), ITEMS, DESIGN)
+    true_ids = runner.run(answers(tree))
+    assert true_ids == {_row_id(i) for i in expected}
+    evaluated = {_row_id(i) for i, v in enumerate(values) if evaluate(tree, {"meta": v}) is True}
+    assert true_ids == evaluated
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "pos"),
+    [
+        ("s.length == 1", "applies to a json field", 0),
+        ('n == 1 and meta.length == "x"', "expected an integer", 26),
+        ("meta.lang == 1", "is not a field", 0),
+    ],
+)
+def test_json_length_misuse_is_refused_at_its_position(text: str, message: str, pos: int) -> None:
+    with pytest.raises(ExprError, match=message) as caught:
+        resolve_expr(parse_expr(text), ITEMS, DESIGN)
+    assert caught.value.offset == pos

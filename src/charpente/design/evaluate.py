@@ -108,5 +108,8 @@ def _value(expr: Expr, row: Mapping[str, object], auth: Mapping[str, object] | N
     if isinstance(expr, Name):
         if expr.path[0] == "auth" and len(expr.path) == 2:
             return None if auth is None else auth.get(expr.path[1])
+        if len(expr.path) == 2 and expr.path[1] == "length":
+            array = row.get(expr.path[0])
+            return len(array) if isinstance(array, list) else None  # not an array: null
         return row.get(expr.dotted)
     raise ExprError("each side of a comparison must be a field or a value", expr.pos)

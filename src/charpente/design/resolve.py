@@ -245,6 +245,8 @@ class _Resolver:
             return self.auth(name)
         if self.outer is not None and len(name.path) == 2 and name.path[0] == self.outer.name:
             return _Resolver(self.outer, self.design, False, False).operand(Name(name.path[1:]))
+        if len(name.path) == 2 and name.path[1] == "length":
+            return self.length(name)
         if len(name.path) > 1:
             raise ExprError(
                 f"{name.dotted!r} is not a field: dotted names are for auth.id and auth.role",
@@ -256,6 +258,21 @@ class _Resolver:
         if field.writeonly:
             raise ExprError(f"field {field.name!r} is write-only: it cannot be used", name.pos)
         return _Operand(field.kind, f"field {field.name!r} ({field.kind})", field.choices)
+
+    def length(self, name: Name) -> _Operand:
+        """`tags.length`: the length of a json array (null when the value is not an array)."""
+        field = self.resource.field(name.path[0])
+        if field is None:
+            raise ExprError(self.unknown(name.path[0]), name.pos)
+        if field.kind is not Kind.JSON:
+            raise ExprError(
+                f"{name.dotted!r}: .length applies to a json field, not to "
+                f"field {field.name!r} ({field.kind})",
+                name.pos,
+            )
+        if field.writeonly:
+            raise ExprError(f"field {field.name!r} is write-only: it cannot be used", name.pos)
+        return _Operand(Kind.INT, f"{name.dotted} (json array length)")
 
     def auth(self, name: Name) -> _Operand:
         if name.path[1].startswith(flag_key("")) and len(name.path) == 2:

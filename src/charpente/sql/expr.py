@@ -52,6 +52,27 @@ def _contains_postgresql(element: Contains, compiler: SQLCompiler, **kw: Any) ->
     return f"(strpos({haystack}, {needle}) > 0)"
 
 
+class JsonLength(FunctionElement[int]):
+    """`tags.length`: the length of a json array, NULL when the value is not an array."""
+
+    type = sa.BigInteger()
+    name = "json_length"
+    inherit_cache = True
+
+
+@compiles(JsonLength)
+@compiles(JsonLength, "sqlite")
+def _json_length_sqlite(element: JsonLength, compiler: SQLCompiler, **kw: Any) -> str:
+    (value,) = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(CASE WHEN json_type({value}) = 'array' THEN json_array_length({value}) END)"
+
+
+@compiles(JsonLength, "postgresql")
+def _json_length_postgresql(element: JsonLength, compiler: SQLCompiler, **kw: Any) -> str:
+    (value,) = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(CASE WHEN jsonb_typeof({value}) = 'array' THEN jsonb_array_length({value}) END)"
+
+
 def expr_to_sql(
     expr: Expr,
     table: sa.Table,
@@ -149,6 +170,10 @@ class _Compiler:
         table, path = self.table, expr.path
         if len(path) == 2 and self.outer is not None and path[0] == _name(self.outer):
             table, path = self.outer, path[1:]
+        if len(path) == 2 and path[1] == "length" and path[0] in table.c:
+            column = table.c[path[0]]
+            if isinstance(column.type, sa.JSON):
+                return JsonLength(column)
         if len(path) > 1:
             raise ExprError(f"{expr.dotted} cannot be compiled to SQL here", expr.pos)
         if path[0] not in table.c:
