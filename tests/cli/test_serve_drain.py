@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from charpente.cli.commands import serve as serve_module
 from charpente.cli.main import app
+from charpente.runtime import metrics
 from charpente.settings import Settings, settings_from_process, to_environ
 
 
@@ -26,6 +27,10 @@ def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, o
     monkeypatch.setenv("CHARPENTE_DESIGN", "template:social")
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(serve_module.uvicorn, "run", lambda *a, **k: calls.append(k))
+    # --reload shares the metrics of the server's processes: undone, as the variables are
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    monkeypatch.setitem(metrics._shared, "directory", "")
     return calls
 
 
