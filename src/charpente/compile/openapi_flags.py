@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from charpente.compile.openapi_parts import error_response
 from charpente.design.model import Design
 
 __all__ = ["FLAGS_TAG", "OFREP_TAG", "flag_paths", "flag_schemas", "flag_tags"]
@@ -134,7 +135,7 @@ def flag_schemas(design: Design) -> Json:
 
 def _admin(op_id: str, summary: str, responses: Json, errors: Iterable[int]) -> Json:
     for status in sorted(errors):
-        responses[str(status)] = _error(status, _ERRORS.get(status, ""))
+        responses[str(status)] = error_response(status, _ERRORS.get(status, ""))
     return {
         "operationId": op_id,
         "summary": summary,
@@ -172,8 +173,8 @@ def _ofrep_paths(design: Design) -> Json:
                     "200": _json("The flag's value and why.", _EVALUATION),
                     "400": {"description": "The context is not an object.", "content": ofrep_error},
                     "404": {"description": "No flag of this name.", "content": ofrep_error},
-                    "401": _error(401, ""),
-                    "500": _error(500, ""),
+                    "401": error_response(401, ""),
+                    "500": error_response(500, ""),
                 },
             },
         },
@@ -197,8 +198,8 @@ def _ofrep_paths(design: Design) -> Json:
                     "200": {**_json("Every flag's value and why.", _BULK), "headers": etag},
                     "304": {"description": "Nothing changed for this caller.", "headers": etag},
                     "400": {"description": "The context is not an object.", "content": ofrep_error},
-                    "401": _error(401, ""),
-                    "500": _error(500, ""),
+                    "401": error_response(401, ""),
+                    "500": error_response(500, ""),
                 },
             },
         },
@@ -213,18 +214,6 @@ def _json(text: str, schema: str) -> Json:
             "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
         },
         "content": {"application/json": {"schema": {"$ref": _SCHEMA + schema}}},
-    }
-
-
-def _error(status: int, text: str) -> Json:
-    if not text:
-        names = {401: "Unauthorized", 429: "TooManyRequests", 500: "InternalError",
-                 503: "Unavailable"}  # fmt: skip
-        return {"$ref": f"#/components/responses/{names[status]}"}
-    return {
-        "description": text,
-        "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
-        "content": {"application/problem+json": {"schema": {"$ref": _SCHEMA + "Problem"}}},
     }
 
 

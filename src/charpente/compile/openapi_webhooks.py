@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from charpente.compile.openapi_auth import SIGNED_IN
+from charpente.compile.openapi_parts import error_response
 from charpente.design.events import ACTIONS, webhook_problems
 from charpente.design.model import Design, Webhook
 
@@ -179,7 +180,7 @@ def _operation(
     if body is not None:
         texts[400] = _ERRORS[400] + " Or a body that is not JSON."
     for status in sorted(errors):
-        responses[str(status)] = _error(status, texts.get(status, ""))
+        responses[str(status)] = error_response(status, texts.get(status, ""))
     op: Json = {
         "operationId": op_id,
         "summary": summary,
@@ -206,7 +207,9 @@ def _deliveries_operation(errors: Iterable[int]) -> Json:
     )
     responses = op["responses"]
     assert isinstance(responses, dict)
-    responses["400"] = _error(400, _ERRORS[400] + " Or an unknown `state`, or a bad `cursor`.")
+    responses["400"] = error_response(
+        400, _ERRORS[400] + " Or an unknown `state`, or a bad `cursor`."
+    )
     op["parameters"] = [
         query("state", "Only the deliveries in this state.", {"enum": list(STATES)}),
         query(
@@ -243,20 +246,6 @@ def _headers() -> Json:
     return {
         "Cache-Control": {"description": "`no-store`.", "schema": {"type": "string"}},
         "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
-    }
-
-
-def _error(status: int, text: str) -> Json:
-    """A problem answer: the shared one for 401 (with its WWW-Authenticate) and the server's
-    own statuses, otherwise what it means here."""
-    if not text:
-        names = {401: "Unauthorized", 429: "TooManyRequests", 500: "InternalError",
-                 503: "Unavailable"}  # fmt: skip
-        return {"$ref": f"#/components/responses/{names[status]}"}
-    return {
-        "description": text,
-        "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
-        "content": {"application/problem+json": {"schema": {"$ref": _SCHEMA + "Problem"}}},
     }
 
 
