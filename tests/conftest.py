@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,4 +104,41 @@ def _postgres_target() -> Iterator[DatabaseTarget]:
     try:
         yield DatabaseTarget("postgres", POSTGRES_URL, schema)
     finally:
-        asyncio.run(run(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        asyncio.run(_drop_schema(dsn, schema))
+
+
+async def _drop_schema(dsn: str, schema: str) -> None:
+    """Drop a test's schema. A session the test left open in a transaction on its tables
+    would make DROP wait forever (and stall the run): after a lock wait of 10 s, those
+    sessions are ended, named in a warning, and the drop is tried again."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SET lock_timeout = '10s'")
+        for _ in range(3):
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                return
+            except asyncpg.LockNotAvailableError:
+                holders = await conn.fetch(_LOCK_HOLDERS, schema)
+                warnings.warn(
+                    f"sessions left open on schema {schema} were ended: "
+                    + "; ".join(f"{h['state']}: {h['query'][:200]}" for h in holders),
+                    stacklevel=1,
+                )
+                for holder in holders:
+                    await conn.execute("SELECT pg_terminate_backend($1)", holder["pid"])
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+_LOCK_HOLDERS = """
+SELECT DISTINCT a.pid, a.state, a.query
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE n.nspname = $1 AND l.granted AND a.pid <> pg_backend_pid()
+"""
