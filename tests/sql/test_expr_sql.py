@@ -199,6 +199,30 @@ LITERALS: dict[str, st.SearchStrategy[Any]] = {
     "e": st.sampled_from(["low", "high", "é"]),
     "u": st.sampled_from([*UUIDS, UUIDS[0].upper()]),
 }
+# json documents: arrays of scalars, objects with a few known keys (one nested), scalars
+JSON_VALUES = st.sampled_from(
+    ["fr", "en", "", "é", "1", "a😀", 0, 1, -2, 2.5, 1.0, 2**62, True, False]
+)
+JSON_SCALARS = JSON_VALUES | st.none()
+JSON_DOCS: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.lists(JSON_SCALARS, max_size=4),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "lang": JSON_SCALARS,
+            "n": JSON_SCALARS,
+            "sub": st.fixed_dictionaries({}, optional={"lang": JSON_SCALARS}) | JSON_SCALARS,
+        },
+    ),
+    JSON_VALUES,
+)
+JSON_LITERALS: list[st.SearchStrategy[Any]] = [
+    st.sampled_from(["fr", "en", "", "é", "1", "e", "a😀"]),
+    st.sampled_from([0, 1, -2, 2.5, 2**62, -1.5]),
+    st.booleans(),
+]
+JSON_PATHS = [("meta", "lang"), ("meta", "n"), ("meta", "sub", "lang"), ("meta", "sub")]
 PAIRS = [
     ("s", "t"),
     ("s", "e"),
@@ -261,8 +285,70 @@ def _contains(name: str) -> st.SearchStrategy[Expr]:
     return st.builds(lambda v: Compare("~", Name((name,)), Literal(v)), _text_values)
 
 
+def _json_member(
+    path: tuple[str, ...], literals: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Expr]:
+    def build(value: object, op: str, flip: bool) -> Expr:
+        family = (
+            "bool" if isinstance(value, bool) else "text" if isinstance(value, str) else "number"
+        )
+        if op not in FAMILY_OPS[family]:
+            op = "=="
+        field, literal = Name(path), Literal(value)  # type: ignore[arg-type]
+        return Compare(op, literal, field) if flip and op != "~" else Compare(op, field, literal)
+
+    ops = sorted(FAMILY_OPS["text"] - {"in", "not in"})
+    return st.builds(build, literals, st.sampled_from(ops), st.booleans())
+
+
+def _json_member_list(
+    path: tuple[str, ...], literals: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Expr]:
+    def build(op: str, values: list[object]) -> Expr:
+        items = tuple(Literal(v) for v in values)  # type: ignore[arg-type]
+        return Compare(op, Name(path), ListOf(items))
+
+    return st.builds(build, st.sampled_from(["in", "not in"]), st.lists(literals, max_size=3))
+
+
+def _json_holds(literals: st.SearchStrategy[Any]) -> st.SearchStrategy[Expr]:
+    return st.builds(
+        lambda op, value: Compare(op, Literal(value), Name(("meta",))),
+        st.sampled_from(["in", "not in"]),
+        literals,
+    )
+
+
+_JSON_COMPARISONS = st.one_of(
+    st.builds(
+        lambda path, lit: (path, lit), st.sampled_from(JSON_PATHS), st.sampled_from(JSON_LITERALS)
+    ).flatmap(lambda pair: _json_member(*pair)),
+    st.builds(
+        lambda path, lit: (path, lit),
+        st.sampled_from(JSON_PATHS),
+        st.sampled_from(JSON_LITERALS[:2]),
+    ).flatmap(
+        lambda pair: _json_member_list(*pair)  # bools take == and != only, as bool fields
+    ),
+    st.sampled_from(JSON_PATHS).flatmap(lambda path: _against_null_path(path)),
+    st.sampled_from(JSON_LITERALS).flatmap(_json_holds),
+    st.builds(
+        lambda op, n: Compare(op, Name(("meta", "length")), Literal(n)),
+        st.sampled_from(sorted(FAMILY_OPS["number"] - {"in", "not in"})),
+        st.integers(min_value=-1, max_value=4),
+    ),
+)
+
+
+def _against_null_path(path: tuple[str, ...]) -> st.SearchStrategy[Expr]:
+    return st.builds(
+        lambda op: Compare(op, Name(path), Literal(None)), st.sampled_from(["==", "!="])
+    )
+
+
 _NAMES = sorted(LITERALS)
 _COMPARISONS = st.one_of(
+    _JSON_COMPARISONS,
     st.sampled_from(_NAMES).flatmap(_against_value),
     st.sampled_from(["s", "t", "e"]).flatmap(_contains),
     st.sampled_from([n for n in _NAMES if n != "b"]).flatmap(_against_list),
@@ -290,7 +376,7 @@ def _rows(draw: st.DrawFn) -> list[dict[str, Any]]:
         moment = draw(st.sampled_from(MOMENTS))
         row |= {
             "id": _row_id(index),
-            "meta": None,
+            "meta": draw(JSON_DOCS),
             "created_at": moment,
             "updated_at": moment,
             "version": 1,
@@ -326,7 +412,10 @@ async def _answers(
     answers = []
     async with engine.begin() as conn:
         await conn.execute(TABLE.delete())
-        await conn.execute(TABLE.insert(), [{**row, "meta": sa.null()} for row in rows])
+        await conn.execute(
+            TABLE.insert(),
+            [{**row, "meta": sa.null() if row["meta"] is None else row["meta"]} for row in rows],
+        )
         for tree in trees:
             condition = expr_to_sql(tree, TABLE)
             true = await conn.execute(sa.select(TABLE.c.id).where(condition))
@@ -443,10 +532,79 @@ def test_json_array_length_answers_the_same_on_every_dialect(
     [
         ("s.length == 1", "applies to a json field", 0),
         ('n == 1 and meta.length == "x"', "expected an integer", 26),
-        ("meta.lang == 1", "is not a field", 0),
+        ("s.lang == 1", "is not a field", 0),
+        ("meta.lang == meta.n", "cannot be compared with each other", 10),
+        ("meta.lang > true", "does not apply to meta.lang", 10),
+        ('meta.lang in ["a", 1]', "expected a string", 19),
+        ('meta == "fr"', "can only be compared with null; compare a value inside it", 8),
+        ('meta in ["fr"]', "does not apply to field 'meta'", 5),
+        ("null in meta", "null cannot be looked for", 0),
+        ('"x" in s', "must be followed by a list", 7),
+        ("meta.a.b.c.d.e.f.g.h.i == 1", "at most 8 keys", 0),
     ],
 )
-def test_json_length_misuse_is_refused_at_its_position(text: str, message: str, pos: int) -> None:
+def test_json_misuse_is_refused_at_its_position(text: str, message: str, pos: int) -> None:
     with pytest.raises(ExprError, match=message) as caught:
         resolve_expr(parse_expr(text), ITEMS, DESIGN)
     assert caught.value.offset == pos
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('meta.lang == "fr"', {0}),
+        ('meta.lang != "fr"', {1}),
+        ('meta.lang in ["fr", "de"]', {0}),
+        ('meta.lang ~ "r"', {0}),
+        ("meta.lang == null", {2, 3, 4, 5, 6, 7}),
+        ("meta.lang != null", {0, 1, 8}),
+        ("meta.n >= 2", {1}),
+        ("meta.n < 2", {0}),
+        ("meta.n == 1", {0}),
+        ("meta.sub.lang == true", {2}),
+        ('"x" in meta', {3}),
+        ('"x" not in meta', {0, 1, 2, 4, 5, 6, 7, 8}),
+        ("1 in meta", {4}),
+        ("true in meta", {5}),
+        ('"1" in meta', set()),
+    ],
+)
+def test_json_members_and_elements_answer_the_same_on_every_dialect(
+    toy_table: tuple[asyncio.Runner, AsyncEngine], text: str, expected: set[int]
+) -> None:
+    runner, engine = toy_table
+    values: list[Any] = [
+        {"lang": "fr", "n": 1.0},
+        {"lang": "en", "n": 2},
+        {"sub": {"lang": True}, "n": "2"},
+        ["x", "y"],
+        [1.0, [1], {"a": 1}],
+        [True],
+        "x",
+        None,
+        {"lang": ["fr"], "n": False},
+    ]
+    rows = [
+        {
+            **dict.fromkeys(ROW_VALUES),
+            "id": _row_id(i),
+            "meta": v,
+            "created_at": MOMENTS[0],
+            "updated_at": MOMENTS[0],
+            "version": 1,
+        }
+        for i, v in enumerate(values)
+    ]
+    tree = resolve_expr(parse_expr(text), ITEMS, DESIGN)
+    [(true_ids, _)] = runner.run(_answers(engine, rows, [tree]))
+    assert true_ids == {_row_id(i) for i in expected}
+    assert true_ids == {row["id"] for row in rows if evaluate(tree, row) is True}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.name)
+def test_json_paths_and_needles_reach_the_sql_only_as_parameters(dialect: sa.Dialect) -> None:
+    compiled = compile_where('meta.lang == "it\'s" and "a\'b" in meta', dialect)
+    sql = str(compiled)
+    assert "it's" not in sql
+    assert "a'b" not in sql
+    assert sorted(map(str, compiled.params.values())) == ['["a\'b"]', "it's"]

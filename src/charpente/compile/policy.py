@@ -101,22 +101,24 @@ def writable(
     return refused
 
 
-def row_fields(expr: Expr) -> Iterator[str]:
+def row_fields(expr: Expr, *, inside: bool = False) -> Iterator[str]:
     """The fields of the row an expression reads (a filter's, a field rule's); names inside
     exists() are another resource's, except those qualified with the row's."""
     match expr:
         case And(left, right) | Or(left, right):
-            yield from row_fields(left)
-            yield from row_fields(right)
+            yield from row_fields(left, inside=inside)
+            yield from row_fields(right, inside=inside)
         case Not(operand):
-            yield from row_fields(operand)
+            yield from row_fields(operand, inside=inside)
         case Compare(_, left, right):
             for side in (left, right):
-                if isinstance(side, Name) and len(side.path) == 1:
-                    yield side.path[0]
+                if not isinstance(side, Name) or side.path[0] == "auth":
+                    continue
+                if len(side.path) == 1 or not inside:
+                    yield side.path[0]  # a field, or the json field of tags.length, meta.lang
         case Call(_, args):
             for arg in args[1:]:
-                yield from row_fields(arg)
+                yield from row_fields(arg, inside=True)
 
 
 def _as_filter(bound: Expr) -> Filter:

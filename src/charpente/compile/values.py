@@ -510,7 +510,7 @@ def _same_number(a: object, b: object) -> bool:
 def _first_field(expr: Expr, resource: Resource) -> str:
     """The first field of `resource` the expression names, reading left to right."""
     for name in _names(expr):
-        if len(name.path) == 1 and resource.field(name.path[0]) is not None:
+        if name.path[0] != "auth" and resource.field(name.path[0]) is not None:
             return name.path[0]
     return ""
 

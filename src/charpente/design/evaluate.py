@@ -5,6 +5,7 @@ Pure. It answers what the SQL compilation of the same tree answers for that row.
 
 from __future__ import annotations
 
+import decimal
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,7 +81,8 @@ def _compare(
         if isinstance(null_side, Literal) and null_side.value is None:
             is_null = _value(other, row, auth) is None
             return is_null if node.op == "==" else not is_null
-    left, right = _value(node.left, row, auth), _value(node.right, row, auth)
+    kind = next((s.value for s in (node.left, node.right) if isinstance(s, Literal)), None)
+    left, right = _value(node.left, row, auth, kind), _value(node.right, row, auth, kind)
     if left is None or right is None:
         return None
     if node.op == "~":
@@ -91,18 +93,47 @@ def _compare(
 def _membership(
     node: Compare, row: Mapping[str, object], auth: Mapping[str, object] | None
 ) -> bool | None:
+    if isinstance(node.right, Name):
+        return _element(node, row, auth)
     assert isinstance(node.right, ListOf)
     items = [item.value for item in node.right.items]
     if not items:
         return node.op == "not in"
-    value = _value(node.left, row, auth)
+    value = _value(node.left, row, auth, items[0])
     if value is None:
         return None
     found = any(value == item for item in items)
     return found if node.op == "in" else not found
 
 
-def _value(expr: Expr, row: Mapping[str, object], auth: Mapping[str, object] | None) -> object:
+def _element(
+    node: Compare, row: Mapping[str, object], auth: Mapping[str, object] | None
+) -> bool | None:
+    """`"x" in tags`: false when the field is not an array; bool and number never equal."""
+    assert isinstance(node.right, Name)
+    value = _value(node.left, row, auth)
+    if value is None:
+        return None  # an anonymous caller's auth.id: unknown, as design.bind folds it
+    array = row.get(node.right.path[0])
+    found = isinstance(array, list) and any(_same_scalar(value, item) for item in array)
+    return found if node.op == "in" else not found
+
+
+def _same_scalar(a: object, b: object) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    return isinstance(a, str) and isinstance(b, str) and a == b
+
+
+def _value(
+    expr: Expr,
+    row: Mapping[str, object],
+    auth: Mapping[str, object] | None,
+    kind: object = None,
+) -> object:
+    """A side's value; `kind` (a literal's value) types what a path into json yields."""
     if isinstance(expr, Literal):
         return expr.value
     if isinstance(expr, Name):
@@ -111,5 +142,24 @@ def _value(expr: Expr, row: Mapping[str, object], auth: Mapping[str, object] | N
         if len(expr.path) == 2 and expr.path[1] == "length":
             array = row.get(expr.path[0])
             return len(array) if isinstance(array, list) else None  # not an array: null
+        if len(expr.path) > 1:
+            return _member(row.get(expr.path[0]), expr.path[1:], kind)
         return row.get(expr.dotted)
     raise ExprError("each side of a comparison must be a field or a value", expr.pos)
+
+
+def _member(document: object, keys: tuple[str, ...], kind: object) -> object:
+    """The value at `keys` inside a json document if it is of `kind`'s type, else null."""
+    for key in keys:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    if kind is None:
+        return document  # == null / != null: absent and json null are both null
+    if isinstance(kind, bool):
+        return document if isinstance(document, bool) else None
+    if isinstance(kind, decimal.Decimal):
+        if isinstance(document, bool) or not isinstance(document, int | float):
+            return None
+        return decimal.Decimal(document if isinstance(document, int) else repr(document))
+    return document if isinstance(document, str) else None

@@ -10,7 +10,7 @@ design.parse, design.resolve and design.evaluate; the compiler to SQL lives in s
     not      := "not" not | compare
     compare  := operand (op operand)?          op: == != < <= > >= in "not in" ~
     operand  := literal | list | name | call | "(" expr ")"
-    name     := IDENT ("." IDENT)*              a field, or auth.id / auth.role
+    name     := IDENT ("." IDENT)*              a field, auth.id / auth.role, or inside json
     call     := IDENT "(" [expr ("," expr)*] ")"   exists(resource, expr)
     literal  := STRING | NUMBER | true | false | null
     list     := "[" [literal ("," literal)*] "]"

@@ -50,6 +50,8 @@ _FAMILIES = {
 }
 _AUTH_KINDS = {"id": Kind.UUID, "role": Kind.ENUM, "mfa": Kind.BOOL}
 _INT64 = (-(2**63), 2**63 - 1)
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MEMBER_DEPTH = 8  # keys in a path into a json field: meta.a.b … at most
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -64,6 +66,7 @@ class _Operand:
     kind: Kind
     label: str
     choices: tuple[str, ...] = ()
+    member: bool = False  # a value inside a json field (`meta.lang`): typed by what it meets
 
     @property
     def family(self) -> str:
@@ -194,14 +197,46 @@ class _Resolver:
         return side
 
     def membership(self, node: Compare) -> Expr:
+        if isinstance(node.right, Name):
+            return self.element(node)
         if not isinstance(node.left, Name):
             raise ExprError(f"the left side of {node.op!r} must be a field", node.left.pos)
         if not isinstance(node.right, ListOf):
             raise ExprError(f"{node.op!r} must be followed by a list: [a, b]", node.right.pos)
         operand = self.operand(node.left)
+        if operand.member:
+            operand = _member_kind(operand, node.right.items[0] if node.right.items else None)
         _check_op(node, operand)
         items = tuple(self.item(operand, item) for item in node.right.items)
         return Compare(node.op, node.left, ListOf(items, node.right.pos), node.pos)
+
+    def element(self, node: Compare) -> Expr:
+        """`"x" in tags`: whether a json array holds the value (false when it is no array)."""
+        assert isinstance(node.right, Name)
+        operand = self.operand(node.right)
+        if operand.kind is not Kind.JSON or operand.member:
+            raise ExprError(
+                f"{node.op!r} must be followed by a list: [a, b], or by a json field",
+                node.right.pos,
+            )
+        if isinstance(node.left, Name):
+            is_caller = node.left.path[0] == "auth" and len(node.left.path) == 2
+            if not is_caller or self.operand(node.left).family not in ("text", "uuid"):
+                raise ExprError(
+                    f"before {node.op!r} a json field, write a value or auth.id", node.left.pos
+                )
+            return node
+        assert isinstance(node.left, Literal)
+        value = node.left.value
+        if value is None:
+            raise ExprError("null cannot be looked for in a json array", node.left.pos)
+        if isinstance(value, str):
+            value = _text(operand, value, node.op)
+        elif type(value) is int:
+            value = _int(operand, value, node.op)
+        elif type(value) is not float and not isinstance(value, bool):
+            raise ExprError("look for a string, a number, true or false", node.left.pos)
+        return Compare(node.op, Literal(value, node.left.pos), node.right, node.pos)
 
     def item(self, operand: _Operand, item: Literal) -> Literal:
         if item.value is None:
@@ -224,8 +259,16 @@ class _Resolver:
             if node.op not in ("==", "!="):
                 raise ExprError("null can only be compared with == or !=", node.pos)
             return literal
-        if operand.family == "json":
-            raise ExprError(f"{operand.label} can only be compared with null", literal.pos)
+        if operand.member:
+            operand = _member_kind(operand, literal)
+        elif operand.family == "json":
+            side = node.left if isinstance(node.left, Name) else node.right
+            field = side.dotted if isinstance(side, Name) else "field"
+            raise ExprError(
+                f"{operand.label} can only be compared with null; compare a value inside it "
+                f'({field}.key == "x") or look for one in an array ("x" in {field})',
+                literal.pos,
+            )
         _check_op(node, operand)
         return Literal(_coerce(operand, literal, node.op), literal.pos)
 
@@ -248,8 +291,12 @@ class _Resolver:
         if len(name.path) == 2 and name.path[1] == "length":
             return self.length(name)
         if len(name.path) > 1:
+            json_field = self.resource.field(name.path[0])
+            if json_field is not None and json_field.kind is Kind.JSON:
+                return self.member(name)
             raise ExprError(
-                f"{name.dotted!r} is not a field: dotted names are for auth.id and auth.role",
+                f"{name.dotted!r} is not a field: dotted names are for auth.id and auth.role, "
+                "and for a value inside a json field (meta.lang)",
                 name.pos,
             )
         field = self.resource.field(name.path[0])
@@ -274,6 +321,24 @@ class _Resolver:
             raise ExprError(f"field {field.name!r} is write-only: it cannot be used", name.pos)
         return _Operand(Kind.INT, f"{name.dotted} (json array length)")
 
+    def member(self, name: Name) -> _Operand:
+        """`meta.lang`: the value at a path of keys inside a json field (null when absent)."""
+        field = self.resource.field(name.path[0])
+        assert field is not None
+        if field.writeonly:
+            raise ExprError(f"field {field.name!r} is write-only: it cannot be used", name.pos)
+        keys = name.path[1:]
+        if len(keys) > MEMBER_DEPTH:
+            raise ExprError(
+                f"{name.dotted!r}: at most {MEMBER_DEPTH} keys into a json field", name.pos
+            )
+        for key in keys:
+            if not _KEY.fullmatch(key):
+                raise ExprError(
+                    f"{key!r} is not a key: letters, digits and _, at most 64", name.pos
+                )
+        return _Operand(Kind.JSON, f"{name.dotted} (in json field {field.name!r})", member=True)
+
     def auth(self, name: Name) -> _Operand:
         if name.path[1].startswith(flag_key("")) and len(name.path) == 2:
             flag = self.design.flags[name.path[1].removeprefix(flag_key(""))]
@@ -297,6 +362,23 @@ class _Resolver:
         message = f"unknown field {name!r} in {self.resource.name!r}"
         close = difflib.get_close_matches(name, known, n=1)
         return f"{message}; did you mean {close[0]!r}?" if close else message
+
+
+def _member_kind(operand: _Operand, literal: Literal | None) -> _Operand:
+    """A value inside a json field, typed by the literal it is compared with."""
+    value = None if literal is None else literal.value
+    if isinstance(value, bool):
+        kind = Kind.BOOL
+    elif isinstance(value, int | float):
+        kind = Kind.DECIMAL  # exact on PostgreSQL (numeric); a double on SQLite
+    elif isinstance(value, str) or literal is None:
+        kind = Kind.STRING
+    else:
+        raise ExprError(
+            f"{operand.label}: compare it with a string, a number, true or false", literal.pos
+        )
+    path = operand.label.split(" ")[0]
+    return _Operand(kind, f"{path} (compared as {family_of(kind)})")
 
 
 def _check_op(node: Compare, operand: _Operand) -> None:

@@ -6,6 +6,8 @@ case-sensitive substring test per dialect (never LIKE, so no wildcard escaping).
 
 from __future__ import annotations
 
+import decimal
+import re
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from charpente.design.expr import And, Call, Compare, Expr, ListOf, Literal, Name, Not, Or
 from charpente.errors import ExprError
@@ -71,6 +74,98 @@ def _json_length_sqlite(element: JsonLength, compiler: SQLCompiler, **kw: Any) -
 def _json_length_postgresql(element: JsonLength, compiler: SQLCompiler, **kw: Any) -> str:
     (value,) = (compiler.process(c, **kw) for c in element.clauses)
     return f"(CASE WHEN jsonb_typeof({value}) = 'array' THEN jsonb_array_length({value}) END)"
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class JsonMember(FunctionElement[Any]):
+    """`meta.lang`: the value at a path of keys in a json field when it is of the wanted
+    type (`want`: "text", "number", "bool"), else NULL; with "any", a non-null marker when
+    a value other than json null is there (for `== null` / `!= null`)."""
+
+    name = "json_member"
+    inherit_cache = True
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("keys", InternalTraversal.dp_plain_obj),
+        ("want", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, column: sa.ColumnElement[Any], keys: tuple[str, ...], want: str) -> None:
+        for key in keys:
+            if not _KEY.fullmatch(key):  # design.resolve allows nothing else; never quoted
+                raise ExprError(f"{key!r} is not a key of a json path")
+        self.keys, self.want = keys, want
+        self.type = _MEMBER_TYPES[want]
+        super().__init__(column)
+
+
+_MEMBER_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "text": sa.Text(),
+    "number": sa.Numeric(),
+    "bool": sa.Boolean(),
+    "any": sa.Text(),
+}
+_SQLITE_TYPES = {"text": "('text')", "number": "('integer', 'real')", "bool": "('true', 'false')"}
+_PG_TYPES = {"text": "string", "number": "number", "bool": "boolean"}
+_PG_CASTS = {"text": 'COLLATE "C"', "number": "::numeric", "bool": "::boolean"}
+
+
+@compiles(JsonMember)
+@compiles(JsonMember, "sqlite")
+def _json_member_sqlite(element: JsonMember, compiler: SQLCompiler, **kw: Any) -> str:
+    (document,) = (compiler.process(c, **kw) for c in element.clauses)
+    path = "'$." + ".".join(element.keys) + "'"
+    kind = f"json_type({document}, {path})"
+    if element.want == "any":
+        return f"NULLIF({kind}, 'null')"
+    value = f"json_extract({document}, {path})"
+    return f"(CASE WHEN {kind} IN {_SQLITE_TYPES[element.want]} THEN {value} END)"
+
+
+@compiles(JsonMember, "postgresql")
+def _json_member_postgresql(element: JsonMember, compiler: SQLCompiler, **kw: Any) -> str:
+    (document,) = (compiler.process(c, **kw) for c in element.clauses)
+    path = "'{" + ",".join(element.keys) + "}'"
+    kind = f"jsonb_typeof({document} #> {path})"
+    if element.want == "any":
+        return f"NULLIF({kind}, 'null')"
+    value = f"({document} #>> {path})"
+    if element.want == "text":
+        value = f"{value} {_PG_CASTS['text']}"
+    else:
+        value = f"{value}{_PG_CASTS[element.want]}"
+    return f"(CASE WHEN {kind} = '{_PG_TYPES[element.want]}' THEN {value} END)"
+
+
+class JsonHolds(FunctionElement[bool]):
+    """`"x" in tags`: whether a json array holds a scalar (the needle is a one-item json
+    array, `["x"]`); false, never NULL, when the field is null or not an array."""
+
+    type = sa.Boolean()
+    name = "json_holds"
+    inherit_cache = True
+
+
+@compiles(JsonHolds)
+@compiles(JsonHolds, "sqlite")
+def _json_holds_sqlite(element: JsonHolds, compiler: SQLCompiler, **kw: Any) -> str:
+    document, needle = (compiler.process(c, **kw) for c in element.clauses)
+    numbers = "('integer', 'real')"
+    same_type = f"(j.type = n.type OR (j.type IN {numbers} AND n.type IN {numbers}))"
+    return (  # compiled fragments only; the needle is a bound parameter
+        f"(coalesce(json_type({document}) = 'array', 0) AND EXISTS (SELECT 1 FROM "  # noqa: S608
+        f"json_each({document}) AS j, json_each({needle}) AS n "
+        f"WHERE {same_type} AND j.value = n.value))"
+    )
+
+
+@compiles(JsonHolds, "postgresql")
+def _json_holds_postgresql(element: JsonHolds, compiler: SQLCompiler, **kw: Any) -> str:
+    document, needle = (compiler.process(c, **kw) for c in element.clauses)
+    # jsonb containment: an array contains ["x"] when an element equals "x" (numbers by value)
+    return f"coalesce(jsonb_typeof({document}) = 'array' AND {document} @> {needle}, false)"
 
 
 def expr_to_sql(
@@ -141,20 +236,37 @@ class _Compiler:
             if isinstance(null_side, Literal) and null_side.value is None:
                 column = self.column(other)
                 return column.is_(None) if node.op == "==" else column.is_not(None)
-        typed = self.column(node.left if isinstance(node.left, Name) else node.right)
-        left = self.operand(node.left, typed)
-        right = self.operand(node.right, typed)
+        literal = next((s for s in (node.left, node.right) if isinstance(s, Literal)), None)
+        named = node.left if isinstance(node.left, Name) else node.right
+        typed = self.column(named, literal)
+        left = typed if node.left is named else self.operand(node.left, typed)
+        right = typed if node.right is named else self.operand(node.right, typed)
         if node.op == "~":
             return Contains(left, right)
         return _ORDER[node.op](left, right)
 
     def membership(self, node: Compare) -> sa.ColumnElement[bool]:
+        if isinstance(node.right, Name):
+            return self.holds(node)
         assert isinstance(node.right, ListOf)
-        column = self.column(node.left)
+        first = node.right.items[0] if node.right.items else None
+        column = self.column(node.left, first)
         values: Any = [item.value for item in node.right.items]
         if self.names is not None:
             values = sa.bindparam(next(self.names), expanding=True, type_=column.type)
         return column.in_(values) if node.op == "in" else column.not_in(values)
+
+    def holds(self, node: Compare) -> sa.ColumnElement[bool]:
+        document = self.column(node.right)
+        if not isinstance(node.left, Literal):
+            raise ExprError(f"{_dotted(node.left)} cannot be compiled to SQL here", node.pos)
+        needle: Any = [node.left.value]
+        if self.names is not None:
+            needle = sa.bindparam(next(self.names), type_=document.type)
+        else:
+            needle = sa.bindparam(None, needle, type_=document.type)
+        found = JsonHolds(document, needle)
+        return found if node.op == "in" else sa.not_(found)
 
     def operand(self, expr: Expr, typed: sa.ColumnElement[Any]) -> Operand:
         """A column, or a literal bound with the type of the column it is compared with."""
@@ -164,7 +276,8 @@ class _Compiler:
             return sa.bindparam(None, expr.value, type_=typed.type)
         return self.column(expr)
 
-    def column(self, expr: Expr) -> sa.ColumnElement[Any]:
+    def column(self, expr: Expr, literal: Literal | None = None) -> sa.ColumnElement[Any]:
+        """The column a name stands for; a path into a json field is typed by `literal`."""
         if not isinstance(expr, Name):
             raise ExprError("expected a field", expr.pos)
         table, path = self.table, expr.path
@@ -174,6 +287,8 @@ class _Compiler:
             column = table.c[path[0]]
             if isinstance(column.type, sa.JSON):
                 return JsonLength(column)
+        if len(path) > 1 and path[0] in table.c and isinstance(table.c[path[0]].type, sa.JSON):
+            return JsonMember(table.c[path[0]], path[1:], _wanted(literal))
         if len(path) > 1:
             raise ExprError(f"{expr.dotted} cannot be compiled to SQL here", expr.pos)
         if path[0] not in table.c:
@@ -186,6 +301,22 @@ _CONSTANTS: dict[bool | None, sa.ColumnElement[bool]] = {
     False: sa.false(),
     None: sa.cast(sa.null(), sa.Boolean()),  # unknown: excludes the row, like SQL's NULL
 }
+
+
+def _wanted(literal: Literal | None) -> str:
+    """What a path into json is compared as: the type of the literal it meets."""
+    value = None if literal is None else literal.value
+    if value is None:
+        return "any"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float | decimal.Decimal):
+        return "number"
+    return "text"
+
+
+def _dotted(expr: Expr) -> str:
+    return expr.dotted if isinstance(expr, Name) else "this side"
 
 
 def _name(clause: sa.FromClause) -> str:
@@ -235,6 +366,9 @@ def _walk(expr: Expr) -> _Walked:
             return ("not", shape), values
         case Compare(op, left, right):
             shape = ("compare", op, _walked(left)[0], _walked(right)[0])
+            if op in ("in", "not in") and isinstance(right, Name):
+                assert isinstance(left, Literal)
+                return shape, ([left.value],)  # the needle, a one-item json array
             if op in ("in", "not in"):
                 assert isinstance(right, ListOf)
                 return shape, ([item.value for item in right.items],)
@@ -243,10 +377,12 @@ def _walk(expr: Expr) -> _Walked:
                 return shape, ()
             return shape, tuple(side.value for side in sides if isinstance(side, Literal))
         case Literal(value):
-            # null compiles to IS NULL, a folded true/false to a constant: not parameters
-            return ("literal", value if value is None or isinstance(value, bool) else 0), ()
-        case ListOf():
-            return ("list",), ()
+            # null compiles to IS NULL, a folded true/false to a constant: not parameters; the
+            # type is kept since a path into json is compared as the type of what it meets
+            kind = value if value is None or isinstance(value, bool) else _wanted(expr)
+            return ("literal", kind), ()
+        case ListOf(items):
+            return ("list", _wanted(items[0]) if items else None), ()
         case Name(path):
             return ("name", path), ()
         case Call(name, args):
