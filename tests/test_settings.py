@@ -133,3 +133,12 @@ def test_a_non_boolean_access_log_value_names_the_variable() -> None:
 def test_the_access_log_setting_survives_the_trip_to_worker_processes() -> None:
     settings = Settings.from_env({"CHARPENTE_ACCESS_LOG": "yes"})
     assert Settings.from_env(to_environ(settings)).access_log is True
+
+
+def test_metrics_are_on_unless_switched_off_and_the_switch_reaches_worker_processes() -> None:
+    assert Settings.from_env({}).metrics is True
+    off = Settings.from_env({"CHARPENTE_METRICS": "false"})
+    assert off.metrics is False
+    assert Settings.from_env(to_environ(off)).metrics is False
+    with pytest.raises(ConfigError, match="CHARPENTE_METRICS"):
+        Settings.from_env({"CHARPENTE_METRICS": "sometimes"})

@@ -74,6 +74,7 @@ class Settings:
     )  # neither CHARPENTE_DESIGN nor ./design.yaml: commands stop
     drain_seconds: float = 5.0  # after SIGTERM: seconds serving (not ready) before stopping
     log_format: str = "text"  # text | json (one JSON object per line)
+    metrics: bool = True  # record request metrics and serve /metrics (CHARPENTE_METRICS)
     metrics_directory: str | None = None  # PROMETHEUS_MULTIPROC_DIR: serve's processes share it
     traces_exporter: str | None = None  # otlp | console, from the standard OTEL_* variables
     otel_service_name: str | None = None  # OTEL_SERVICE_NAME (default charpente-<design>)
@@ -110,6 +111,7 @@ class Settings:
             design_missing=_design_missing(environ.get("CHARPENTE_DESIGN"), cwd or Path()),
             drain_seconds=_drain_seconds(environ.get("CHARPENTE_DRAIN_SECONDS")),
             log_format=_log_format(environ.get("CHARPENTE_LOG_FORMAT")),
+            metrics=_boolean(environ, "CHARPENTE_METRICS", default=True),
             metrics_directory=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
             traces_exporter=_traces_exporter(environ),
             otel_service_name=environ.get("OTEL_SERVICE_NAME") or None,
@@ -168,6 +170,7 @@ def to_environ(settings: Settings) -> dict[str, str]:
     }
     environ.update({k: v for k, v in optional.items() if v is not None})
     environ["CHARPENTE_SHAPE_LOG"] = "true" if settings.shape_log else "false"
+    environ["CHARPENTE_METRICS"] = "true" if settings.metrics else "false"
     environ["CHARPENTE_SHAPE_LOG_SECONDS"] = str(settings.shape_log_seconds)
     return environ
 

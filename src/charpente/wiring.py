@@ -212,6 +212,7 @@ def _set_up_process(settings: Settings) -> None:
     configure_logging(
         settings.log_level, access_log=settings.access_log, log_format=settings.log_format
     )
+    metrics.record(settings.metrics)
     metrics.share_directory(settings.metrics_directory)
     if settings.metrics_directory is not None:
         atexit.register(metrics.process_ended)

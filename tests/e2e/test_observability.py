@@ -235,3 +235,17 @@ def test_the_worker_serves_its_own_metrics(tmp_path: Path) -> None:
             worker.wait(timeout=15)
     assert counts(scrape.text, "charpente_build_info", design="social") == 1
     assert "charpente_outbox_published_total" in scrape.text
+
+
+def test_a_metrics_port_with_metrics_switched_off_is_refused_before_serving(tmp_path: Path) -> None:
+    env = {**os.environ, "CHARPENTE_METRICS": "false", "CHARPENTE_DESIGN": "template:social"}
+    env["CHARPENTE_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    for command in (["serve", "--port", str(free_port())], ["worker"]):
+        done = subprocess.run(
+            [sys.executable, "-c", "from charpente.cli.main import main; main()", *command,
+             "--metrics-port", str(free_port())],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "--metrics-port" in done.stderr
+        assert "CHARPENTE_METRICS=false" in done.stderr

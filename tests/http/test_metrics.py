@@ -171,3 +171,30 @@ async def test_rate_limit_refusals_are_counted_by_limit_name(make_api: Any) -> N
     assert statuses == [200, 200, 429, 429]
     after = sum(samples(scrape(), "charpente_rate_limit_refusals_total", limit="all"))
     assert after == before + 2
+
+
+@pytest.fixture
+def metrics_off() -> Any:
+    """This process with CHARPENTE_METRICS=false (what wiring sets before building the app)."""
+    metrics.record(False)
+    try:
+        yield
+    finally:
+        metrics.record(True)
+
+
+async def test_with_metrics_off_requests_record_nothing_and_no_metrics_are_served(
+    metrics_off: None, make_api: Any
+) -> None:
+    api = await make_api()
+    user = await api.create("users", {"handle": "ada"})
+    before = scrape()
+    assert (await api.client.get(f"/v1/users/{user['id']}")).status_code == 200
+    after = scrape()
+    for name in (
+        "http_server_request_duration_seconds_count",
+        "db_client_operation_duration_seconds_count",
+    ):
+        assert sum(samples(after, name)) == sum(samples(before, name)), name
+    answered = await api.client.get("/metrics", headers=await admin_headers(api))
+    assert answered.status_code == 404

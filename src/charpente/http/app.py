@@ -49,6 +49,7 @@ from charpente.http.problems import EXCEPTION_HANDLERS
 from charpente.http.ratelimit import RateLimitMiddleware
 from charpente.http.rest import JSON, RestTable, encode_json, rest_table
 from charpente.http.routes import with_route_context
+from charpente.runtime import metrics
 from charpente.runtime.auth import Accounts
 from charpente.runtime.caching import ResponseCache
 from charpente.runtime.changes import ChangeFeed
@@ -148,7 +149,7 @@ def build_app(  # noqa: PLR0913 (keyword-only options of the one app factory)
         *hook_routes(service.hooks, service),
         *extra_routes,
         *index_routes(design),  # after the custom routes: a hooks module may own `/`
-        *metrics_routes(),
+        *(metrics_routes() if metrics.recording() else ()),
     ]
     app = CharpenteApp(
         rest=rest,

@@ -75,6 +75,7 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, *, routes: RouteNames) -> None:
         self.app = app
         self.routes = routes
+        self.recording = metrics.recording()  # CHARPENTE_METRICS, set before the app is built
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,7 +86,7 @@ class ObservabilityMiddleware:
         route = self.routes(scope)
         request_id = scope.get(REQUEST_ID_KEY)
         token = logcontext.enter(request_id, route)
-        active = _active(method)
+        active = _active(method) if self.recording else _NOT_COUNTED
         active.inc()
         state = {"status": 500, "stream": False}
         span = _server_span(scope, method, route) if tracing.enabled() else None
@@ -97,7 +98,8 @@ class ObservabilityMiddleware:
                 if _is_stream(message):
                     state["stream"] = True
                     active.dec()
-                    metrics.LIVE_STREAMS.inc()
+                    if self.recording:
+                        metrics.LIVE_STREAMS.inc()
             await send(message)
 
         try:
@@ -105,10 +107,10 @@ class ObservabilityMiddleware:
         finally:
             status = int(state["status"])
             elapsed = time.perf_counter() - started
-            if state["stream"]:
+            if state["stream"] and self.recording:
                 metrics.LIVE_STREAMS.dec()
                 metrics.LIVE_STREAM_DURATION.observe(elapsed)
-            else:
+            elif self.recording:
                 active.dec()
                 _duration(method, route, status).observe(elapsed)
             if span is not None:
@@ -118,6 +120,17 @@ class ObservabilityMiddleware:
             logcontext.leave(token)
 
 
+class _NotCounted:
+    """The gauge of a process that records no metrics."""
+
+    def inc(self) -> None:
+        pass
+
+    def dec(self) -> None:
+        pass
+
+
+_NOT_COUNTED = _NotCounted()
 _durations: dict[tuple[str, str, int], Any] = {}
 _actives: dict[str, Any] = {}
 

@@ -52,6 +52,8 @@ __all__ = [
     "PoolGate",
     "exposition",
     "process_ended",
+    "record",
+    "recording",
     "set_build_info",
     "share_directory",
     "timed_operation",
@@ -154,6 +156,18 @@ def set_build_info(version: str, design: str) -> None:
 
 
 _shared = {"directory": ""}
+_switch = {"on": True}
+
+
+def record(on: bool) -> None:
+    """Turn this process's request metrics on (the default) or off (CHARPENTE_METRICS=false):
+    off, the HTTP edge and the SQL adapter record nothing and no /metrics is served."""
+    _switch["on"] = on
+
+
+def recording() -> bool:
+    """Whether this process records and serves its metrics."""
+    return _switch["on"]
 
 
 def share_directory(directory: str | None) -> None:
@@ -204,6 +218,9 @@ class PoolGate(asyncio.Semaphore):
         self._used.inc(0)
 
     async def __aenter__(self) -> None:
+        if not _switch["on"]:
+            await self.acquire()
+            return
         if self.locked():
             started = time.perf_counter()
             DB_PENDING.inc()
@@ -220,5 +237,7 @@ class PoolGate(asyncio.Semaphore):
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+        if not _switch["on"]:
+            return
         self._used.dec()
         self._idle.inc()

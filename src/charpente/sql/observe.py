@@ -70,6 +70,9 @@ def _table_name(table: Any) -> str:
 def observed(system: str, stmt: sa.Executable, text: Callable[[], str]) -> Iterator[None]:
     """Time `stmt` into db_client_operation_duration_seconds and, when tracing is on, run it
     inside a client span (`text()` gives the compiled SQL, asked only for the span)."""
+    if not metrics.recording() and not tracing.enabled():
+        yield
+        return
     operation, collection = statement_name(stmt)
     key = (system, operation, collection)
     histogram = _histograms.get(key)

@@ -25,10 +25,23 @@ def with_log_format(settings: Settings, log_format: str | None) -> Settings:
     return dataclasses.replace(settings, log_format=log_format)
 
 
-def start_metrics(host: str, port: int | None, *, several: bool) -> MetricsServer | None:
+def check_metrics_port(port: int | None, *, enabled: bool) -> None:
+    """Refuse `--metrics-port` when the metrics are switched off (CHARPENTE_METRICS=false),
+    before anything else is checked or started."""
+    if port is not None and not enabled:
+        raise fail(f"--metrics-port {port} with CHARPENTE_METRICS=false: choose one", code=2)
+
+
+def start_metrics(
+    host: str, port: int | None, *, several: bool, enabled: bool = True
+) -> MetricsServer | None:
     """What serving needs for its metrics: with `several` processes a private directory
     they all write their metrics to (removed at exit), and with `port` the /metrics
-    listener (a daemon thread of this process)."""
+    listener (a daemon thread of this process). Not `enabled` (CHARPENTE_METRICS=false):
+    nothing (check_metrics_port refused a port)."""
+    check_metrics_port(port, enabled=enabled)
+    if not enabled:
+        return None
     if several:
         directory = tempfile.mkdtemp(prefix="charpente-metrics-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)

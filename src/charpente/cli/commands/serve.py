@@ -18,7 +18,7 @@ import uvicorn
 
 from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
-from charpente.cli.commands.observe import start_metrics
+from charpente.cli.commands.observe import check_metrics_port, start_metrics
 from charpente.cli.commands.output import fail, reports_errors, say
 from charpente.design.model import Design
 from charpente.runtime.logcontext import uvicorn_log_config
@@ -122,6 +122,7 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
     the requests in flight finish, and exits 0."""
     chosen = chosen_design(design, design_option)
     loaded, settings = design_and_settings(chosen, log_format=log_format)
+    check_metrics_port(metrics_port, enabled=settings.metrics)
     if drain_seconds is not None or reload:
         settings = dataclasses.replace(settings, drain_seconds=drain_seconds or 0.0)
     tls = _tls_options(tls_cert, tls_key)
@@ -138,7 +139,9 @@ def serve(  # noqa: PLR0913 (a command's options are its parameters)
         raise fail(BEHIND_MESSAGE)
     _announce(settings, loaded, host, port, https=bool(tls))
     export_to_process(settings)  # the workers build the app from these (the factory)
-    start_metrics(metrics_host, metrics_port, several=workers > 1 or reload)
+    start_metrics(
+        metrics_host, metrics_port, several=workers > 1 or reload, enabled=settings.metrics
+    )
     uvicorn.run(
         _factory(reload=reload, migrate=migrate),
         factory=True,

@@ -13,6 +13,7 @@ from charpente.cli.commands.config import design_and_settings, on_database
 from charpente.cli.commands.design import DesignArgument, DesignOption, chosen_design
 from charpente.cli.commands.observe import start_metrics
 from charpente.cli.commands.output import reports_errors, say
+from charpente.runtime import metrics
 from charpente.settings import redacted_url
 from charpente.wiring import check_worker_bus, configure_logging, run_worker
 
@@ -40,7 +41,8 @@ def worker(
     """Relay events to the bus, deliver webhooks and run jobs, until stopped."""
     loaded, settings = design_and_settings(chosen_design(design, design_option))
     check_worker_bus(settings)
-    start_metrics(metrics_host, metrics_port, several=False)
+    metrics.record(settings.metrics)
+    start_metrics(metrics_host, metrics_port, several=False, enabled=settings.metrics)
     bus = redacted_url(settings.bus_url) if settings.bus_url else "in-process (memory://)"
     say(f"charpente worker: {loaded.name} on {redacted_url(settings.database_url)}, bus {bus}")
 
