@@ -2,12 +2,19 @@
 
     python bench/perf_rounds.py --compare shapes --scenarios R1,R2 --rounds 6
     python bench/perf_rounds.py --compare cache --scenarios R1,R2 --rounds 6
+    python bench/perf_rounds.py --compare observability --scenarios W1 --rounds 6
 
 - `shapes`: the shape log on (the default) against `CHARPENTE_SHAPE_LOG=false`; the
   issue's bound is an overhead of at most 2 % of R2's requests/s.
 - `cache`: posts cached in Redis (`bench/design_variant.py --variant cached` and
   `CHARPENTE_REDIS_URL`) against the template as it ships; the issue asks cached R1 at least
   3 times and cached R2 at least 2 times the uncached requests/s, on one process.
+- `observability`: metrics on (the default) and traces sampled at 10 %
+  (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`) exported
+  over OTLP/HTTP to a sink this script runs (it answers 200 to every batch, as a collector
+  would), against `CHARPENTE_METRICS=false` and no tracing; the operations issue asks W1
+  (create a post, signed in) with both on to keep at least 95 % of W1 with both off.
+  `metrics` and `traces` take one of the two at a time (the other off), to see which costs.
 
 Both servers run side by side (ports 8111 and 8112), one process each, and wrk loads one
 of them at a time, A then B then A…, so that a machine whose speed drifts (other work,
@@ -20,10 +27,15 @@ seeded `charpente_bench` database and the id lists in `bench/.work/ids/` (run
 from __future__ import annotations
 
 import argparse
+import datetime
+import http.server
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,10 +48,14 @@ TEMPLATE = ROOT / "src/charpente/templates/social.yaml"
 DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:5432/charpente_bench"
 REDIS = "redis://127.0.0.1:6379/0"
 PORTS = (8111, 8112)
+COMPARES = ("shapes", "cache", "observability", "metrics", "traces")
+SINK_PORT = 8113  # the OTLP sink of --compare observability
+TOKENS = WORK / "rounds-tokens.txt"
 R2 = "/v1/posts?filter=author%20%3D%3D%20%22%s%22&sort=-created_at&limit=20"
 SCENARIOS = {
     "R1": ["r1.lua", "/v1/posts/%s", str(WORK / "ids/posts.txt")],
     "R2": ["r2.lua", R2, str(WORK / "ids/accounts.txt")],
+    "W1": ["w1.lua", "/v1/posts", str(WORK / "ids/accounts.txt"), str(TOKENS)],
 }
 
 
@@ -50,6 +66,18 @@ def _sides(compare: str) -> list[tuple[str, dict[str, str]]]:
         "CHARPENTE_DESIGN": str(TEMPLATE),
         "CHARPENTE_TRUSTED_PROXIES": "127.0.0.1",
     }
+    traced = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    }
+    off = {**base, "CHARPENTE_METRICS": "false"}
+    if compare == "observability":
+        return [("metrics on, traces 10%", {**base, **traced}), ("both off", off)]
+    if compare == "metrics":
+        return [("metrics on", base), ("metrics off", off)]
+    if compare == "traces":
+        return [("traces 10%", {**off, **traced}), ("no traces", off)]
     if compare == "shapes":
         return [
             ("shape log on", {**base, "CHARPENTE_SHAPE_LOG": "true"}),
@@ -88,6 +116,38 @@ def _start(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
     sys.exit(f"the server on {port} did not answer /healthz within 60 s: see {log}")
 
 
+class _Sink(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that keeps nothing: 200 to every export, and a count."""
+
+    batches = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).batches += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _start_sink() -> http.server.ThreadingHTTPServer:
+    sink = http.server.ThreadingHTTPServer(("127.0.0.1", SINK_PORT), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    return sink
+
+
+def _sign_in(port: int) -> None:
+    """Fresh access tokens of the members for the W1 rounds (they live 15 minutes)."""
+    subprocess.run(
+        [str(VENV / "bin/python"), str(BENCH / "tokens.py"), "--base", f"http://127.0.0.1:{port}",
+         "--ids", str(WORK / "ids"), "--out", str(TOKENS)],
+        check=True, timeout=120, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def _wrk(port: int, scenario: str, seconds: int, seed: int) -> float:
     script, *arguments = SCENARIOS[scenario]
     lua = str(BENCH / "lua" / script)
@@ -104,7 +164,8 @@ def _wrk(port: int, scenario: str, seconds: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("shapes", "cache"), required=True)
+    parser.add_argument("--compare", choices=COMPARES, required=True)
+    parser.add_argument("--out", type=Path, help="also write the rounds and ratios as JSON")
     parser.add_argument("--scenarios", default="R1,R2")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=10)
@@ -116,29 +177,66 @@ def main() -> None:
         sys.exit("no id lists in bench/.work/ids: run `bench/run --quick --only charpente` first")
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
     sides = _sides(args.compare)
+    sink = _start_sink() if args.compare in ("observability", "traces") else None
     servers = [
         _start(port, env, WORK / f"logs/rounds-{port}.log")
         for port, (_, env) in zip(PORTS, sides, strict=True)
     ]
-    results: dict[str, list[list[float]]] = {s: [[], []] for s in scenarios}
     try:
-        for scenario in scenarios:
-            for port in PORTS:  # warm both up: caches, prepared statements, the shape log
-                _wrk(port, scenario, 2, 0)
-            for round_ in range(args.rounds):
-                order = (0, 1) if round_ % 2 == 0 else (1, 0)
-                for side in order:
-                    rps = _wrk(PORTS[side], scenario, args.seconds, round_ + 1)
-                    results[scenario][side].append(rps)
+        results = {scenario: _rounds(scenario, args.rounds, args.seconds) for scenario in scenarios}
     finally:
         for server in servers:
             server.terminate()
             server.wait(timeout=15)
+        if sink is not None:
+            sink.shutdown()
+    _report(args, sides, results, sink is not None)
+
+
+def _rounds(scenario: str, rounds: int, seconds: int) -> list[list[float]]:
+    """The requests/s of side A and of side B in each round, A first in even rounds."""
+    found: list[list[float]] = [[], []]
+    if scenario == "W1":
+        _sign_in(PORTS[0])  # both servers read the same signing keys
+    for port in PORTS:  # warm both up: caches, prepared statements, the shape log
+        _wrk(port, scenario, 2, 0)
+    for round_ in range(rounds):
+        if scenario == "W1" and round_ % 4 == 3:
+            _sign_in(PORTS[0])
+        for side in (0, 1) if round_ % 2 == 0 else (1, 0):
+            found[side].append(_wrk(PORTS[side], scenario, seconds, round_ + 1))
+    return found
+
+
+def _report(
+    args: argparse.Namespace,
+    sides: list[tuple[str, dict[str, str]]],
+    results: dict[str, list[list[float]]],
+    traced: bool,
+) -> None:
     print(f"{args.compare}: {sides[0][0]} (A) against {sides[1][0]} (B), {args.rounds} rounds")
+    report: dict[str, object] = {
+        "compare": args.compare,
+        "a": sides[0][0],
+        "b": sides[1][0],
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cpu, {platform.processor() or platform.machine()}",
+        "seconds_per_run": args.seconds,
+        "scenarios": {},
+    }
+    if traced:
+        report["otlp_batches_received"] = _Sink.batches
+        print(f"the OTLP sink received {_Sink.batches} export batches")
     for scenario, (a, b) in results.items():
-        ratio = statistics.median(a) / statistics.median(b)
+        per_round = [x / y for x, y in zip(a, b, strict=True)]
+        ratio = statistics.median(per_round)
         print(f"{scenario}: A {statistics.median(a):.0f} req/s, B {statistics.median(b):.0f} "
-              f"req/s, A/B {ratio:.3f}")  # fmt: skip
+              f"req/s, median of the per-round A/B {ratio:.3f}")  # fmt: skip
+        report["scenarios"][scenario] = {  # type: ignore[index]
+            "a_rps": a, "b_rps": b, "per_round_ratio": per_round, "median_ratio": ratio,
+        }  # fmt: skip
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

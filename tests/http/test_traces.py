@@ -8,9 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from tests.traces import by_name, exporter, recorded, traceparent
+
+from charpente.runtime import tracing
+from charpente.runtime.events import Message
 
 CALLER_TRACE, CALLER_SPAN = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
 
@@ -58,3 +62,36 @@ async def test_without_tracing_no_span_is_made(api: Any) -> None:
     memory.clear()
     assert (await api.client.get("/v1/users")).status_code == 200
     assert memory.get_finished_spans() == ()
+
+
+EVENTFUL = """
+charpente: 1
+name: eventful
+resources:
+  notes:
+    access: {read: true, create: true}
+    fields: {text: string}
+    events: [created]
+"""
+
+
+async def test_a_write_in_an_unsampled_trace_keeps_its_context_and_makes_no_span(
+    make_api: Any, spans: InMemorySpanExporter
+) -> None:
+    api = await make_api(EVENTFUL)
+    unsampled = traceparent(CALLER_TRACE, CALLER_SPAN, sampled=False)
+    made = await api.client.post(
+        "/v1/notes", json={"text": "hi"}, headers={"traceparent": unsampled}
+    )
+    assert made.status_code == 201, made.text
+    async with api.engine.connect() as conn:
+        kept = (
+            await conn.execute(sa.text("SELECT traceparent FROM charpente_outbox"))
+        ).scalar_one()
+    trace_id, _, flags = kept.split("-")[1:]
+    assert (int(trace_id, 16), flags) == (CALLER_TRACE, "00")  # the decision travels with it
+    assert spans.get_finished_spans() == ()
+    message = Message(id="1", key="notes.created", subject="n", body=b"{}", traceparent=kept)
+    with tracing.send_spans([message], "rabbitmq") as sent:
+        assert sent == [message]
+    assert spans.get_finished_spans() == ()

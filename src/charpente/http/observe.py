@@ -164,7 +164,7 @@ def _server_span(scope: Scope, method: str, route: str) -> trace.Span:
     for name, value in scope["headers"]:
         if name in (b"traceparent", b"tracestate"):
             carrier[name.decode("latin-1")] = value.decode("latin-1")
-    parent = tracing.extract(carrier)
+    parent = tracing.extract(carrier) if carrier else None
     attributes = {
         "http.request.method": method,
         "http.route": route,

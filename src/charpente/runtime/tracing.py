@@ -47,6 +47,11 @@ def enabled() -> bool:
     return _state["enabled"]
 
 
+def recording() -> bool:
+    """Whether the current span is sampled (its children are recorded and exported)."""
+    return trace.get_current_span().is_recording()
+
+
 def enable(on: bool = True) -> None:
     """Make spans from now on (after a tracer provider was set); `enable(False)` stops."""
     _state["enabled"] = on
@@ -78,9 +83,7 @@ def current_traceparent() -> str | None:
     """The current span's W3C traceparent, or None (no span, or tracing off)."""
     if not enabled():
         return None
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent")
+    return _traceparent(trace.get_current_span().get_span_context())
 
 
 def extract(carrier: Mapping[str, str]) -> otel_context.Context:
@@ -100,14 +103,26 @@ def ids_of_current_span() -> tuple[str, str] | None:
 
 def traceparent_of(span: trace.Span) -> str:
     """The W3C traceparent that names `span`."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier["traceparent"]
+    found = _traceparent(span.get_span_context())
+    assert found is not None, "a span that names no trace"
+    return found
+
+
+def _traceparent(context: trace.SpanContext) -> str | None:
+    """W3C's `00-<trace id>-<span id>-<flags>` (what the propagator writes), or None."""
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 def producer_context(destination: str) -> str | None:
     """A producer span for a message a write creates (`create posts.created`), child of the
-    current span; its traceparent, which the outbox row keeps for the relay."""
+    current span; its traceparent, which the outbox row keeps for the relay. In a trace the
+    sampler left out, no span is made: the row keeps the request's own (unsampled) context,
+    so that the relay and the receivers follow the same decision at no cost."""
+    current = trace.get_current_span()
+    if not current.is_recording():
+        return _traceparent(current.get_span_context())
     span = tracer.start_span(
         f"create {destination}",
         kind=trace.SpanKind.PRODUCER,
@@ -131,8 +146,8 @@ def send_spans(messages: Sequence[Message], system: str) -> Iterator[list[Messag
     spans: list[trace.Span] = []
     sent: list[Message] = []
     for message in messages:
-        if message.traceparent is None:
-            sent.append(message)
+        if message.traceparent is None or message.traceparent.endswith("-00"):
+            sent.append(message)  # untraced, or a trace the sampler left out: no span
             continue
         span = tracer.start_span(
             f"send {message.key}",

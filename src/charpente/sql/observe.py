@@ -68,22 +68,31 @@ def _table_name(table: Any) -> str:
 
 @contextmanager
 def observed(system: str, stmt: sa.Executable, text: Callable[[], str]) -> Iterator[None]:
-    """Time `stmt` into db_client_operation_duration_seconds and, when tracing is on, run it
-    inside a client span (`text()` gives the compiled SQL, asked only for the span)."""
-    if not metrics.recording() and not tracing.enabled():
+    """Time `stmt` into db_client_operation_duration_seconds and, when tracing is on and a
+    sampled span is current (a request's, a job's), run it inside a client span of that
+    trace (`text()` gives the compiled SQL, asked only for the span). A statement of an
+    unsampled request, or of a loop outside any trace, makes no span and compiles nothing."""
+    counted = metrics.recording()
+    traced = tracing.enabled() and tracing.recording()
+    if not counted and not traced:
         yield
         return
     operation, collection = statement_name(stmt)
-    key = (system, operation, collection)
-    histogram = _histograms.get(key)
-    if histogram is None:
-        histogram = _histograms[key] = metrics.DB_DURATION.labels(*key)
     started = time.perf_counter()
     try:
-        if tracing.enabled():
+        if traced:
             with tracing.database_span(system, operation, collection, text()):
                 yield
         else:
             yield
     finally:
-        histogram.observe(time.perf_counter() - started)
+        if counted:
+            _histogram(system, operation, collection).observe(time.perf_counter() - started)
+
+
+def _histogram(system: str, operation: str, collection: str) -> Any:
+    key = (system, operation, collection)
+    found = _histograms.get(key)
+    if found is None:
+        found = _histograms[key] = metrics.DB_DURATION.labels(*key)
+    return found
