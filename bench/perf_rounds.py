@@ -14,7 +14,8 @@
   over OTLP/HTTP to a sink this script runs (it answers 200 to every batch, as a collector
   would), against `CHARPENTE_METRICS=false` and no tracing; the operations issue asks W1
   (create a post, signed in) with both on to keep at least 95 % of W1 with both off.
-  `metrics` and `traces` take one of the two at a time (the other off), to see which costs.
+  `metrics` and `traces` take one of the two at a time (the other off), to see which costs;
+  `BENCH_TRACE_RATIO=0` keeps tracing on with nothing sampled (what every request pays).
 
 Both servers run side by side (ports 8111 and 8112), one process each, and wrk loads one
 of them at a time, A then B then A…, so that a machine whose speed drifts (other work,
@@ -69,7 +70,7 @@ def _sides(compare: str) -> list[tuple[str, dict[str, str]]]:
     traced = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}",
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        "OTEL_TRACES_SAMPLER_ARG": os.environ.get("BENCH_TRACE_RATIO", "0.1"),
     }
     off = {**base, "CHARPENTE_METRICS": "false"}
     if compare == "observability":
