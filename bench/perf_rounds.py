@@ -15,7 +15,7 @@
   would), against `CHARPENTE_METRICS=false` and no tracing; the operations issue asks W1
   (create a post, signed in) with both on to keep at least 95 % of W1 with both off.
   `metrics` and `traces` take one of the two at a time (the other off), to see which costs;
-  `BENCH_TRACE_RATIO=0` keeps tracing on with nothing sampled (what every request pays).
+  `--trace-ratio 0` keeps tracing on with nothing sampled (what every request pays).
 
 Both servers run side by side (ports 8111 and 8112), one process each, and wrk loads one
 of them at a time, A then B then A…, so that a machine whose speed drifts (other work,
@@ -60,7 +60,7 @@ SCENARIOS = {
 }
 
 
-def _sides(compare: str) -> list[tuple[str, dict[str, str]]]:
+def _sides(compare: str, trace_ratio: float = 0.1) -> list[tuple[str, dict[str, str]]]:
     """(label, environment) of side A, then side B."""
     base = {
         "CHARPENTE_DATABASE_URL": DATABASE,
@@ -70,7 +70,7 @@ def _sides(compare: str) -> list[tuple[str, dict[str, str]]]:
     traced = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}",
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": os.environ.get("BENCH_TRACE_RATIO", "0.1"),
+        "OTEL_TRACES_SAMPLER_ARG": str(trace_ratio),
     }
     off = {**base, "CHARPENTE_METRICS": "false"}
     if compare == "observability":
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the rounds and ratios as JSON")
     parser.add_argument("--scenarios", default="R1,R2")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--trace-ratio", type=float, default=0.1, help="the traced side's sampling")
     parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
     scenarios = args.scenarios.split(",")
@@ -177,7 +178,7 @@ def main() -> None:
     if not (WORK / "ids/posts.txt").is_file():
         sys.exit("no id lists in bench/.work/ids: run `bench/run --quick --only charpente` first")
     (WORK / "logs").mkdir(parents=True, exist_ok=True)
-    sides = _sides(args.compare)
+    sides = _sides(args.compare, args.trace_ratio)
     sink = _start_sink() if args.compare in ("observability", "traces") else None
     servers = [
         _start(port, env, WORK / f"logs/rounds-{port}.log")

@@ -142,7 +142,7 @@ def _value(
         if len(expr.path) == 2 and expr.path[1] == "length":
             array = row.get(expr.path[0])
             return len(array) if isinstance(array, list) else None  # not an array: null
-        if len(expr.path) > 1:
+        if len(expr.path) > 1 and expr.dotted not in row:  # not an outer record's field
             return _member(row.get(expr.path[0]), expr.path[1:], kind)
         return row.get(expr.dotted)
     raise ExprError("each side of a comparison must be a field or a value", expr.pos)
