@@ -19,7 +19,7 @@ from charpente.design.flags import flag_key, flag_name
 from charpente.design.model import Design, Flag, Kind, Resource
 from charpente.errors import ExprError
 
-__all__ = ["FAMILY_OPS", "family_of", "resolve_expr"]
+__all__ = ["FAMILY_OPS", "JSON_KEY", "family_of", "resolve_expr"]
 
 _ORDER = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in"})
 FAMILY_OPS: dict[str, frozenset[str]] = {
@@ -50,7 +50,7 @@ _FAMILIES = {
 }
 _AUTH_KINDS = {"id": Kind.UUID, "role": Kind.ENUM, "mfa": Kind.BOOL}
 _INT64 = (-(2**63), 2**63 - 1)
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+JSON_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a key of a path into json
 MEMBER_DEPTH = 8  # keys in a path into a json field: meta.a.b … at most
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(
@@ -333,7 +333,7 @@ class _Resolver:
                 f"{name.dotted!r}: at most {MEMBER_DEPTH} keys into a json field", name.pos
             )
         for key in keys:
-            if not _KEY.fullmatch(key):
+            if not JSON_KEY.fullmatch(key):
                 raise ExprError(
                     f"{key!r} is not a key: letters, digits and _, at most 64", name.pos
                 )

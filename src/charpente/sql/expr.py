@@ -7,7 +7,6 @@ case-sensitive substring test per dialect (never LIKE, so no wildcard escaping).
 from __future__ import annotations
 
 import decimal
-import re
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from charpente.design.expr import And, Call, Compare, Expr, ListOf, Literal, Name, Not, Or
+from charpente.design.resolve import JSON_KEY
 from charpente.errors import ExprError
 
 __all__ = ["Contains", "expr_shape", "expr_to_sql", "expr_values"]
@@ -76,9 +76,6 @@ def _json_length_postgresql(element: JsonLength, compiler: SQLCompiler, **kw: An
     return f"(CASE WHEN jsonb_typeof({value}) = 'array' THEN jsonb_array_length({value}) END)"
 
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
 class JsonMember(FunctionElement[Any]):
     """`meta.lang`: the value at a path of keys in a json field when it is of the wanted
     type (`want`: "text", "number", "bool"), else NULL; with "any", a non-null marker when
@@ -94,7 +91,7 @@ class JsonMember(FunctionElement[Any]):
 
     def __init__(self, column: sa.ColumnElement[Any], keys: tuple[str, ...], want: str) -> None:
         for key in keys:
-            if not _KEY.fullmatch(key):  # design.resolve allows nothing else; never quoted
+            if not JSON_KEY.fullmatch(key):  # design.resolve allows nothing else; never quoted
                 raise ExprError(f"{key!r} is not a key of a json path")
         self.keys, self.want = keys, want
         self.type = _MEMBER_TYPES[want]
@@ -109,7 +106,7 @@ _MEMBER_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
 }
 _SQLITE_TYPES = {"text": "('text')", "number": "('integer', 'real')", "bool": "('true', 'false')"}
 _PG_TYPES = {"text": "string", "number": "number", "bool": "boolean"}
-_PG_CASTS = {"text": 'COLLATE "C"', "number": "::numeric", "bool": "::boolean"}
+_PG_VALUES = {"text": '{} COLLATE "C"', "number": "{}::numeric", "bool": "{}::boolean"}
 
 
 @compiles(JsonMember)
@@ -131,11 +128,7 @@ def _json_member_postgresql(element: JsonMember, compiler: SQLCompiler, **kw: An
     kind = f"jsonb_typeof({document} #> {path})"
     if element.want == "any":
         return f"NULLIF({kind}, 'null')"
-    value = f"({document} #>> {path})"
-    if element.want == "text":
-        value = f"{value} {_PG_CASTS['text']}"
-    else:
-        value = f"{value}{_PG_CASTS[element.want]}"
+    value = _PG_VALUES[element.want].format(f"({document} #>> {path})")
     return f"(CASE WHEN {kind} = '{_PG_TYPES[element.want]}' THEN {value} END)"
 
 
